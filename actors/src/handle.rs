@@ -1,0 +1,154 @@
+//! Handles that hide actor messaging from sessions and the HTTP API.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, SignalData, UserRef};
+
+use crate::registry::{CountRooms, Open, Peek};
+use crate::room::{Admit, Chat, End, GetPresence, GetRecord, Join, Leave, MarkRead, PostSystem, Relay, SwitchMedia, Typing};
+use crate::{Identity, MediaPolicy, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry, RoomStore, SessionRef};
+
+/// How often a caller retries a room that stopped under its feet.
+const ATTEMPTS: usize = 5;
+
+/// The rooms of this node.
+#[derive(Clone)]
+pub struct Rooms {
+    registry: Addr<RoomRegistry>,
+}
+
+/// A room a session has joined.
+#[derive(Clone)]
+pub struct RoomHandle {
+    addr: Addr<Room>,
+}
+
+fn gone() -> Refusal {
+    Refusal::new(ErrorCode::Unavailable, "room is restarting, retry")
+}
+
+impl Rooms {
+    /// Starts the registry on the current arbiter; rooms run on `threads`
+    /// arbiters of their own.
+    pub fn start(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Rooms {
+        let registry = RoomRegistry::new(store, media, config, threads).start();
+        Rooms { registry }
+    }
+
+    async fn open(&self, room: &str) -> Result<Addr<Room>, Refusal> {
+        self.registry.send(Open { room: room.to_owned() }).await.map_err(|_| gone())
+    }
+
+    /// Sends a request to a room, retrying when the room stopped between
+    /// the lookup and the request.
+    async fn ask<M, T>(&self, room: &str, make: impl Fn() -> M) -> Result<T, Refusal>
+    where
+        M: Message<Result = Result<T, Refusal>> + Send + 'static,
+        T: Send + 'static,
+        Room: Handler<M>,
+    {
+        for _ in 0..ATTEMPTS {
+            let addr = self.open(room).await?;
+            match addr.send(make()).await {
+                Ok(result) => return result,
+                Err(MailboxError::Closed) => tokio::task::yield_now().await,
+                Err(MailboxError::Timeout) => return Err(gone()),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Joins a session to a room; `joined` goes to its outbox.
+    pub async fn join(&self, room: &str, session: &SessionRef, since: Option<i64>, reference: Option<String>) -> Result<RoomHandle, Refusal> {
+        for _ in 0..ATTEMPTS {
+            let addr = self.open(room).await?;
+            let join = Join { session: session.clone(), since, reference: reference.clone() };
+            match addr.send(join).await {
+                Ok(result) => return result.map(|()| RoomHandle { addr }),
+                Err(MailboxError::Closed) => tokio::task::yield_now().await,
+                Err(MailboxError::Timeout) => return Err(gone()),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Reports a media event or asks for a mode.
+    pub async fn switch_media(
+        &self,
+        room: &str,
+        session: Option<Arc<str>>,
+        identity: Arc<Identity>,
+        event: Option<MediaEvent>,
+        mode: Option<MediaMode>,
+    ) -> Result<(), Refusal> {
+        self.ask(room, || SwitchMedia { session: session.clone(), identity: identity.clone(), event, mode }).await
+    }
+
+    /// Admits the patient; `identity` is `None` for the clinic's backend.
+    pub async fn admit(&self, room: &str, identity: Option<Arc<Identity>>) -> Result<(), Refusal> {
+        self.ask(room, || Admit { identity: identity.clone() }).await
+    }
+
+    /// Ends the consultation; `identity` is `None` for the clinic's backend.
+    pub async fn end(&self, room: &str, identity: Option<Arc<Identity>>, by: UserRef) -> Result<(), Refusal> {
+        self.ask(room, || End { identity: identity.clone(), by: by.clone() }).await
+    }
+
+    /// Stores and broadcasts a system message.
+    pub async fn post_system(&self, room: &str, name: &str, text: &str) -> Result<MessageEvent, Refusal> {
+        self.ask(room, || PostSystem { text: text.to_owned(), name: name.to_owned() }).await
+    }
+
+    /// The sessions in a room on this node; empty if the room is not running.
+    pub async fn presence(&self, room: &str) -> Vec<Peer> {
+        let Ok(Some(addr)) = self.registry.send(Peek { room: room.to_owned() }).await else {
+            return Vec::new();
+        };
+        addr.send(GetPresence).await.unwrap_or_default()
+    }
+
+    /// The live record of a running room (status, media mode, last `seq`).
+    pub async fn live_record(&self, room: &str) -> Option<RoomRecord> {
+        let addr = self.registry.send(Peek { room: room.to_owned() }).await.ok()??;
+        addr.send(GetRecord).await.ok()?
+    }
+
+    /// How many rooms run on this node.
+    pub async fn count(&self) -> usize {
+        self.registry.send(CountRooms).await.unwrap_or(0)
+    }
+}
+
+impl RoomHandle {
+    /// Whether the room still runs; a session whose room stopped must join
+    /// again.
+    pub fn is_running(&self) -> bool {
+        self.addr.connected()
+    }
+
+    /// Sends a chat message; the ack or error comes through the outbox.
+    pub fn chat(&self, session: &SessionRef, reference: Option<String>, client_id: String, text: String) {
+        self.addr.do_send(Chat { session: session.clone(), reference, client_id, text });
+    }
+
+    /// Sends a typing indicator.
+    pub fn typing(&self, session: &SessionRef, reference: Option<String>, active: bool) {
+        self.addr.do_send(Typing { session: session.clone(), reference, active });
+    }
+
+    /// Moves the read marker.
+    pub fn read(&self, session: &SessionRef, reference: Option<String>, seq: i64) {
+        self.addr.do_send(MarkRead { session: session.clone(), reference, seq });
+    }
+
+    /// Relays a signal to one session of the room.
+    pub fn relay(&self, session: &SessionRef, reference: Option<String>, to: String, data: SignalData) {
+        self.addr.do_send(Relay { session: session.clone(), reference, to, data });
+    }
+
+    /// Leaves the room; with `reply` the session gets `left`.
+    pub fn leave(&self, session: &SessionRef, reference: Option<String>, reply: bool) {
+        self.addr.do_send(Leave { session: session.clone(), reference, reply });
+    }
+}

@@ -1,0 +1,139 @@
+//! The registry of running rooms.
+//!
+//! The registry starts a room on first use and spreads rooms over a pool of
+//! arbiters, one thread each, so that rooms use every core while each room
+//! stays single-threaded. A room asks to be forgotten when it stops; an
+//! address that is no longer connected is replaced on the next lookup, so a
+//! caller that raced with a stopping room simply retries.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::{MediaPolicy, Room, RoomConfig, RoomStore};
+
+/// Get the running room, starting it if needed.
+#[derive(Message)]
+#[rtype(result = "Addr<Room>")]
+pub(crate) struct Open {
+    pub room: String,
+}
+
+/// Get the running room without starting one.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Room>>")]
+pub(crate) struct Peek {
+    pub room: String,
+}
+
+/// A room stopped (or is about to): forget it, if it is still this one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Forget {
+    pub room: String,
+    pub addr: Addr<Room>,
+}
+
+/// How many rooms are running.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(crate) struct CountRooms;
+
+/// Knows every running room of this node.
+pub struct RoomRegistry {
+    rooms: HashMap<String, Addr<Room>>,
+    arbiters: Vec<ArbiterHandle>,
+    store: Arc<dyn RoomStore>,
+    media: Arc<dyn MediaPolicy>,
+    config: RoomConfig,
+}
+
+impl RoomRegistry {
+    /// A registry whose rooms run on `threads` arbiters of their own.
+    pub fn new(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Self {
+        let arbiters = (0..threads.max(1))
+            .map(|_| {
+                let arbiter = Arbiter::new();
+                let handle = arbiter.handle();
+                // The arbiter's thread lives as long as its handles; dropping
+                // the `Arbiter` value does not stop it.
+                drop(arbiter);
+                handle
+            })
+            .collect();
+        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config }
+    }
+
+    fn arbiter_for(&self, room: &str) -> &ArbiterHandle {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        &self.arbiters[(hasher.finish() as usize) % self.arbiters.len()]
+    }
+}
+
+impl Actor for RoomRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Returns the room's address, starting the room on its arbiter if it is
+/// not running.
+impl Handler<Open> for RoomRegistry {
+    type Result = MessageResult<Open>;
+
+    fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(addr) = self.rooms.get(&msg.room) {
+            if addr.connected() {
+                return MessageResult(addr.clone());
+            }
+        }
+        let id = msg.room.clone();
+        let store = self.store.clone();
+        let media = self.media.clone();
+        let config = self.config.clone();
+        let registry = ctx.address();
+        let addr = Room::start_in_arbiter(self.arbiter_for(&id), move |_| Room::new(id, store, media, config, registry));
+        self.rooms.insert(msg.room, addr.clone());
+        MessageResult(addr)
+    }
+}
+
+/// Returns the room's address if it is running.
+impl Handler<Peek> for RoomRegistry {
+    type Result = MessageResult<Peek>;
+
+    fn handle(&mut self, msg: Peek, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.rooms.get(&msg.room).filter(|a| a.connected()).cloned())
+    }
+}
+
+/// Drops a stopped room, unless a newer room took its place.
+impl Handler<Forget> for RoomRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _ctx: &mut Context<Self>) {
+        if self.rooms.get(&msg.room).is_some_and(|a| *a == msg.addr) {
+            self.rooms.remove(&msg.room);
+        }
+    }
+}
+
+/// Counts running rooms.
+impl Handler<CountRooms> for RoomRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountRooms, _ctx: &mut Context<Self>) -> usize {
+        self.rooms.len()
+    }
+}

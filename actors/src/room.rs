@@ -1,0 +1,758 @@
+//! The room actor: one per consultation with someone in it.
+//!
+//! A room owns its [`RoomState`] and the outboxes of the sessions present.
+//! It carries out what the state decides: it stores through the
+//! [`RoomStore`], then sends frames. Every broadcast is serialized once and
+//! the same bytes are pushed to every outbox; a full outbox is the session's
+//! problem, never the room's (see [`crate::outbox`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use chrono::Utc;
+use telehub_signaling::{
+    ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, Peer, RoomStatus, Sender,
+    ServerFrame, SignalData, UserId, UserRef, format_time,
+};
+use tracing::{debug, warn};
+
+use crate::registry::Forget;
+use crate::state::HistoryPlan;
+use crate::{
+    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Push, Refusal, RoomRecord, RoomRegistry,
+    RoomState, RoomStore, SessionRef, StoreError,
+};
+
+/// Enter the room. The `joined` frame goes to the session's outbox before
+/// any later broadcast, so history and live messages meet without a gap.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct Join {
+    pub session: SessionRef,
+    pub since: Option<i64>,
+    pub reference: Option<String>,
+}
+
+/// Leave the room, on request (`reply`) or because the session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Leave {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub reply: bool,
+}
+
+/// Store a chat message, then acknowledge and broadcast it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Chat {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub client_id: String,
+    pub text: String,
+}
+
+/// Tell the others that the session's user is typing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Typing {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub active: bool,
+}
+
+/// Move the user's read marker.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MarkRead {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub seq: i64,
+}
+
+/// Relay a WebRTC signal to one session of the room.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relay {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub to: String,
+    pub data: SignalData,
+}
+
+/// Report a media failure or ask for a media mode.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct SwitchMedia {
+    pub session: Option<Arc<str>>,
+    pub identity: Arc<Identity>,
+    pub event: Option<MediaEvent>,
+    pub mode: Option<MediaMode>,
+}
+
+/// Admit the patient: the consultation becomes active.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct Admit {
+    pub identity: Option<Arc<Identity>>,
+}
+
+/// End the consultation; `identity` is `None` for the clinic's backend.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct End {
+    pub identity: Option<Arc<Identity>>,
+    pub by: UserRef,
+}
+
+/// Store and broadcast a system message from the HTTP API.
+#[derive(Message)]
+#[rtype(result = "Result<MessageEvent, Refusal>")]
+pub(crate) struct PostSystem {
+    pub text: String,
+    pub name: String,
+}
+
+/// The sessions present now.
+#[derive(Message)]
+#[rtype(result = "Vec<Peer>")]
+pub(crate) struct GetPresence;
+
+/// The room's record as the room knows it now.
+#[derive(Message)]
+#[rtype(result = "Option<RoomRecord>")]
+pub(crate) struct GetRecord;
+
+/// Tuning of rooms.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Messages kept in memory per room for reconnects.
+    pub recent_capacity: usize,
+    /// Messages in `joined.history` when `since` is absent.
+    pub history_default: u32,
+    /// Most messages in one `joined.history`.
+    pub history_max: u32,
+    /// How long an empty room stays before it stops.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig { recent_capacity: 128, history_default: 50, history_max: 500, idle_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// One consultation room.
+pub struct Room {
+    id: String,
+    /// `None` until the record is loaded, or if it could not be.
+    state: Option<RoomState>,
+    /// Why the room cannot serve, once loading failed.
+    unusable: Option<Refusal>,
+    outboxes: HashMap<Arc<str>, Outbox>,
+    store: Arc<dyn RoomStore>,
+    media: Arc<dyn MediaPolicy>,
+    config: RoomConfig,
+    registry: Addr<RoomRegistry>,
+    idle_timer: Option<SpawnHandle>,
+}
+
+impl Room {
+    pub(crate) fn new(
+        id: String,
+        store: Arc<dyn RoomStore>,
+        media: Arc<dyn MediaPolicy>,
+        config: RoomConfig,
+        registry: Addr<RoomRegistry>,
+    ) -> Self {
+        Room { id, state: None, unusable: None, outboxes: HashMap::new(), store, media, config, registry, idle_timer: None }
+    }
+
+    /// The loaded state, or the refusal to send when there is none.
+    fn ready(&mut self) -> Result<&mut RoomState, Refusal> {
+        match (&mut self.state, &self.unusable) {
+            (Some(state), _) => Ok(state),
+            (None, Some(refusal)) => Err(refusal.clone()),
+            (None, None) => Err(Refusal::new(ErrorCode::Unavailable, "room is loading")),
+        }
+    }
+
+    fn send_to(outbox: &Outbox, frame: &ServerFrame) {
+        let _ = outbox.push(ByteString::from(frame.to_json()));
+    }
+
+    fn reply_ok(outbox: &Outbox, reference: Option<String>) {
+        if reference.is_some() {
+            Self::send_to(outbox, &ServerFrame::Ok { reference });
+        }
+    }
+
+    fn reply_error(outbox: &Outbox, reference: Option<String>, refusal: Refusal) {
+        Self::send_to(outbox, &ServerFrame::error(reference, refusal.code, refusal.message));
+    }
+
+    /// Sends the same bytes to every session present except `except`, and
+    /// drops sessions whose task has gone.
+    fn broadcast(&mut self, frame: &ServerFrame, except: Option<&str>, ctx: &mut Context<Self>) {
+        let bytes = ByteString::from(frame.to_json());
+        let mut gone = Vec::new();
+        for (id, outbox) in &self.outboxes {
+            if except == Some(id.as_ref()) {
+                continue;
+            }
+            if outbox.push(bytes.clone()) == Push::Closed {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.evict(&id, ctx);
+        }
+    }
+
+    /// Removes a session whose task ended without saying goodbye.
+    fn evict(&mut self, session: &str, ctx: &mut Context<Self>) {
+        self.outboxes.remove(session);
+        let Some(state) = self.state.as_mut() else { return };
+        if let Some(frame) = state.exit(session) {
+            self.broadcast(&frame, None, ctx);
+        }
+        self.maybe_idle(ctx);
+    }
+
+    fn deliver(&mut self, messages: Vec<MessageEvent>, ctx: &mut Context<Self>) {
+        for message in messages {
+            self.broadcast(&ServerFrame::Message(message), None, ctx);
+        }
+    }
+
+    fn audit(&self, user: Option<&str>, action: &str, detail: serde_json::Value) {
+        let store = self.store.clone();
+        let entry = AuditEntry {
+            at: Utc::now(),
+            room: Some(self.id.clone()),
+            user: user.map(str::to_owned),
+            action: action.to_owned(),
+            detail,
+        };
+        // The audit trail is best effort: a failure is logged, and never
+        // turns a successful action into an error.
+        actix::spawn(async move {
+            if let Err(err) = store.audit(entry).await {
+                warn!(error = %err, "audit entry lost");
+            }
+        });
+    }
+
+    /// Adds a session that passed the checks, with its history.
+    fn enter(&mut self, join: Join, history: Vec<MessageEvent>, complete: bool, ctx: &mut Context<Self>) {
+        let Join { session, reference, .. } = join;
+        if session.outbox.is_closed() {
+            return;
+        }
+        let Some(state) = self.state.as_mut() else { return };
+        let presence = state.enter(session.id.clone(), session.identity.clone(), format_time(Utc::now()));
+        let user = &session.identity.user;
+        let media = MediaInfo {
+            mode: state.media_mode(),
+            ice_servers: self.media.ice_servers(user),
+            jitsi: match state.media_mode() {
+                MediaMode::Jitsi => self.media.jitsi(&self.id, user),
+                MediaMode::P2p => None,
+            },
+        };
+        let joined = ServerFrame::Joined {
+            reference,
+            room: self.id.clone(),
+            status: state.status(),
+            seq: state.last_seq(),
+            peers: state.peers_except(&session.id),
+            history: history.into_iter().map(telehub_signaling::HistoryItem::Message).collect(),
+            history_complete: complete,
+            media,
+        };
+        let over_limit = state.over_mesh_limit(self.media.mesh_limit());
+        Self::send_to(&session.outbox, &joined);
+        self.outboxes.insert(session.id.clone(), session.outbox.clone());
+        if let Some(idle) = self.idle_timer.take() {
+            ctx.cancel_future(idle);
+        }
+        if let Some(presence) = presence {
+            self.broadcast(&presence, Some(&session.id), ctx);
+            self.audit(Some(&user.id), "join", serde_json::json!({ "session": &*session.id, "role": user.role }));
+        }
+        if over_limit {
+            self.apply_media_mode(MediaMode::Jitsi, "mesh_limit", None, ctx);
+        }
+    }
+
+    /// Sets the media mode and tells every session, each with its own
+    /// credentials.
+    fn apply_media_mode(&mut self, mode: MediaMode, reason: &str, by: Option<&str>, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        if !state.set_media_mode(mode) {
+            return;
+        }
+        let mut gone = Vec::new();
+        for (id, outbox) in &self.outboxes {
+            let Some(identity) = state.identity_of(id) else { continue };
+            let jitsi = match mode {
+                MediaMode::Jitsi => self.media.jitsi(&self.id, &identity.user),
+                MediaMode::P2p => None,
+            };
+            let frame = ServerFrame::MediaMode { room: self.id.clone(), mode, reason: reason.to_owned(), jitsi };
+            if outbox.push(ByteString::from(frame.to_json())) == Push::Closed {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.evict(&id, ctx);
+        }
+        let store = self.store.clone();
+        let room = self.id.clone();
+        actix::spawn(async move {
+            if let Err(err) = store.set_media_mode(&room, mode).await {
+                warn!(error = %err, "media mode not stored");
+            }
+        });
+        self.audit(by, "media", serde_json::json!({ "mode": mode, "reason": reason }));
+    }
+
+    /// Stops the room after it has been idle for a while.
+    fn maybe_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.state.as_ref().is_none_or(RoomState::is_idle);
+        if !idle || self.idle_timer.is_some() {
+            return;
+        }
+        let handle = ctx.run_later(self.config.idle_timeout, |act, ctx| {
+            act.idle_timer = None;
+            if act.state.as_ref().is_none_or(RoomState::is_idle) {
+                debug!(room = %act.id, "room idle, stopping");
+                act.registry.do_send(Forget { room: act.id.clone(), addr: ctx.address() });
+                ctx.stop();
+            }
+        });
+        self.idle_timer = Some(handle);
+    }
+
+    fn unavailable(err: StoreError) -> Refusal {
+        match err {
+            StoreError::NotFound(what) => Refusal::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::Conflict(message) => Refusal::new(ErrorCode::Conflict, message),
+            StoreError::Unavailable(message) => {
+                warn!(%message, "storage unavailable");
+                Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
+            }
+        }
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    /// Loads the consultation before the first message is handled: `wait`
+    /// holds the mailbox until the record is in.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let store = self.store.clone();
+        let id = self.id.clone();
+        let load = async move { store.load_room(&id).await };
+        ctx.wait(load.into_actor(self).map(|result, act, ctx| {
+            match result {
+                Ok(Some(record)) => {
+                    act.state = Some(RoomState::new(
+                        record,
+                        act.config.recent_capacity,
+                        act.config.history_default,
+                        act.config.history_max,
+                    ));
+                    act.maybe_idle(ctx);
+                    return;
+                }
+                Ok(None) => {
+                    act.unusable = Some(Refusal::new(ErrorCode::NotFound, format!("no consultation {}", act.id)));
+                }
+                Err(err) => act.unusable = Some(Self::unavailable(err)),
+            }
+            // Forget the room at once so that the next attempt loads afresh
+            // (the consultation may be created, or storage come back), but
+            // answer what is already in the mailbox before stopping.
+            act.registry.do_send(Forget { room: act.id.clone(), addr: ctx.address() });
+            ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+        }));
+    }
+}
+
+/// Checks rights, then sends `joined` with history from memory, or loads
+/// history from storage first.
+impl Handler<Join> for Room {
+    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        let plan = match self.ready() {
+            Ok(state) => match state.check(&msg.session.identity, Action::Join) {
+                Ok(()) => state.plan_history(msg.since),
+                Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
+            },
+            Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
+        };
+        if let HistoryPlan::Ready { history, complete } = plan {
+            self.enter(msg, history, complete, ctx);
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let query = plan.clone();
+        let load = async move {
+            match query {
+                HistoryPlan::LoadAfter { after, limit } => store.messages_after(&room, after, limit).await,
+                HistoryPlan::LoadLast { limit } => store.last_messages(&room, limit).await,
+                HistoryPlan::Ready { history, .. } => Ok(history),
+            }
+        };
+        Box::pin(load.into_actor(self).map(move |result, act, ctx| {
+            let loaded = result.map_err(Self::unavailable)?;
+            let Some(state) = act.state.as_ref() else {
+                return Err(Refusal::new(ErrorCode::Unavailable, "room is gone"));
+            };
+            let (history, complete) = state.finish_history(&plan, loaded);
+            act.enter(msg, history, complete, ctx);
+            Ok(())
+        }))
+    }
+}
+
+/// Removes the session and tells the others.
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        let was_present = self.state.as_ref().is_some_and(|s| s.is_present(&msg.session.id));
+        self.evict(&msg.session.id, ctx);
+        if was_present {
+            let user = &msg.session.identity.user;
+            self.audit(Some(&user.id), "leave", serde_json::json!({ "session": &*msg.session.id }));
+        }
+        if msg.reply {
+            Self::send_to(&msg.session.outbox, &ServerFrame::Left { reference: msg.reference, room: self.id.clone() });
+        }
+    }
+}
+
+/// Stores the message (group-committed with other rooms' writes), then
+/// acks the sender and broadcasts it in `seq` order. A resend with a known
+/// `client_id` gets the original ack and no second broadcast.
+impl Handler<Chat> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Chat, ctx: &mut Context<Self>) {
+        let Chat { session, reference, client_id, text } = msg;
+        let state = match self.ready() {
+            Ok(state) => state,
+            Err(refusal) => return Self::reply_error(&session.outbox, reference, refusal),
+        };
+        if let Err(refusal) = state.check_present(&session.id, &session.identity, Action::Chat) {
+            return Self::reply_error(&session.outbox, reference, refusal);
+        }
+        state.write_started();
+        let user = &session.identity.user;
+        let from = Sender { id: user.id.clone(), name: user.name.clone(), role: user.role.as_str().to_owned() };
+        let new = NewMessage {
+            room: self.id.clone(),
+            from: from.clone(),
+            client_id: Some(client_id.clone()),
+            kind: MessageKind::Text,
+            text: text.clone(),
+        };
+        let store = self.store.clone();
+        let write = async move { store.append(new).await };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            if let Some(state) = act.state.as_mut() {
+                state.write_finished();
+            }
+            match result {
+                Ok(stored) => {
+                    let ack = ServerFrame::Ack {
+                        reference,
+                        room: act.id.clone(),
+                        seq: stored.seq,
+                        id: stored.id.clone(),
+                        at: stored.at.clone(),
+                    };
+                    Self::send_to(&session.outbox, &ack);
+                    if !stored.duplicate {
+                        let event = MessageEvent {
+                            room: act.id.clone(),
+                            seq: stored.seq,
+                            id: stored.id,
+                            client_id: Some(client_id),
+                            from,
+                            kind: MessageKind::Text,
+                            text,
+                            at: stored.at,
+                        };
+                        let ready = act.state.as_mut().map(|s| s.stored(event)).unwrap_or_default();
+                        act.deliver(ready, ctx);
+                    }
+                }
+                Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+            }
+            act.maybe_idle(ctx);
+        }));
+    }
+}
+
+/// Forwards a typing indicator to the others; it is never stored.
+impl Handler<Typing> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
+        let Typing { session, reference, active } = msg;
+        let check = self.ready().and_then(|s| s.check_present(&session.id, &session.identity, Action::Typing));
+        if let Err(refusal) = check {
+            return Self::reply_error(&session.outbox, reference, refusal);
+        }
+        let user = &session.identity.user;
+        let frame = ServerFrame::Typing {
+            room: self.id.clone(),
+            user: UserRef { id: user.id.clone(), name: user.name.clone() },
+            active,
+        };
+        self.broadcast(&frame, Some(&session.id), ctx);
+        Self::reply_ok(&session.outbox, reference);
+    }
+}
+
+/// Stores the read marker if it moves forward, then tells the others.
+impl Handler<MarkRead> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: MarkRead, ctx: &mut Context<Self>) {
+        let MarkRead { session, reference, seq } = msg;
+        let state = match self.ready() {
+            Ok(state) => state,
+            Err(refusal) => return Self::reply_error(&session.outbox, reference, refusal),
+        };
+        if let Err(refusal) = state.check_present(&session.id, &session.identity, Action::Read) {
+            return Self::reply_error(&session.outbox, reference, refusal);
+        }
+        let user_id = session.identity.user.id.clone();
+        let Some(seq) = state.read(&user_id, seq) else {
+            return Self::reply_ok(&session.outbox, reference);
+        };
+        state.write_started();
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let write = async move { store.set_read_marker(&room, &user_id, seq).await };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            if let Some(state) = act.state.as_mut() {
+                state.write_finished();
+            }
+            match result {
+                Ok(marker) => {
+                    let user = UserId { id: session.identity.user.id.clone() };
+                    let frame = ServerFrame::Read { room: act.id.clone(), user, seq: marker };
+                    act.broadcast(&frame, Some(&session.id), ctx);
+                    Self::reply_ok(&session.outbox, reference);
+                }
+                Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+            }
+            act.maybe_idle(ctx);
+        }));
+    }
+}
+
+/// Relays a signal to its target only.
+impl Handler<Relay> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Relay, _ctx: &mut Context<Self>) {
+        let Relay { session, reference, to, data } = msg;
+        let check = self.ready().and_then(|s| {
+            s.check_present(&session.id, &session.identity, Action::Signal)?;
+            s.check_target(&to)
+        });
+        if let Err(refusal) = check {
+            return Self::reply_error(&session.outbox, reference, refusal);
+        }
+        let Some(target) = self.outboxes.get(to.as_str()) else {
+            return Self::reply_error(&session.outbox, reference, Refusal::new(ErrorCode::NotFound, format!("no session {to}")));
+        };
+        let frame = ServerFrame::Signal {
+            room: self.id.clone(),
+            from: session.id.to_string(),
+            user: session.identity.user.clone(),
+            data,
+        };
+        Self::send_to(target, &frame);
+        Self::reply_ok(&session.outbox, reference);
+    }
+}
+
+/// Switches the media mode on a reported ICE failure or on request.
+impl Handler<SwitchMedia> for Room {
+    type Result = Result<(), Refusal>;
+
+    fn handle(&mut self, msg: SwitchMedia, ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.ready()?;
+        let (mode, reason) = match (msg.event, msg.mode) {
+            (Some(MediaEvent::IceFailed), _) => {
+                let session = msg.session.as_deref().unwrap_or("");
+                state.check_present(session, &msg.identity, Action::ReportIceFailure)?;
+                (MediaMode::Jitsi, "ice_failed")
+            }
+            (None, Some(mode)) => {
+                state.check(&msg.identity, Action::SwitchMedia)?;
+                (mode, "requested")
+            }
+            (None, None) => return Err(Refusal::new(ErrorCode::BadRequest, "media needs an event or a mode")),
+        };
+        self.apply_media_mode(mode, reason, Some(&msg.identity.user.id), ctx);
+        Ok(())
+    }
+}
+
+/// Makes the consultation active and tells the patient's sessions.
+impl Handler<Admit> for Room {
+    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
+        let check = self.ready().and_then(|state| {
+            if let Some(identity) = &msg.identity {
+                state.check(identity, Action::Admit)?;
+            }
+            let before = state.status();
+            state.admit()?;
+            state.write_started();
+            Ok(before)
+        });
+        let before = match check {
+            Ok(before) => before,
+            Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
+        };
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let write = async move { store.set_status(&room, RoomStatus::Active, Utc::now()).await };
+        Box::pin(write.into_actor(self).map(move |result, act, ctx| {
+            let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
+            state.write_finished();
+            if let Err(err) = result {
+                state.set_status(before);
+                return Err(Self::unavailable(err));
+            }
+            let patient = state.record().patient.id.clone();
+            let frame = ByteString::from(ServerFrame::Admitted { room: act.id.clone() }.to_json());
+            for session in state.sessions_of(&patient) {
+                if let Some(outbox) = act.outboxes.get(session) {
+                    let _ = outbox.push(frame.clone());
+                }
+            }
+            let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
+            act.audit(by, "admit", serde_json::json!({ "patient": patient }));
+            act.maybe_idle(ctx);
+            Ok(())
+        }))
+    }
+}
+
+/// Stores the end, then sends `ended` to every session.
+impl Handler<End> for Room {
+    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: End, _ctx: &mut Context<Self>) -> Self::Result {
+        let check = self.ready().and_then(|state| {
+            if let Some(identity) = &msg.identity {
+                state.check(identity, Action::End)?;
+            }
+            state.begin_end()?;
+            state.write_started();
+            Ok(())
+        });
+        if let Err(refusal) = check {
+            return Box::pin(fut::ready(Err(refusal)));
+        }
+        let at = Utc::now();
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let write = async move { store.set_status(&room, RoomStatus::Ended, at).await };
+        Box::pin(write.into_actor(self).map(move |result, act, ctx| {
+            let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
+            state.write_finished();
+            state.finish_end(result.is_ok());
+            result.map_err(Self::unavailable)?;
+            let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
+            act.broadcast(&frame, None, ctx);
+            act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
+            act.maybe_idle(ctx);
+            Ok(())
+        }))
+    }
+}
+
+/// Stores a system message and broadcasts it like chat.
+impl Handler<PostSystem> for Room {
+    type Result = ResponseActFuture<Self, Result<MessageEvent, Refusal>>;
+
+    fn handle(&mut self, msg: PostSystem, _ctx: &mut Context<Self>) -> Self::Result {
+        let check = self.ready().and_then(|state| {
+            if state.status().is_closed() {
+                return Err(Refusal::new(ErrorCode::Conflict, format!("{} has ended", state.id())));
+            }
+            state.write_started();
+            Ok(())
+        });
+        if let Err(refusal) = check {
+            return Box::pin(fut::ready(Err(refusal)));
+        }
+        let from = Sender { id: "system".into(), name: msg.name, role: "system".into() };
+        let new = NewMessage {
+            room: self.id.clone(),
+            from: from.clone(),
+            client_id: None,
+            kind: MessageKind::System,
+            text: msg.text.clone(),
+        };
+        let store = self.store.clone();
+        let write = async move { store.append(new).await };
+        Box::pin(write.into_actor(self).map(move |result, act, ctx| {
+            if let Some(state) = act.state.as_mut() {
+                state.write_finished();
+            }
+            let stored = result.map_err(Self::unavailable)?;
+            let event = MessageEvent {
+                room: act.id.clone(),
+                seq: stored.seq,
+                id: stored.id,
+                client_id: None,
+                from,
+                kind: MessageKind::System,
+                text: msg.text,
+                at: stored.at,
+            };
+            let ready = act.state.as_mut().map(|s| s.stored(event.clone())).unwrap_or_default();
+            act.deliver(ready, ctx);
+            act.maybe_idle(ctx);
+            Ok(event)
+        }))
+    }
+}
+
+/// Lists the sessions present.
+impl Handler<GetPresence> for Room {
+    type Result = Vec<Peer>;
+
+    fn handle(&mut self, _msg: GetPresence, _ctx: &mut Context<Self>) -> Vec<Peer> {
+        self.state.as_ref().map(RoomState::peers).unwrap_or_default()
+    }
+}
+
+/// Returns the record with the room's live status, mode and last `seq`.
+impl Handler<GetRecord> for Room {
+    type Result = Option<RoomRecord>;
+
+    fn handle(&mut self, _msg: GetRecord, _ctx: &mut Context<Self>) -> Option<RoomRecord> {
+        self.state.as_ref().map(|s| s.record().clone())
+    }
+}

@@ -1,0 +1,96 @@
+//! The storage port of rooms.
+//!
+//! Rooms persist through this trait so that the embedded SQLite store and the
+//! PostgreSQL store of a cluster are two implementations, not two code paths
+//! in the rooms. Every method either did its whole job or returns an error:
+//! in particular [`RoomStore::append`] returns only after the message is
+//! durable, which is what makes an `ack` a promise.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender};
+
+/// The stored facts about a consultation that a room needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub id: String,
+    pub status: RoomStatus,
+    pub patient: Person,
+    pub doctor: Person,
+    pub clinic: Option<String>,
+    pub queue: String,
+    pub media_mode: MediaMode,
+    /// The last `seq` stored in the room; 0 when it has no messages.
+    pub last_seq: i64,
+}
+
+/// A person named in a consultation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub id: String,
+    pub name: String,
+}
+
+/// A chat message to store; the store assigns `seq`, `id` and `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub room: String,
+    pub from: Sender,
+    pub client_id: Option<String>,
+    pub kind: MessageKind,
+    pub text: String,
+}
+
+/// A stored message's place in its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: i64,
+    pub id: String,
+    pub at: String,
+    /// The same (room, sender, client_id) was stored before: these are the
+    /// original's `seq`, `id` and `at`, and nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub room: Option<String>,
+    pub user: Option<String>,
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+/// Why storage failed. `Unavailable` is the store's fault and worth a retry;
+/// nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What rooms need from storage.
+#[async_trait]
+pub trait RoomStore: Send + Sync + 'static {
+    /// The consultation, or `None` if there is no such consultation.
+    async fn load_room(&self, room: &str) -> Result<Option<RoomRecord>, StoreError>;
+    /// Up to `limit` messages with `seq > after`, in `seq` order.
+    async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
+    /// The last `limit` messages, in `seq` order.
+    async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
+    /// Stores a message durably, or finds the original of a resend.
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    /// Moves a user's read marker forward (never back); returns the marker.
+    async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError>;
+    /// Changes the consultation's status.
+    async fn set_status(&self, room: &str, status: RoomStatus, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Records the room's media mode.
+    async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError>;
+    /// Appends to the audit trail.
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+}
