@@ -1,0 +1,63 @@
+-- Telehub schema for SQLite, the embedded default.
+-- Times are RFC 3339 UTC strings with milliseconds, so they sort as text.
+
+CREATE TABLE consultations (
+    id            TEXT PRIMARY KEY,
+    status        TEXT NOT NULL,
+    clinic        TEXT,
+    queue         TEXT NOT NULL,
+    scheduled_at  TEXT,
+    media_mode    TEXT NOT NULL DEFAULT 'p2p',
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    ended_at      TEXT
+);
+
+-- Who takes part in a consultation: its patient and its doctor.
+CREATE TABLE members (
+    consultation_id TEXT NOT NULL REFERENCES consultations (id),
+    role            TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    phone           TEXT,
+    email           TEXT,
+    PRIMARY KEY (consultation_id, role)
+);
+CREATE INDEX members_by_user ON members (user_id);
+
+-- Chat messages. `seq` is gapless per room; (room, sender, client_id) makes
+-- sending idempotent. NULL client ids (system messages) never collide.
+CREATE TABLE messages (
+    room        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          TEXT NOT NULL,
+    sender_id   TEXT NOT NULL,
+    sender_name TEXT NOT NULL,
+    sender_role TEXT NOT NULL,
+    client_id   TEXT,
+    kind        TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX messages_idempotency ON messages (room, sender_id, client_id);
+CREATE UNIQUE INDEX messages_by_id ON messages (id);
+
+CREATE TABLE read_markers (
+    room       TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (room, user_id)
+) WITHOUT ROWID;
+
+CREATE TABLE audit_log (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    room    TEXT,
+    user_id TEXT,
+    action  TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX audit_by_room ON audit_log (room, id);
+CREATE INDEX audit_by_user ON audit_log (user_id, id);

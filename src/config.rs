@@ -1,0 +1,322 @@
+//! Configuration: one [`Settings`] struct from four layers.
+//!
+//! Defaults, then an optional TOML file (`--config` or `TELEHUB_CONFIG`),
+//! then `TELEHUB_*` environment variables, then command-line flags; a later
+//! layer wins. Secrets are never printed: `Debug` redacts them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything that can be configured.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    pub bind: String,
+    /// `sqlite://path` (embedded) or `postgres://…`.
+    pub database_url: String,
+    /// HS256 secret for client tokens. Unset on loopback means demo mode.
+    pub jwt_secret: Option<String>,
+    /// `HS256` (default), `RS256` or `ES256`.
+    pub jwt_algorithm: String,
+    /// PEM public key (or a path to one) for RS256/ES256 tokens.
+    pub jwt_public_key: Option<String>,
+    /// Key that clinic backends present to the HTTP API.
+    pub api_key: Option<String>,
+    /// This node's name in `welcome` and logs.
+    pub node_id: String,
+    pub log_format: LogFormat,
+    /// Interval of server pings; a peer silent for two intervals is dropped.
+    pub heartbeat_ms: u64,
+    /// Largest accepted WebSocket frame.
+    pub max_frame_bytes: usize,
+    /// Longest chat text, in characters after trimming.
+    pub max_text_chars: usize,
+    /// Frames queued for one session before it counts as too slow (4009).
+    pub outbox_frames: usize,
+    /// Frames per second a session may send, sustained.
+    pub rate_per_s: f64,
+    /// Frames a session may send in a burst.
+    pub rate_burst: f64,
+    /// Seconds an empty room stays in memory.
+    pub room_idle_s: u64,
+    /// Threads that run rooms; 0 means one per core.
+    pub room_threads: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// What `goaway` tells clients to wait before reconnecting.
+    pub goaway_retry_ms: u64,
+    /// How long shutdown waits for sessions to close.
+    pub shutdown_grace_ms: u64,
+    /// STUN/TURN URLs handed to clients in `joined`.
+    pub ice_urls: Vec<String>,
+    /// The sender name of system messages.
+    pub system_name: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://./data/telehub.db".into(),
+            jwt_secret: None,
+            jwt_algorithm: "HS256".into(),
+            jwt_public_key: None,
+            api_key: None,
+            node_id: default_node_id(),
+            log_format: LogFormat::Text,
+            heartbeat_ms: 25_000,
+            max_frame_bytes: 64 * 1024,
+            max_text_chars: 4000,
+            outbox_frames: 512,
+            rate_per_s: 50.0,
+            rate_burst: 100.0,
+            room_idle_s: 30,
+            room_threads: 0,
+            http_workers: 0,
+            goaway_retry_ms: 1000,
+            shutdown_grace_ms: 5000,
+            ice_urls: Vec::new(),
+            system_name: "Telehub".into(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "node-1".into())
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("jwt_algorithm", &self.jwt_algorithm)
+            .field("jwt_public_key", &self.jwt_public_key.as_ref().map(|_| "<set>"))
+            .field("api_key", &redact(&self.api_key))
+            .field("node_id", &self.node_id)
+            .field("log_format", &self.log_format)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_text_chars", &self.max_text_chars)
+            .field("outbox_frames", &self.outbox_frames)
+            .field("rate_per_s", &self.rate_per_s)
+            .field("rate_burst", &self.rate_burst)
+            .field("room_idle_s", &self.room_idle_s)
+            .field("room_threads", &self.room_threads)
+            .field("http_workers", &self.http_workers)
+            .field("ice_urls", &self.ice_urls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides the password of a database URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<redacted>{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Command-line flags; each also reads its `TELEHUB_*` variable.
+#[derive(Debug, Parser, Default)]
+#[command(name = "telehub", version, about = "Real-time hub for telemedicine consultations")]
+pub struct Args {
+    /// TOML file with settings (keys as in the README).
+    #[arg(long, env = "TELEHUB_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "TELEHUB_BIND")]
+    pub bind: Option<String>,
+    #[arg(long, env = "TELEHUB_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[arg(long, env = "TELEHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long, env = "TELEHUB_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    #[arg(long, env = "TELEHUB_JWT_PUBLIC_KEY", hide_env_values = true)]
+    pub jwt_public_key: Option<String>,
+    #[arg(long, env = "TELEHUB_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[arg(long, env = "TELEHUB_NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "TELEHUB_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[arg(long, env = "TELEHUB_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "TELEHUB_MAX_TEXT_CHARS")]
+    pub max_text_chars: Option<usize>,
+    #[arg(long, env = "TELEHUB_OUTBOX_FRAMES")]
+    pub outbox_frames: Option<usize>,
+    #[arg(long, env = "TELEHUB_RATE_PER_S")]
+    pub rate_per_s: Option<f64>,
+    #[arg(long, env = "TELEHUB_RATE_BURST")]
+    pub rate_burst: Option<f64>,
+    #[arg(long, env = "TELEHUB_ROOM_IDLE_S")]
+    pub room_idle_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_ROOM_THREADS")]
+    pub room_threads: Option<usize>,
+    #[arg(long, env = "TELEHUB_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    #[arg(long, env = "TELEHUB_GOAWAY_RETRY_MS")]
+    pub goaway_retry_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Comma-separated STUN/TURN URLs.
+    #[arg(long, env = "TELEHUB_ICE_URLS", value_delimiter = ',')]
+    pub ice_urls: Option<Vec<String>>,
+    #[arg(long, env = "TELEHUB_SYSTEM_NAME")]
+    pub system_name: Option<String>,
+}
+
+impl Settings {
+    /// Builds the settings from every layer.
+    pub fn load(args: Args) -> anyhow::Result<Settings> {
+        let mut settings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("bad config file {}: {e}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.apply(args);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply(&mut self, args: Args) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = args.$field { self.$field = v; } )* };
+        }
+        macro_rules! set_opt {
+            ($($field:ident),*) => { $( if let Some(v) = args.$field { self.$field = Some(v); } )* };
+        }
+        set!(bind, database_url, jwt_algorithm, node_id, log_format, heartbeat_ms, max_frame_bytes, max_text_chars);
+        set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
+        set!(shutdown_grace_ms, ice_urls, system_name);
+        set_opt!(jwt_secret, jwt_public_key, api_key);
+        // An empty variable means unset, as operators expect.
+        for secret in [&mut self.jwt_secret, &mut self.api_key, &mut self.jwt_public_key] {
+            if secret.as_deref().is_some_and(str::is_empty) {
+                *secret = None;
+            }
+        }
+        self.ice_urls.retain(|u| !u.trim().is_empty());
+    }
+
+    /// Refuses settings that cannot work, with a message that says why.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.heartbeat_ms >= 10, "heartbeat_ms must be at least 10");
+        anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes must be at least 1024");
+        anyhow::ensure!(self.max_text_chars >= 1, "max_text_chars must be at least 1");
+        anyhow::ensure!(self.outbox_frames >= 1, "outbox_frames must be at least 1");
+        anyhow::ensure!(self.rate_per_s > 0.0 && self.rate_burst >= 1.0, "rate_per_s must be positive and rate_burst at least 1");
+        anyhow::ensure!(
+            matches!(self.jwt_algorithm.as_str(), "HS256" | "RS256" | "ES256"),
+            "jwt_algorithm must be HS256, RS256 or ES256"
+        );
+        if self.jwt_algorithm != "HS256" {
+            anyhow::ensure!(self.jwt_public_key.is_some(), "{} needs jwt_public_key", self.jwt_algorithm);
+        }
+        Ok(())
+    }
+
+    /// Whether the bind address is on loopback.
+    pub fn binds_loopback(&self) -> bool {
+        let host = self.bind.rsplit_once(':').map_or(self.bind.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || self.bind.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+    }
+
+    /// Demo mode: no token secret configured and only reachable from this
+    /// machine. The caller refuses to start without a secret otherwise.
+    pub fn demo_mode(&self) -> bool {
+        self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.binds_loopback()
+    }
+
+    /// Threads for rooms, resolving 0 to the number of cores.
+    pub fn room_threads(&self) -> usize {
+        resolve_threads(self.room_threads)
+    }
+
+    /// HTTP workers, resolving 0 to the number of cores.
+    pub fn http_workers(&self) -> usize {
+        resolve_threads(self.http_workers)
+    }
+}
+
+fn resolve_threads(n: usize) -> usize {
+    if n > 0 { n } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file: Settings = toml::from_str("bind = \"127.0.0.1:9000\"\nnode_id = \"from-file\"\nheartbeat_ms = 1000").unwrap();
+        assert_eq!(file.bind, "127.0.0.1:9000");
+        assert_eq!(file.database_url, Settings::default().database_url, "unset keys keep defaults");
+        let mut settings = file;
+        settings.apply(Args { node_id: Some("from-flag".into()), api_key: Some(String::new()), ..Args::default() });
+        assert_eq!(settings.node_id, "from-flag");
+        assert_eq!(settings.heartbeat_ms, 1000);
+        assert_eq!(settings.api_key, None, "empty means unset");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Settings>("bnid = \"x\"").is_err());
+    }
+
+    #[test]
+    fn demo_mode_only_on_loopback_without_secret() {
+        let mut s = Settings::default();
+        assert!(s.demo_mode());
+        s.bind = "0.0.0.0:8080".into();
+        assert!(!s.demo_mode());
+        s.bind = "[::1]:8080".into();
+        assert!(s.demo_mode());
+        s.bind = "localhost:8080".into();
+        assert!(s.demo_mode());
+        s.jwt_secret = Some("x".into());
+        assert!(!s.demo_mode());
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = Settings {
+            jwt_secret: Some("hunter2".into()),
+            api_key: Some("k-secret".into()),
+            database_url: "postgres://u:pw@db/telehub".into(),
+            ..Settings::default()
+        };
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("k-secret") && !printed.contains("pw@"), "{printed}");
+    }
+
+    #[test]
+    fn asymmetric_algorithms_need_a_key() {
+        let s = Settings { jwt_algorithm: "RS256".into(), ..Settings::default() };
+        assert!(s.validate().is_err());
+        let s = Settings { jwt_algorithm: "none".into(), ..Settings::default() };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! `GET /v1/audit`: the audit trail.
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use telehub_signaling::Role;
+
+use super::caller::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::views::{AuditPage, AuditParams, AuditView};
+use crate::app::AppState;
+use crate::store::AuditQuery;
+
+/// The audit trail: joins, leaves, admits, ends, media switches, API calls.
+#[utoipa::path(
+    tag = "audit",
+    params(AuditParams),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = []), ("staff_token" = []))
+)]
+#[get("/v1/audit")]
+pub async fn list(req: HttpRequest, app: web::Data<AppState>, query: web::Query<AuditParams>) -> Result<HttpResponse, ApiError> {
+    let caller = Caller::from_request(&req, &app)?;
+    let query = query.into_inner();
+    // Staff read the trail of one consultation of their clinic at a time.
+    if let Caller::Person(claims) = &caller {
+        let room = query.room.as_deref().ok_or_else(|| ApiError::forbidden("staff must name a room"))?;
+        let consultation = app.store.consultation(room).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {room}")))?;
+        let same_clinic = claims.clinic.is_some() && claims.clinic == consultation.clinic;
+        if claims.role != Role::Staff || !same_clinic {
+            return Err(ApiError::forbidden("only the API key or staff of the clinic may read the audit trail"));
+        }
+    }
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be 1 to 1000"));
+    }
+    let records = app
+        .store
+        .audit_log(AuditQuery { room: query.room, user: query.user, after: query.after, limit: limit + 1 })
+        .await?;
+    let more = records.len() > limit as usize;
+    let entries: Vec<AuditView> = records.into_iter().take(limit as usize).map(AuditView::from).collect();
+    let next_after = if more { entries.last().map(|e| e.id) } else { None };
+    Ok(HttpResponse::Ok().json(AuditPage { entries, next_after }))
+}

@@ -1,0 +1,46 @@
+//! `/healthz`, `/readyz` and `/metrics`.
+
+use actix_web::{HttpResponse, get, web};
+
+use super::error::{ApiError, ErrorBody};
+use super::views::HealthView;
+use crate::app::AppState;
+
+/// The process is up.
+#[utoipa::path(tag = "operations", responses((status = 200, body = HealthView)))]
+#[get("/healthz")]
+pub async fn healthz(app: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(HealthView { status: "ok".into(), node: app.settings.node_id.clone() })
+}
+
+/// Storage (and, in a cluster, the broker) is reachable.
+#[utoipa::path(tag = "operations", responses((status = 200, body = HealthView), (status = 503, body = ErrorBody)))]
+#[get("/readyz")]
+pub async fn readyz(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::new(telehub_signaling::ErrorCode::Unavailable, "shutting down"));
+    }
+    app.store.ping().await?;
+    Ok(HttpResponse::Ok().json(HealthView { status: "ready".into(), node: app.settings.node_id.clone() }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Prometheus text format", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
+    let m = &app.metrics;
+    let rooms = app.rooms.count().await;
+    let node = &app.settings.node_id;
+    let body = format!(
+        "# HELP telehub_sessions Open WebSocket sessions.\n# TYPE telehub_sessions gauge\ntelehub_sessions{{node=\"{node}\"}} {}\n\
+         # HELP telehub_sessions_total Sessions opened since start.\n# TYPE telehub_sessions_total counter\ntelehub_sessions_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_rooms Rooms running.\n# TYPE telehub_rooms gauge\ntelehub_rooms{{node=\"{node}\"}} {rooms}\n\
+         # HELP telehub_frames_in_total Client frames received.\n# TYPE telehub_frames_in_total counter\ntelehub_frames_in_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_upgrades_refused_total WebSocket upgrades refused (bad token).\n# TYPE telehub_upgrades_refused_total counter\ntelehub_upgrades_refused_total{{node=\"{node}\"}} {}\n",
+        m.sessions_open.get(),
+        m.sessions_total.get(),
+        m.frames_in.get(),
+        m.upgrades_refused.get(),
+    );
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+}

@@ -1,0 +1,48 @@
+//! The HTTP side: the API for clinic backends, the WebSocket upgrade, health
+//! and metrics, the OpenAPI document and, in demo mode, the demo pages.
+
+pub mod audit;
+pub mod caller;
+pub mod consultations;
+pub mod demo;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod tokens;
+pub mod views;
+pub mod ws;
+
+use actix_web::web;
+
+/// Largest JSON body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(error::json_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .service(ws::upgrade)
+        .service(consultations::create)
+        .service(consultations::get_one)
+        .service(consultations::messages)
+        .service(consultations::post_message)
+        .service(consultations::presence)
+        .service(consultations::end)
+        .service(tokens::create)
+        .service(audit::list)
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(openapi::document)
+        .service(demo::create)
+        .service(demo::index)
+        .service(demo::room)
+        .service(demo::app_js)
+        .service(demo::style_css)
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, error::ApiError> {
+    Err(error::ApiError::not_found("no such route"))
+}

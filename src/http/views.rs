@@ -1,0 +1,309 @@
+//! The JSON shapes of the HTTP API, with their OpenAPI schemas.
+
+use serde::{Deserialize, Serialize};
+use telehub_signaling::{MessageEvent, Peer};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::store::{AuditRecord, Consultation};
+
+/// A patient in a request or response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientIn {
+    #[schema(example = "u7")]
+    pub id: String,
+    #[schema(example = "Budi")]
+    pub name: String,
+    /// E.164 phone number, for SMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// A doctor in a request or response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonIn {
+    #[schema(example = "u42")]
+    pub id: String,
+    #[schema(example = "Ana")]
+    pub name: String,
+}
+
+/// The amount to collect before the consultation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PaymentIn {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// `POST /v1/consultations`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConsultation {
+    /// The consultation id (letters, digits, `-`, `_`, `.`); made up if absent.
+    #[schema(example = "c-1001")]
+    pub id: Option<String>,
+    pub patient: PatientIn,
+    pub doctor: PersonIn,
+    pub clinic: Option<String>,
+    /// The waiting-room queue; the doctor's id by default.
+    pub queue: Option<String>,
+    /// RFC 3339 time.
+    pub scheduled_at: Option<String>,
+    /// Payments are not available yet: a consultation with a payment is refused.
+    pub payment: Option<PaymentIn>,
+}
+
+/// A consultation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsultationView {
+    pub id: String,
+    /// scheduled, waiting, active, ended or cancelled.
+    pub status: String,
+    pub patient: PatientIn,
+    pub doctor: PersonIn,
+    pub clinic: Option<String>,
+    pub queue: String,
+    pub scheduled_at: Option<String>,
+    /// p2p or jitsi.
+    pub media_mode: String,
+    /// Payment state; `null` while payments are not available.
+    pub payment: Option<PaymentIn>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// The last `seq` stored in the room.
+    pub last_seq: i64,
+    pub members: Vec<MemberView>,
+}
+
+/// A member of a consultation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+impl From<Consultation> for ConsultationView {
+    fn from(c: Consultation) -> Self {
+        let members = vec![
+            MemberView { id: c.patient.id.clone(), name: c.patient.name.clone(), role: "patient".into() },
+            MemberView { id: c.doctor.id.clone(), name: c.doctor.name.clone(), role: "doctor".into() },
+        ];
+        ConsultationView {
+            id: c.id,
+            status: c.status.as_str().into(),
+            patient: PatientIn { id: c.patient.id, name: c.patient.name, phone: c.patient.phone, email: c.patient.email },
+            doctor: PersonIn { id: c.doctor.id, name: c.doctor.name },
+            clinic: c.clinic,
+            queue: c.queue,
+            scheduled_at: c.scheduled_at,
+            media_mode: c.media_mode.as_str().into(),
+            payment: None,
+            created_at: c.created_at,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+            last_seq: c.last_seq,
+            members,
+        }
+    }
+}
+
+/// The author of a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SenderView {
+    pub id: String,
+    pub name: String,
+    /// patient, doctor, staff or system.
+    pub role: String,
+}
+
+/// A stored chat message, as in the `message` frame.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub room: String,
+    pub seq: i64,
+    pub id: String,
+    pub client_id: Option<String>,
+    pub from: SenderView,
+    /// text or system.
+    pub kind: String,
+    pub text: String,
+    pub at: String,
+}
+
+impl From<MessageEvent> for MessageView {
+    fn from(m: MessageEvent) -> Self {
+        MessageView {
+            room: m.room,
+            seq: m.seq,
+            id: m.id,
+            client_id: m.client_id,
+            from: SenderView { id: m.from.id, name: m.from.name, role: m.from.role },
+            kind: m.kind.as_str().into(),
+            text: m.text,
+            at: m.at,
+        }
+    }
+}
+
+/// Query of `GET /v1/consultations/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MessagesQuery {
+    /// Only messages with `seq` greater than this (default 0).
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// A page of the transcript.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagesPage {
+    pub room: String,
+    pub messages: Vec<MessageView>,
+    /// Pass as `after` for the next page; `null` when this was the last.
+    pub next_after: Option<i64>,
+}
+
+/// `POST /v1/consultations/{id}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemMessageIn {
+    pub text: String,
+}
+
+/// A session in a room.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceEntry {
+    pub session: String,
+    pub user: UserView,
+    pub since: Option<String>,
+    /// The node that holds the session.
+    pub node: String,
+}
+
+/// A user as the hub shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+impl PresenceEntry {
+    pub fn from_peer(peer: Peer, node: &str) -> Self {
+        PresenceEntry {
+            session: peer.session,
+            user: UserView { id: peer.user.id, name: peer.user.name, role: peer.user.role.as_str().into() },
+            since: peer.since,
+            node: node.to_owned(),
+        }
+    }
+}
+
+/// `GET /v1/consultations/{id}/presence`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresenceView {
+    pub room: String,
+    pub sessions: Vec<PresenceEntry>,
+}
+
+/// `POST /v1/consultations/{id}/end`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndedView {
+    pub room: String,
+    pub status: String,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub sub: String,
+    pub name: String,
+    /// patient, doctor, staff or display.
+    pub role: String,
+    pub clinic: Option<String>,
+    pub rooms: Option<Vec<String>>,
+    /// Lifetime in seconds (default 3600, at most 604800).
+    pub ttl_s: Option<u64>,
+}
+
+/// A signed client token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditParams {
+    pub room: Option<String>,
+    pub user: Option<String>,
+    /// Only entries with an id greater than this.
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: String,
+    pub room: Option<String>,
+    pub user: Option<String>,
+    /// join, leave, admit, end, media, api.create, api.message, api.end, api.token…
+    pub action: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<AuditRecord> for AuditView {
+    fn from(r: AuditRecord) -> Self {
+        AuditView { id: r.id, at: r.at, room: r.room, user: r.user, action: r.action, detail: r.detail }
+    }
+}
+
+/// A page of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditView>,
+    pub next_after: Option<i64>,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthView {
+    pub status: String,
+    pub node: String,
+}
+
+/// `POST /v1/demo/consultation`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemoRequest {
+    pub patient_name: Option<String>,
+    pub doctor_name: Option<String>,
+}
+
+/// One side of a demo consultation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DemoLink {
+    /// The page to open, token included.
+    pub url: String,
+    pub token: String,
+}
+
+/// A demo consultation and its two links.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DemoResponse {
+    pub consultation: ConsultationView,
+    pub patient: DemoLink,
+    pub doctor: DemoLink,
+}

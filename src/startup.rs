@@ -1,0 +1,133 @@
+//! Building and running a node.
+//!
+//! [`run`] takes a bound listener and a shutdown future, as mini-redis does,
+//! so tests start real nodes on port 0 and stop them when they like.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, middleware, web};
+use telehub_actors::{RoomConfig, Rooms, StaticMedia};
+use telehub_signaling::{IceServer, Limits};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::app::{AppState, Metrics};
+use crate::auth::TokenKeys;
+use crate::config::Settings;
+use crate::http;
+use crate::store::{self, Store};
+
+/// Random hex, for demo mode's secrets.
+fn random_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// Builds the shared state: storage, rooms, keys.
+async fn build(settings: Settings) -> anyhow::Result<AppState> {
+    let demo = settings.demo_mode();
+    if settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() && !demo {
+        anyhow::bail!(
+            "no TELEHUB_JWT_SECRET (or TELEHUB_JWT_PUBLIC_KEY) configured and {} is not a loopback address: \
+             demo mode only runs on loopback; set a secret to serve other machines",
+            settings.bind
+        );
+    }
+    let (secret, api_key) = if demo {
+        let secret = random_secret();
+        let api_key = settings.api_key.clone().unwrap_or_else(random_secret);
+        warn!("demo mode: no secret configured, so tokens are signed with a random secret that dies with this process");
+        if settings.api_key.is_none() {
+            warn!(demo_api_key = %api_key, "demo mode: the HTTP API takes this random API key until the process stops");
+        }
+        (Some(secret), Some(api_key))
+    } else {
+        (settings.jwt_secret.clone(), settings.api_key.clone())
+    };
+    let tokens = TokenKeys::new(&settings, secret.as_deref())?;
+    let store: Arc<dyn Store> = store::connect(&settings.database_url).await?;
+    let ice_servers = settings
+        .ice_urls
+        .iter()
+        .map(|url| IceServer { urls: vec![url.clone()], username: None, credential: None })
+        .collect();
+    let room_config = RoomConfig { idle_timeout: Duration::from_secs(settings.room_idle_s), ..RoomConfig::default() };
+    let rooms = Rooms::start(store.clone(), Arc::new(StaticMedia { ice_servers }), room_config, settings.room_threads());
+    let limits = Limits { max_frame_bytes: settings.max_frame_bytes, max_text_chars: settings.max_text_chars, ..Limits::default() };
+    Ok(AppState {
+        settings: Arc::new(settings),
+        tokens: Arc::new(tokens),
+        rooms,
+        store,
+        limits: Arc::new(limits),
+        api_key: api_key.map(Into::into),
+        demo,
+        shutdown: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+        metrics: Arc::new(Metrics::default()),
+    })
+}
+
+/// Serves on `listener` until `shutdown` completes, then shuts down
+/// gracefully: every session gets `goaway` and a 1001 close, pending writes
+/// are flushed, connections close. Must run inside an actix system.
+pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let workers = settings.http_workers();
+    let app = build(settings).await?;
+    let addr = listener.local_addr()?;
+    let state = app.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .wrap(middleware::NormalizePath::trim())
+            .configure(http::routes)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    info!(%addr, node = %app.settings.node_id, demo = app.demo, "telehub listening");
+    if app.demo {
+        info!("demo mode: open http://{addr}/ in a browser");
+    }
+    let server_task = actix_web::rt::spawn(server);
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        result = server_task => {
+            result??;
+            return Ok(());
+        }
+    }
+    app.shutdown.cancel();
+    app.sessions.close();
+    let grace = Duration::from_millis(app.settings.shutdown_grace_ms);
+    if tokio::time::timeout(grace, app.sessions.wait()).await.is_err() {
+        warn!(left = app.sessions.len(), "sessions still open after the grace period");
+    }
+    handle.stop(true).await;
+    app.store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn signals() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,413 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Reads go through a small pool; every write goes through one writer
+//! connection that group-commits (see [`super::writer`]). Because the writer
+//! is the only connection that adds messages, it can keep each room's last
+//! `seq` in memory; the cache is dropped whenever a transaction fails, so a
+//! rolled-back batch never leaves a gap. A SQLite database belongs to one
+//! node, which is why a cluster needs PostgreSQL.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions, Row, SqliteConnection};
+use telehub_actors::{Appended, AuditEntry, NewMessage, Person, RoomRecord, RoomStore, StoreError};
+use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender, format_time};
+use tokio::sync::{Mutex, mpsc};
+use tracing::{error, info};
+
+use super::writer::{Job, Outcome, next_batch, submit};
+use super::{AuditQuery, AuditRecord, Consultation, Contact, NewConsultation, Store, unavailable};
+
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Rooms whose last `seq` the writer remembers before it starts over.
+const MAX_CACHED_ROOMS: usize = 100_000;
+
+/// SQLite storage.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: mpsc::Sender<Job>,
+    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Opens (and creates, and migrates) the database at `url`.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before anyone is told it happened.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .disable_statement_logging();
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let conn = options.connect().await?;
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let task = tokio::spawn(run_writer(conn, rx));
+        info!(database = %options.get_filename().display(), "sqlite store open");
+        Ok(SqliteStore { pool, writer: tx, writer_task: Mutex::new(Some(task)) })
+    }
+}
+
+/// The writer task: batches, applies, commits, replies.
+async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    let mut seqs: HashMap<String, i64> = HashMap::new();
+    while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
+        if seqs.len() > MAX_CACHED_ROOMS {
+            seqs.clear();
+        }
+        apply_batch(&mut conn, &mut seqs, batch).await;
+    }
+}
+
+async fn apply_batch(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>, batch: Vec<Job>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    let result: Result<(), sqlx::Error> = async {
+        // IMMEDIATE takes the write lock up front, so the transaction never
+        // has to upgrade a read lock, which SQLite may refuse outright.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        for job in jobs.by_ref() {
+            outcomes.push(apply_job(conn, seqs, job).await?);
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+        Err(err) => {
+            error!(error = %err, "write batch failed, rolled back");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            seqs.clear();
+            let err = unavailable(err);
+            outcomes.into_iter().for_each(|o| o.fail(err.clone()));
+            jobs.for_each(|j| j.fail(err.clone()));
+        }
+    }
+}
+
+async fn apply_job(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>, job: Job) -> Result<Outcome, sqlx::Error> {
+    let now = Utc::now();
+    Ok(match job {
+        Job::Append { message, reply } => {
+            let stored = append(conn, seqs, message, &format_time(now)).await?;
+            Outcome::Appended(reply, Ok(stored))
+        }
+        Job::ReadMarker { room, user, seq, reply } => {
+            let marker: i64 = sqlx::query_scalar(
+                "INSERT INTO read_markers (room, user_id, seq, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (room, user_id) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at
+                 RETURNING seq",
+            )
+            .bind(&room)
+            .bind(&user)
+            .bind(seq)
+            .bind(format_time(now))
+            .fetch_one(&mut *conn)
+            .await?;
+            Outcome::Marker(reply, Ok(marker))
+        }
+        Job::Status { room, status, at, reply } => {
+            let at = format_time(at);
+            let done = sqlx::query(
+                "UPDATE consultations SET status = ?1,
+                    started_at = CASE WHEN ?1 = 'active' THEN COALESCE(started_at, ?2) ELSE started_at END,
+                    ended_at = CASE WHEN ?1 IN ('ended', 'cancelled') THEN ?2 ELSE ended_at END
+                 WHERE id = ?3",
+            )
+            .bind(status.as_str())
+            .bind(&at)
+            .bind(&room)
+            .execute(&mut *conn)
+            .await?;
+            let result = if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound(room)) };
+            Outcome::Done(reply, result)
+        }
+        Job::Media { room, mode, reply } => {
+            sqlx::query("UPDATE consultations SET media_mode = ? WHERE id = ?")
+                .bind(mode.as_str())
+                .bind(&room)
+                .execute(&mut *conn)
+                .await?;
+            Outcome::Done(reply, Ok(()))
+        }
+        Job::Audit { entry, reply } => {
+            sqlx::query("INSERT INTO audit_log (at, room, user_id, action, detail) VALUES (?, ?, ?, ?, ?)")
+                .bind(format_time(entry.at))
+                .bind(&entry.room)
+                .bind(&entry.user)
+                .bind(&entry.action)
+                .bind(entry.detail.to_string())
+                .execute(&mut *conn)
+                .await?;
+            Outcome::Done(reply, Ok(()))
+        }
+    })
+}
+
+/// Stores one message with the room's next `seq`, or finds the original of
+/// a resend by (room, sender, client_id).
+async fn append(
+    conn: &mut SqliteConnection,
+    seqs: &mut HashMap<String, i64>,
+    message: NewMessage,
+    at: &str,
+) -> Result<Appended, sqlx::Error> {
+    let last = match seqs.get(&message.room) {
+        Some(seq) => *seq,
+        None => {
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
+                .bind(&message.room)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    let seq = last + 1;
+    let id = format!("m_{}", uuid::Uuid::now_v7().simple());
+    let inserted = sqlx::query(
+        "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (room, sender_id, client_id) DO NOTHING",
+    )
+    .bind(&message.room)
+    .bind(seq)
+    .bind(&id)
+    .bind(&message.from.id)
+    .bind(&message.from.name)
+    .bind(&message.from.role)
+    .bind(&message.client_id)
+    .bind(message.kind.as_str())
+    .bind(&message.text)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        seqs.insert(message.room, seq);
+        return Ok(Appended { seq, id, at: at.to_owned(), duplicate: false });
+    }
+    seqs.insert(message.room.clone(), last);
+    let row = sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
+        .bind(&message.room)
+        .bind(&message.from.id)
+        .bind(&message.client_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true })
+}
+
+fn message_from_row(row: &SqliteRow) -> MessageEvent {
+    let kind: String = row.get("kind");
+    MessageEvent {
+        room: row.get("room"),
+        seq: row.get("seq"),
+        id: row.get("id"),
+        client_id: row.get("client_id"),
+        from: Sender { id: row.get("sender_id"), name: row.get("sender_name"), role: row.get("sender_role") },
+        kind: if kind == "system" { MessageKind::System } else { MessageKind::Text },
+        text: row.get("text"),
+        at: row.get("at"),
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at";
+
+const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
+        c.created_at, c.started_at, c.ended_at,
+        p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
+        d.user_id AS doctor_id, d.name AS doctor_name,
+        (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.room = c.id) AS last_seq
+     FROM consultations c
+     JOIN members p ON p.consultation_id = c.id AND p.role = 'patient'
+     JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
+     WHERE c.id = ?";
+
+fn consultation_from_row(row: &SqliteRow) -> Result<Consultation, StoreError> {
+    let status: String = row.get("status");
+    let mode: String = row.get("media_mode");
+    Ok(Consultation {
+        id: row.get("id"),
+        status: status.parse().map_err(StoreError::Unavailable)?,
+        patient: Contact {
+            id: row.get("patient_id"),
+            name: row.get("patient_name"),
+            phone: row.get("patient_phone"),
+            email: row.get("patient_email"),
+        },
+        doctor: Person { id: row.get("doctor_id"), name: row.get("doctor_name") },
+        clinic: row.get("clinic"),
+        queue: row.get("queue"),
+        scheduled_at: row.get("scheduled_at"),
+        media_mode: mode.parse().map_err(StoreError::Unavailable)?,
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        ended_at: row.get("ended_at"),
+        last_seq: row.get("last_seq"),
+    })
+}
+
+#[async_trait]
+impl RoomStore for SqliteStore {
+    async fn load_room(&self, room: &str) -> Result<Option<RoomRecord>, StoreError> {
+        Ok(self.consultation(room).await?.map(|c| c.room_record()))
+    }
+
+    async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?");
+        let rows = sqlx::query(&sql).bind(room).bind(after).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+        );
+        let rows = sqlx::query(&sql).bind(room).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        submit(&self.writer, |reply| Job::Append { message, reply }).await
+    }
+
+    async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        submit(&self.writer, |reply| Job::ReadMarker { room, user, seq, reply }).await
+    }
+
+    async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.writer, |reply| Job::Status { room, status, at, reply }).await
+    }
+
+    async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.writer, |reply| Job::Media { room, mode, reply }).await
+    }
+
+    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        submit(&self.writer, |reply| Job::Audit { entry, reply }).await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_consultation(&self, new: NewConsultation) -> Result<Consultation, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        let result: Result<(), sqlx::Error> = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query(
+                "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at)
+                 VALUES (?, ?, ?, ?, ?, 'p2p', ?)",
+            )
+            .bind(&new.id)
+            .bind(if new.scheduled_at.is_some() { "scheduled" } else { "waiting" })
+            .bind(&new.clinic)
+            .bind(&new.queue)
+            .bind(&new.scheduled_at)
+            .bind(&new.created_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("INSERT INTO members (consultation_id, role, user_id, name, phone, email) VALUES (?, 'patient', ?, ?, ?, ?)")
+                .bind(&new.id)
+                .bind(&new.patient.id)
+                .bind(&new.patient.name)
+                .bind(&new.patient.phone)
+                .bind(&new.patient.email)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("INSERT INTO members (consultation_id, role, user_id, name) VALUES (?, 'doctor', ?, ?)")
+                .bind(&new.id)
+                .bind(&new.doctor.id)
+                .bind(&new.doctor.name)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(match err {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::Conflict(format!("consultation {} exists already", new.id))
+                }
+                other => unavailable(other),
+            });
+        }
+        drop(conn);
+        self.consultation(&new.id).await?.ok_or_else(|| StoreError::Unavailable("created consultation vanished".into()))
+    }
+
+    async fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError> {
+        let row = sqlx::query(CONSULTATION_SELECT).bind(id).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        row.as_ref().map(consultation_from_row).transpose()
+    }
+
+    async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, room, user_id, action, detail FROM audit_log
+             WHERE (?1 IS NULL OR room = ?1) AND (?2 IS NULL OR user_id = ?2) AND id > ?3
+             ORDER BY id LIMIT ?4",
+        )
+        .bind(&query.room)
+        .bind(&query.user)
+        .bind(query.after.unwrap_or(0))
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let detail: String = row.get("detail");
+                AuditRecord {
+                    id: row.get("id"),
+                    at: row.get("at"),
+                    room: row.get("room"),
+                    user: row.get("user_id"),
+                    action: row.get("action"),
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                }
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Unavailable("writer stopped".into()));
+        }
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        // The writer serves jobs in order, so once this entry is stored every
+        // write queued before it is stored too.
+        let entry = AuditEntry {
+            at: Utc::now(),
+            room: None,
+            user: None,
+            action: "shutdown".into(),
+            detail: serde_json::json!({}),
+        };
+        if let Err(err) = self.audit(entry).await {
+            error!(error = %err, "pending writes may be lost at shutdown");
+        }
+        self.pool.close().await;
+        if let Some(task) = self.writer_task.lock().await.take() {
+            task.abort();
+        }
+    }
+}
