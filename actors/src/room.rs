@@ -237,13 +237,7 @@ impl Room {
             action: action.to_owned(),
             detail,
         };
-        // The audit trail is best effort: a failure is logged, and never
-        // turns a successful action into an error.
-        actix::spawn(async move {
-            if let Err(err) = store.audit(entry).await {
-                warn!(error = %err, "audit entry lost");
-            }
-        });
+        store.audit(entry);
     }
 
     /// Adds a session that passed the checks, with its history.

@@ -91,6 +91,9 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn set_status(&self, room: &str, status: RoomStatus, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Records the room's media mode.
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError>;
-    /// Appends to the audit trail.
-    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// Queues an entry for the audit trail, in order with the writes queued
+    /// before and after it, without waiting. The trail is best effort: an
+    /// entry that cannot be queued is logged and dropped, and never turns a
+    /// successful action into an error.
+    fn audit(&self, entry: AuditEntry);
 }

@@ -47,11 +47,7 @@ async fn readable(app: &AppState, caller: &Caller, id: &str) -> Result<Consultat
 pub(crate) fn audit(app: &AppState, caller: &Caller, room: Option<&str>, action: &str, detail: serde_json::Value) {
     let store = app.store.clone();
     let entry = AuditEntry { at: Utc::now(), room: room.map(str::to_owned), user: Some(caller.audit_user()), action: action.into(), detail };
-    actix_web::rt::spawn(async move {
-        if let Err(err) = store.audit(entry).await {
-            tracing::warn!(error = %err, "audit entry lost");
-        }
-    });
+    store.audit(entry);
 }
 
 /// Creates a consultation from validated input.

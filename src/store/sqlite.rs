@@ -296,8 +296,11 @@ impl RoomStore for SqliteStore {
         submit(&self.writer, |reply| Job::Media { room, mode, reply }).await
     }
 
-    async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        submit(&self.writer, |reply| Job::Audit { entry, reply }).await
+    fn audit(&self, entry: AuditEntry) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        if let Err(err) = self.writer.try_send(Job::Audit { entry, reply }) {
+            tracing::warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
+        }
     }
 }
 
@@ -402,7 +405,8 @@ impl Store for SqliteStore {
             action: "shutdown".into(),
             detail: serde_json::json!({}),
         };
-        if let Err(err) = self.audit(entry).await {
+        let result = submit(&self.writer, |reply| Job::Audit { entry, reply }).await;
+        if let Err(err) = result {
             error!(error = %err, "pending writes may be lost at shutdown");
         }
         self.pool.close().await;

@@ -1,0 +1,181 @@
+//! The HTTP API for clinic backends.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn with_token(app: &TestApp, method: reqwest::Method, path: &str, token: &str) -> (u16, Value) {
+    let response = app.http.request(method, app.url(path)).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn consultations_are_created_and_read() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": "c-1001", "patient": {"id": "u7", "name": "Budi", "phone": "+628123456789"}, "doctor": {"id": "u42", "name": "Ana"}, "clinic": "k1", "scheduled_at": "2026-12-01T09:00:00+07:00"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "c-1001");
+    assert_eq!(body["status"], "scheduled");
+    assert_eq!(body["queue"], "u42", "the doctor's queue by default");
+    assert_eq!(body["scheduled_at"], "2026-12-01T02:00:00.000Z");
+    assert_eq!(body["media_mode"], "p2p");
+    assert_eq!(body["last_seq"], 0);
+    assert_eq!(body["members"].as_array().unwrap().len(), 2);
+
+    let (status, body) = app.post("/v1/consultations", json!({"id": "c-1001", "patient": {"id": "u7", "name": "B"}, "doctor": {"id": "u42", "name": "A"}})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+
+    let (status, body) = app.post("/v1/consultations", json!({"patient": {"id": "u8", "name": "Citra"}, "doctor": {"id": "u42", "name": "Ana"}})).await;
+    assert_eq!(status, 201);
+    assert!(body["id"].as_str().unwrap().starts_with("c-"), "an id is made up");
+    assert_eq!(body["status"], "waiting");
+
+    for bad in [
+        json!({"patient": {"id": "u8", "name": "Citra"}}),
+        json!({"id": "has space", "patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}}),
+        json!({"patient": {"id": "u8", "name": ""}, "doctor": {"id": "d", "name": "D"}}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "scheduled_at": "tomorrow"}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 100, "currency": "IDR"}}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "surprise": 1}),
+    ] {
+        let (status, body) = app.post("/v1/consultations", bad.clone()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{bad}");
+    }
+    let (status, body) = app.get("/v1/consultations/c-1001").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["patient"]["phone"], "+628123456789");
+    let (status, body) = app.get("/v1/consultations/nope").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn the_api_needs_the_key_and_tokens_only_read() {
+    let app = spawn_app().await;
+    app.consultation("c-auth").await;
+    let response = app.http.get(app.url("/v1/consultations/c-auth")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", "wrong-key").await;
+    assert_eq!(status, 401);
+
+    let staff = token_with(json!({"sub": "s1", "name": "S", "role": "staff", "clinic": "k1", "exp": chrono::Utc::now().timestamp() + 60}), SECRET);
+    let other_staff = token_with(json!({"sub": "s2", "name": "S", "role": "staff", "clinic": "k2", "exp": chrono::Utc::now().timestamp() + 60}), SECRET);
+    let patient = token("p-c-auth", "Budi", "patient", 60);
+    let stranger = token("p-x", "X", "patient", 60);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &staff).await.0, 200);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth/messages", &patient).await.0, 200);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &other_staff).await.0, 403);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &stranger).await.0, 403);
+    assert_eq!(with_token(&app, reqwest::Method::POST, "/v1/consultations/c-auth/end", &staff).await.0, 403);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit?room=c-auth", &staff).await.0, 200);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit", &staff).await.0, 403);
+}
+
+#[tokio::test]
+async fn system_messages_are_stored_and_broadcast() {
+    let app = spawn_app().await;
+    app.consultation("c-sys").await;
+    let mut patient = app.patient("c-sys").await;
+    patient.join("c-sys", None).await;
+    let (status, body) = app.post("/v1/consultations/c-sys/messages", json!({"text": "The doctor will join in 5 minutes"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["seq"], 1);
+    assert_eq!(body["kind"], "system");
+    let live = patient.recv_type("message").await;
+    assert_eq!(live["kind"], "system");
+    assert_eq!(live["from"], json!({"id": "system", "name": "Telehub", "role": "system"}));
+    assert_eq!(live["id"], body["id"]);
+    patient.chat("c-sys", "c1", "ok").await;
+    let (_, page) = app.get("/v1/consultations/c-sys/messages?after=0&limit=1").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next_after"], 1);
+    let (_, page) = app.get("/v1/consultations/c-sys/messages?after=1").await;
+    assert_eq!(page["messages"][0]["text"], "ok");
+    assert_eq!(page["next_after"], Value::Null);
+    let (status, _) = app.get("/v1/consultations/c-sys/messages?limit=501").await;
+    assert_eq!(status, 400);
+    let (status, body) = app.post("/v1/consultations/c-sys/messages", json!({"text": "x".repeat(4001)})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_large")));
+    let (status, _) = app.post("/v1/consultations/c-none/messages", json!({"text": "hello"})).await;
+    assert_eq!(status, 404);
+    let (_, consultation) = app.get("/v1/consultations/c-sys").await;
+    assert_eq!(consultation["last_seq"], 2);
+}
+
+#[tokio::test]
+async fn tokens_audit_presence_and_operations() {
+    let app = spawn_app().await;
+    app.consultation("c-ops").await;
+    let (status, issued) = app.post("/v1/tokens", json!({"sub": "p-c-ops", "name": "Budi", "role": "patient", "ttl_s": 120})).await;
+    assert_eq!(status, 200, "{issued}");
+    let now = chrono::Utc::now().timestamp();
+    assert!((issued["exp"].as_i64().unwrap() - now - 120).abs() <= 2);
+    let mut patient = Client::connect(&app, issued["token"].as_str().unwrap()).await;
+    patient.join("c-ops", None).await;
+    for bad in [json!({"sub": "x", "name": "X", "role": "king"}), json!({"sub": "x", "name": "X", "role": "patient", "ttl_s": 0}), json!({"sub": "x"})] {
+        assert_eq!(app.post("/v1/tokens", bad.clone()).await.0, 400, "{bad}");
+    }
+    let (_, presence) = app.get("/v1/consultations/c-ops/presence").await;
+    assert_eq!(presence["sessions"][0]["session"], patient.session.as_str());
+    assert_eq!(presence["sessions"][0]["node"], "test-node");
+
+    // Audit entries queue in order with the room's writes, so once this
+    // message is acked the join before it is in the trail.
+    patient.chat("c-ops", "flush", "hello").await;
+    let (status, audit) = app.get("/v1/audit?room=c-ops").await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"api.create"), "{actions:?}");
+    let (_, audit) = app.get("/v1/audit?room=c-ops&user=p-c-ops").await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(entries.iter().any(|e| e["action"] == "join" && e["detail"]["session"] == patient.session.as_str()), "{audit}");
+
+    assert_eq!(app.get("/healthz").await, (200, json!({"status": "ok", "node": "test-node"})));
+    assert_eq!(app.get("/readyz").await.0, 200);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("telehub_sessions{node=\"test-node\"} 1"), "{metrics}");
+    let (status, spec) = app.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in ["/v1/consultations", "/v1/consultations/{id}/messages", "/v1/tokens", "/v1/audit", "/readyz"] {
+        assert!(spec["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    let (status, body) = app.get("/v1/nothing-here").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, _) = app.post("/v1/demo/consultation", json!({})).await;
+    assert_eq!(status, 404, "no demo mode with a secret configured");
+}
+
+#[tokio::test]
+async fn demo_mode_creates_a_consultation_with_two_working_links() {
+    let app = spawn_app_with(|s| {
+        s.jwt_secret = None;
+        s.api_key = None;
+    })
+    .await;
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    for asset in ["/demo/room", "/demo/app.js", "/demo/style.css"] {
+        assert_eq!(app.http.get(app.url(asset)).send().await.unwrap().status(), 200, "{asset}");
+    }
+    let response = app.http.post(app.url("/v1/demo/consultation")).json(&json!({"patient_name": "Sari"})).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let demo: Value = response.json().await.unwrap();
+    let room = demo["consultation"]["id"].as_str().unwrap().to_owned();
+    assert!(demo["patient"]["url"].as_str().unwrap().starts_with(&format!("/demo/room?room={room}&token=")));
+    let mut patient = Client::connect(&app, demo["patient"]["token"].as_str().unwrap()).await;
+    let mut doctor = Client::connect(&app, demo["doctor"]["token"].as_str().unwrap()).await;
+    patient.join(&room, None).await;
+    doctor.join(&room, None).await;
+    patient.chat(&room, "1", "hello from the demo").await;
+    assert_eq!(doctor.recv_type("message").await["from"]["name"], "Sari");
+    // The API key is random in demo mode: a guess is refused.
+    assert_eq!(app.get("/v1/consultations/x").await.0, 401);
+}

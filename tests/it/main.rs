@@ -1,0 +1,14 @@
+//! Integration tests: real nodes on port 0, each with a fresh database,
+//! driven over HTTP and WebSocket like any client would.
+
+mod api;
+mod bad_input;
+mod chat;
+mod end;
+mod helpers;
+mod history;
+mod presence;
+mod rights;
+mod shutdown;
+mod signaling;
+mod slow;
