@@ -27,6 +27,9 @@ pub struct Settings {
     pub bind: String,
     /// `sqlite://path` (embedded) or `postgres://…`.
     pub database_url: String,
+    /// How long a write waits for a database lock before it fails with
+    /// `unavailable` (SQLite).
+    pub database_busy_ms: u64,
     /// HS256 secret for client tokens. Unset on loopback means demo mode.
     pub jwt_secret: Option<String>,
     /// `HS256` (default), `RS256` or `ES256`.
@@ -71,6 +74,7 @@ impl Default for Settings {
         Settings {
             bind: "127.0.0.1:8080".into(),
             database_url: "sqlite://./data/telehub.db".into(),
+            database_busy_ms: 5000,
             jwt_secret: None,
             jwt_algorithm: "HS256".into(),
             jwt_public_key: None,
@@ -104,6 +108,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_busy_ms", &self.database_busy_ms)
             .field("jwt_secret", &redact(&self.jwt_secret))
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_public_key", &self.jwt_public_key.as_ref().map(|_| "<set>"))
@@ -143,6 +148,8 @@ pub struct Args {
     pub bind: Option<String>,
     #[arg(long, env = "TELEHUB_DATABASE_URL")]
     pub database_url: Option<String>,
+    #[arg(long, env = "TELEHUB_DATABASE_BUSY_MS")]
+    pub database_busy_ms: Option<u64>,
     #[arg(long, env = "TELEHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[arg(long, env = "TELEHUB_JWT_ALGORITHM")]
@@ -207,7 +214,7 @@ impl Settings {
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if let Some(v) = args.$field { self.$field = Some(v); } )* };
         }
-        set!(bind, database_url, jwt_algorithm, node_id, log_format, heartbeat_ms, max_frame_bytes, max_text_chars);
+        set!(bind, database_url, database_busy_ms, jwt_algorithm, node_id, log_format, heartbeat_ms, max_frame_bytes, max_text_chars);
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name);
         set_opt!(jwt_secret, jwt_public_key, api_key);

@@ -48,7 +48,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         (settings.jwt_secret.clone(), settings.api_key.clone())
     };
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
-    let store: Arc<dyn Store> = store::connect(&settings.database_url).await?;
+    let store: Arc<dyn Store> = store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
     let ice_servers = settings
         .ice_urls
         .iter()

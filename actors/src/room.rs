@@ -396,6 +396,10 @@ impl Handler<Join> for Room {
             self.enter(msg, history, complete, ctx);
             return Box::pin(fut::ready(Ok(())));
         }
+        // A join that waits for storage keeps the room from stopping idle.
+        if let Some(state) = self.state.as_mut() {
+            state.write_started();
+        }
         let store = self.store.clone();
         let room = self.id.clone();
         let query = plan.clone();
@@ -407,10 +411,18 @@ impl Handler<Join> for Room {
             }
         };
         Box::pin(load.into_actor(self).map(move |result, act, ctx| {
-            let loaded = result.map_err(Self::unavailable)?;
-            let Some(state) = act.state.as_ref() else {
+            let Some(state) = act.state.as_mut() else {
                 return Err(Refusal::new(ErrorCode::Unavailable, "room is gone"));
             };
+            state.write_finished();
+            let loaded = match result {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    act.maybe_idle(ctx);
+                    return Err(Self::unavailable(err));
+                }
+            };
+            let state = act.state.as_ref().expect("checked above");
             let (history, complete) = state.finish_history(&plan, loaded);
             act.enter(msg, history, complete, ctx);
             Ok(())

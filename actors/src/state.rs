@@ -256,7 +256,8 @@ impl RoomState {
         (loaded, complete)
     }
 
-    /// Notes a write sent to storage.
+    /// Notes a write (or a history load) sent to storage; the room does not
+    /// stop while one is pending.
     pub fn write_started(&mut self) {
         self.in_flight += 1;
     }

@@ -104,9 +104,9 @@ pub trait Store: RoomStore {
 }
 
 /// Opens the store that a database URL names.
-pub async fn connect(url: &str) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+pub async fn connect(url: &str, busy: std::time::Duration) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url).await?))
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, busy).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         anyhow::bail!("PostgreSQL storage is not built yet; use a sqlite:// URL")
     } else {

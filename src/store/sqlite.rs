@@ -37,13 +37,14 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (and creates, and migrates) the database at `url`.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Writes wait up to `busy` for a lock held by another process.
+    pub async fn connect(url: &str, busy: Duration) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before anyone is told it happened.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy)
             .disable_statement_logging();
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {

@@ -12,3 +12,4 @@ mod rights;
 mod shutdown;
 mod signaling;
 mod slow;
+mod storage;

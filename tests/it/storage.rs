@@ -1,0 +1,48 @@
+//! A database that cannot be written: `unavailable`, never a false ack, the
+//! node stays up, and chat works again once the database is back.
+
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_locked_database_answers_unavailable_and_recovers() {
+    let app = spawn_app_with(|s| s.database_busy_ms = 200).await;
+    app.consultation("c-db").await;
+    let mut patient = app.patient("c-db").await;
+    patient.join("c-db", None).await;
+    let mut doctor = app.doctor("c-db").await;
+    doctor.join("c-db", None).await;
+    patient.recv_type("presence").await;
+    assert_eq!(patient.chat("c-db", "1", "before").await["seq"], 1);
+    doctor.recv_type("message").await;
+    patient.recv_type("message").await;
+
+    // Another process takes the write lock of the database file and holds it.
+    let mut locker = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+
+    let refused = patient.request(json!({"type": "chat", "room": "c-db", "client_id": "2", "text": "while locked"})).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "unavailable");
+    // Nothing was stored, so nothing was broadcast.
+    doctor.assert_quiet().await;
+    // The node still serves: reads, joins and pings work.
+    let mut other = app.patient("c-db").await;
+    assert_eq!(other.join("c-db", None).await["seq"], 1);
+    let (status, body) = app.post("/v1/consultations/c-db/messages", json!({"text": "system while locked"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+
+    // The client retries with the same client_id: stored now, with the next
+    // seq and no gap where the failed attempt was.
+    let ack = patient.chat("c-db", "2", "while locked").await;
+    assert_eq!(ack["seq"], 2);
+    assert_eq!(doctor.recv_type("message").await["seq"], 2);
+    let (_, page) = app.get("/v1/consultations/c-db/messages").await;
+    let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 2]);
+}
