@@ -13,3 +13,4 @@ mod shutdown;
 mod signaling;
 mod slow;
 mod storage;
+mod tokens;
