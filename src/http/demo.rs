@@ -61,7 +61,7 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
     let request = body.map(web::Json::into_inner).unwrap_or_default();
     let id = new_consultation_id();
     let suffix = &id[2..8];
-    let patient_name = request.patient_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Budi (patient)".into());
+    let patient_name = request.patient_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Budi".into());
     let doctor_name = request.doctor_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Dr. Ana".into());
     let consultation = create_consultation(
         &app,
