@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The core benchmark of one Telehub node, with the load generator beside it
+# on the same machine. Writes JSON reports to bench-results/ and prints the
+# tables that docs/benchmarks.md quotes.
+#
+#   scripts/bench/core.sh                 # everything (about 6 minutes)
+#   ROOMS=1000 RATE=25000 scripts/bench/core.sh chat
+#
+# Steps:
+#   chat        1,000 rooms x 2 sessions at a fixed offered rate (sends/s;
+#               every message is delivered to both sessions of its room)
+#   saturation  the same connections, stepping the offered rate up
+#   idle        10,000 joined idle sessions: hub RSS per session, join rate
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/bench-results}
+ROOMS=${ROOMS:-1000}
+RATE=${RATE:-25000}
+SATURATION=${SATURATION:-20000,30000,40000,50000}
+DURATION=${DURATION:-20s}
+IDLE_ROOMS=${IDLE_ROOMS:-5000}
+steps=${*:-chat saturation idle}
+mkdir -p "$OUT"
+
+cargo build --release --locked -p telehub -p telehub-loadtest
+HUB=$ROOT/target/release/telehub
+LOAD=$ROOT/target/release/telehub-loadtest
+KEY=bench-api-key
+SECRET=bench-secret-0123456789abcdef
+
+start_hub() {
+    tmp=$(mktemp -d)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # The load generator's sessions each send well under these limits; they
+    # are raised so that saturation steps measure the hub, not the limiter.
+    TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="sqlite://$tmp/telehub.db" \
+    TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
+    RUST_LOG=warn "$HUB" >"$OUT/hub-$1.log" 2>&1 &
+    hub=$!
+    for _ in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "hub did not start"; cat "$OUT/hub-$1.log"; exit 1
+}
+
+stop_hub() {
+    kill "$hub" 2>/dev/null || true
+    wait "$hub" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap stop_hub EXIT
+
+for step in $steps; do
+    case $step in
+    chat)
+        echo "== chat: $ROOMS rooms, offered $RATE sends/s (x2 deliveries)"
+        start_hub chat
+        "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
+            --duration "$DURATION" --warmup 5s --json "$OUT/chat.json"
+        grep VmRSS "/proc/$hub/status" || true
+        stop_hub
+        ;;
+    saturation)
+        echo "== saturation: $ROOMS rooms, offered $SATURATION sends/s"
+        start_hub saturation
+        "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$SATURATION" \
+            --duration 10s --warmup 3s --json "$OUT/saturation.json" || true
+        stop_hub
+        ;;
+    idle)
+        echo "== idle: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions"
+        start_hub idle
+        "$LOAD" idle --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$hub" \
+            --hold 2s --json "$OUT/idle.json"
+        stop_hub
+        ;;
+    *) echo "unknown step $step"; exit 2 ;;
+    esac
+done
