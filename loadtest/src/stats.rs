@@ -15,9 +15,15 @@ pub fn now_micros() -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The same clock for a given instant.
+/// The same clock for a given instant, past or future.
 pub fn micros_at(at: Instant) -> u64 {
-    now_micros().saturating_sub(u64::try_from(Instant::now().saturating_duration_since(at).as_micros()).unwrap_or(0))
+    let now = Instant::now();
+    let base = now_micros();
+    if at >= now {
+        base + u64::try_from(at.duration_since(now).as_micros()).unwrap_or(0)
+    } else {
+        base.saturating_sub(u64::try_from(now.duration_since(at).as_micros()).unwrap_or(0))
+    }
 }
 
 /// A latency histogram in microseconds (1 µs to 10 min, 3 digits).
@@ -104,6 +110,16 @@ mod tests {
         assert_eq!(check.duplicated, 1);
         assert_eq!(check.out_of_order, 1, "12 after 13");
         assert_eq!(check.missing(&[11, 12, 13, 14, 15]), 1, "14 never came");
+    }
+
+    #[test]
+    fn the_clock_maps_past_and_future_instants() {
+        let now = Instant::now();
+        let t = now_micros();
+        let later = micros_at(now + std::time::Duration::from_secs(2));
+        let earlier = micros_at(now - std::time::Duration::from_millis(1));
+        assert!(later >= t + 1_999_000 && later <= t + 2_100_000, "{t} {later}");
+        assert!(earlier < later);
     }
 
     #[test]

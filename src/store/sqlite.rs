@@ -73,38 +73,63 @@ async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn apply_batch(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>, batch: Vec<Job>) {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
+    // Messages are inserted together, a few multi-row statements per batch:
+    // each statement is a round trip to sqlx's SQLite thread, and one per
+    // message would cost more than the insert itself.
+    let mut messages = Vec::new();
+    let mut replies = Vec::new();
+    let mut others = Vec::new();
+    for job in batch {
+        match job {
+            Job::Append { message, reply } => {
+                messages.push(message);
+                replies.push(reply);
+            }
+            other => others.push(other),
+        }
+    }
+    let mut outcomes = Vec::with_capacity(others.len());
+    let mut jobs = others.into_iter();
+    let mut appended = Vec::new();
     let result: Result<(), sqlx::Error> = async {
         // IMMEDIATE takes the write lock up front, so the transaction never
         // has to upgrade a read lock, which SQLite may refuse outright.
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        appended = append_all(conn, seqs, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
-            outcomes.push(apply_job(conn, seqs, job).await?);
+            outcomes.push(apply_job(conn, job).await?);
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         Ok(())
     }
     .await;
     match result {
-        Ok(()) => outcomes.into_iter().for_each(Outcome::send),
+        Ok(()) => {
+            for (reply, stored) in replies.into_iter().zip(appended) {
+                let _ = reply.send(Ok(stored));
+            }
+            outcomes.into_iter().for_each(Outcome::send);
+        }
         Err(err) => {
             error!(error = %err, "write batch failed, rolled back");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             seqs.clear();
             let err = unavailable(err);
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
             outcomes.into_iter().for_each(|o| o.fail(err.clone()));
             jobs.for_each(|j| j.fail(err.clone()));
         }
     }
 }
 
-async fn apply_job(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>, job: Job) -> Result<Outcome, sqlx::Error> {
+async fn apply_job(conn: &mut SqliteConnection, job: Job) -> Result<Outcome, sqlx::Error> {
     let now = Utc::now();
     Ok(match job {
-        Job::Append { message, reply } => {
-            let stored = append(conn, seqs, message, &format_time(now)).await?;
-            Outcome::Appended(reply, Ok(stored))
+        Job::Append { reply, .. } => {
+            // Appends are taken out of the batch before; this cannot happen.
+            Outcome::Appended(reply, Err(StoreError::Unavailable("misrouted append".into())))
         }
         Job::ReadMarker { room, user, seq, reply } => {
             let marker: i64 = sqlx::query_scalar(
@@ -158,54 +183,146 @@ async fn apply_job(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>,
     })
 }
 
-/// Stores one message with the room's next `seq`, or finds the original of
-/// a resend by (room, sender, client_id).
-async fn append(
+/// The identity of a message for idempotency.
+type Key<'a> = (&'a str, &'a str, &'a str);
+
+fn key(m: &NewMessage) -> Option<Key<'_>> {
+    m.client_id.as_deref().map(|c| (m.room.as_str(), m.from.id.as_str(), c))
+}
+
+/// Rows per INSERT statement (10 bound values each, well under SQLite's
+/// limit of 32,766).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Stores `messages` with their rooms' next `seq`s, inside the open
+/// transaction. A message whose (room, sender, client_id) exists already, in
+/// the database or earlier in the same batch, is not stored again; it gets
+/// the original's `seq`, `id` and `at`. Returns one result per message.
+async fn append_all(
     conn: &mut SqliteConnection,
     seqs: &mut HashMap<String, i64>,
-    message: NewMessage,
+    messages: &[NewMessage],
     at: &str,
-) -> Result<Appended, sqlx::Error> {
-    let last = match seqs.get(&message.room) {
-        Some(seq) => *seq,
-        None => {
-            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
-                .bind(&message.room)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-    };
-    let seq = last + 1;
-    let id = format!("m_{}", uuid::Uuid::now_v7().simple());
-    let inserted = sqlx::query(
-        "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (room, sender_id, client_id) DO NOTHING",
-    )
-    .bind(&message.room)
-    .bind(seq)
-    .bind(&id)
-    .bind(&message.from.id)
-    .bind(&message.from.name)
-    .bind(&message.from.role)
-    .bind(&message.client_id)
-    .bind(message.kind.as_str())
-    .bind(&message.text)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        seqs.insert(message.room, seq);
-        return Ok(Appended { seq, id, at: at.to_owned(), duplicate: false });
+) -> Result<Vec<Appended>, sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
     }
-    seqs.insert(message.room.clone(), last);
-    let row = sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
-        .bind(&message.room)
-        .bind(&message.from.id)
-        .bind(&message.client_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true })
+    for m in messages {
+        if !seqs.contains_key(&m.room) {
+            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
+                .bind(&m.room)
+                .fetch_one(&mut *conn)
+                .await?;
+            seqs.insert(m.room.clone(), last);
+        }
+    }
+    let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
+    // Resends within the batch point at their first copy.
+    let mut first: HashMap<Key<'_>, usize> = HashMap::new();
+    let mut copy_of: Vec<Option<usize>> = vec![None; messages.len()];
+    let mut fresh: Vec<usize> = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        match key(m).map(|k| *first.entry(k).or_insert(i)) {
+            Some(j) if j != i => copy_of[i] = Some(j),
+            _ => fresh.push(i),
+        }
+    }
+    let mut checked_existing = false;
+    loop {
+        let mut next = HashMap::new();
+        let rows: Vec<(usize, i64, String)> = fresh
+            .iter()
+            .map(|&i| {
+                let room = messages[i].room.as_str();
+                let seq = next.entry(room).or_insert_with(|| seqs[room]);
+                *seq += 1;
+                (i, *seq, format!("m_{}", uuid::Uuid::now_v7().simple()))
+            })
+            .collect();
+        match insert_rows(conn, messages, &rows, at).await {
+            Ok(()) => {
+                for (room, seq) in next {
+                    seqs.insert(room.to_owned(), seq);
+                }
+                for (i, seq, id) in rows {
+                    results[i] = Some(Appended { seq, id, at: at.to_owned(), duplicate: false });
+                }
+                break;
+            }
+            // A resend of a message stored in an earlier batch: find the
+            // originals, take them out, and insert the rest again. The failed
+            // insert was rolled back to its savepoint; the transaction goes on.
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() && !checked_existing => {
+                checked_existing = true;
+                let mut still_fresh = Vec::with_capacity(fresh.len());
+                for &i in &fresh {
+                    let m = &messages[i];
+                    let original = match &m.client_id {
+                        Some(client_id) => {
+                            sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
+                                .bind(&m.room)
+                                .bind(&m.from.id)
+                                .bind(client_id)
+                                .fetch_optional(&mut *conn)
+                                .await?
+                        }
+                        None => None,
+                    };
+                    match original {
+                        Some(row) => {
+                            results[i] = Some(Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true })
+                        }
+                        None => still_fresh.push(i),
+                    }
+                }
+                fresh = still_fresh;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    for (i, original) in copy_of.iter().enumerate() {
+        if let Some(j) = original {
+            let mut copy = results[*j].clone().expect("the first copy has a result");
+            copy.duplicate = true;
+            results[i] = Some(copy);
+        }
+    }
+    Ok(results.into_iter().map(|r| r.expect("every message has a result")).collect())
+}
+
+/// Inserts all rows or none: a savepoint undoes the chunks before a failing
+/// one, so the caller can retry the batch within the same transaction.
+async fn insert_rows(conn: &mut SqliteConnection, messages: &[NewMessage], rows: &[(usize, i64, String)], at: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SAVEPOINT insert_messages").execute(&mut *conn).await?;
+    let result = insert_chunks(conn, messages, rows, at).await;
+    match &result {
+        Ok(()) => sqlx::query("RELEASE insert_messages").execute(&mut *conn).await?,
+        Err(_) => sqlx::query("ROLLBACK TO insert_messages").execute(&mut *conn).await?,
+    };
+    result
+}
+
+async fn insert_chunks(conn: &mut SqliteConnection, messages: &[NewMessage], rows: &[(usize, i64, String)], at: &str) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at) ",
+        );
+        insert.push_values(chunk, |mut row, (i, seq, id)| {
+            let m = &messages[*i];
+            row.push_bind(&m.room)
+                .push_bind(*seq)
+                .push_bind(id)
+                .push_bind(&m.from.id)
+                .push_bind(&m.from.name)
+                .push_bind(&m.from.role)
+                .push_bind(&m.client_id)
+                .push_bind(m.kind.as_str())
+                .push_bind(&m.text)
+                .push_bind(at);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 fn message_from_row(row: &SqliteRow) -> MessageEvent {

@@ -117,3 +117,30 @@ async fn typing_and_read_markers_reach_the_others() {
     assert_eq!(doctor.recv_type("read").await["seq"], 3);
     doctor.assert_quiet().await;
 }
+
+#[tokio::test]
+async fn resends_in_one_burst_are_stored_once() {
+    let app = spawn_app().await;
+    app.consultation("c-burst").await;
+    let mut patient = app.patient("c-burst").await;
+    patient.join("c-burst", None).await;
+    // Written back to back, these usually share one group-commit batch.
+    for i in 0..5 {
+        patient.send(json!({"type": "chat", "ref": format!("b{i}"), "room": "c-burst", "client_id": "dup", "text": "hello"})).await;
+        patient.send(json!({"type": "chat", "ref": format!("u{i}"), "room": "c-burst", "client_id": format!("u{i}"), "text": "unique"})).await;
+    }
+    let mut dup_seqs = Vec::new();
+    let mut messages = Vec::new();
+    while dup_seqs.len() < 5 || messages.len() < 6 {
+        let frame = patient.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ack" if frame["ref"].as_str().unwrap().starts_with('b') => dup_seqs.push(frame["seq"].as_i64().unwrap()),
+            "ack" => {}
+            "message" => messages.push(frame["seq"].as_i64().unwrap()),
+            other => panic!("{other}"),
+        }
+    }
+    assert!(dup_seqs.iter().all(|s| *s == dup_seqs[0]), "{dup_seqs:?}");
+    assert_eq!(messages, (1..=6).collect::<Vec<_>>(), "one copy of the resent message and five others, gapless");
+    patient.assert_quiet().await;
+}
