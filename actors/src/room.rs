@@ -55,6 +55,18 @@ pub(crate) struct Chat {
     pub text: String,
 }
 
+/// The store's answer to a [`Chat`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChatStored {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub client_id: String,
+    pub from: Sender,
+    pub text: String,
+    pub result: Result<crate::Appended, StoreError>,
+}
+
 /// Tell the others that the session's user is typing.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -71,6 +83,15 @@ pub(crate) struct MarkRead {
     pub session: SessionRef,
     pub reference: Option<String>,
     pub seq: i64,
+}
+
+/// The store's answer to a [`MarkRead`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReadStored {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+    pub result: Result<i64, StoreError>,
 }
 
 /// Relay a WebRTC signal to one session of the room.
@@ -473,40 +494,55 @@ impl Handler<Chat> for Room {
             text: text.clone(),
         };
         let store = self.store.clone();
-        let write = async move { store.append(new).await };
-        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
-            if let Some(state) = act.state.as_mut() {
-                state.write_finished();
-            }
-            match result {
-                Ok(stored) => {
-                    let ack = ServerFrame::Ack {
-                        reference,
-                        room: act.id.clone(),
+        let room = ctx.address();
+        // A plain task per write, woken only by its own reply: futures
+        // spawned into the actor's context would all be polled on every
+        // wake-up of the room, which costs dearly with many writes in flight.
+        actix::spawn(async move {
+            let result = store.append(new).await;
+            room.do_send(ChatStored { session, reference, client_id, from, text, result });
+        });
+    }
+}
+
+/// Acknowledges a stored chat message and broadcasts it in `seq` order, or
+/// tells the sender that storage failed.
+impl Handler<ChatStored> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChatStored, ctx: &mut Context<Self>) {
+        let ChatStored { session, reference, client_id, from, text, result } = msg;
+        if let Some(state) = self.state.as_mut() {
+            state.write_finished();
+        }
+        match result {
+            Ok(stored) => {
+                let ack = ServerFrame::Ack {
+                    reference,
+                    room: self.id.clone(),
+                    seq: stored.seq,
+                    id: stored.id.clone(),
+                    at: stored.at.clone(),
+                };
+                Self::send_to(&session.outbox, &ack);
+                if !stored.duplicate {
+                    let event = MessageEvent {
+                        room: self.id.clone(),
                         seq: stored.seq,
-                        id: stored.id.clone(),
-                        at: stored.at.clone(),
+                        id: stored.id,
+                        client_id: Some(client_id),
+                        from,
+                        kind: MessageKind::Text,
+                        text,
+                        at: stored.at,
                     };
-                    Self::send_to(&session.outbox, &ack);
-                    if !stored.duplicate {
-                        let event = MessageEvent {
-                            room: act.id.clone(),
-                            seq: stored.seq,
-                            id: stored.id,
-                            client_id: Some(client_id),
-                            from,
-                            kind: MessageKind::Text,
-                            text,
-                            at: stored.at,
-                        };
-                        let ready = act.state.as_mut().map(|s| s.stored(event)).unwrap_or_default();
-                        act.deliver(ready, ctx);
-                    }
+                    let ready = self.state.as_mut().map(|s| s.stored(event)).unwrap_or_default();
+                    self.deliver(ready, ctx);
                 }
-                Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
             }
-            act.maybe_idle(ctx);
-        }));
+            Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+        }
+        self.maybe_idle(ctx);
     }
 }
 
@@ -551,22 +587,33 @@ impl Handler<MarkRead> for Room {
         state.write_started();
         let store = self.store.clone();
         let room = self.id.clone();
-        let write = async move { store.set_read_marker(&room, &user_id, seq).await };
-        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
-            if let Some(state) = act.state.as_mut() {
-                state.write_finished();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = store.set_read_marker(&room, &user_id, seq).await;
+            addr.do_send(ReadStored { session, reference, result });
+        });
+    }
+}
+
+/// Tells the others where the reader's marker is now.
+impl Handler<ReadStored> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReadStored, ctx: &mut Context<Self>) {
+        let ReadStored { session, reference, result } = msg;
+        if let Some(state) = self.state.as_mut() {
+            state.write_finished();
+        }
+        match result {
+            Ok(marker) => {
+                let user = UserId { id: session.identity.user.id.clone() };
+                let frame = ServerFrame::Read { room: self.id.clone(), user, seq: marker };
+                self.broadcast(&frame, Some(&session.id), ctx);
+                Self::reply_ok(&session.outbox, reference);
             }
-            match result {
-                Ok(marker) => {
-                    let user = UserId { id: session.identity.user.id.clone() };
-                    let frame = ServerFrame::Read { room: act.id.clone(), user, seq: marker };
-                    act.broadcast(&frame, Some(&session.id), ctx);
-                    Self::reply_ok(&session.outbox, reference);
-                }
-                Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
-            }
-            act.maybe_idle(ctx);
-        }));
+            Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+        }
+        self.maybe_idle(ctx);
     }
 }
 

@@ -1,13 +1,22 @@
-//! Command-line flags.
+//! Command-line flags of both scenarios.
+//!
+//! The flag structs also serialize (without the API key) into the
+//! `"scenario"` object of the JSON reports, so that a report always says
+//! exactly what produced it. Durations serialize as seconds under a `_s` key.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Serialize, Serializer};
 
 #[derive(Debug, Parser)]
-#[command(name = "telehub-loadtest", version, about = "Load tester for Telehub")]
+#[command(
+    name = "telehub-loadtest",
+    version,
+    about = "Load tester for Telehub: offered-rate chat with delivery verification, and idle session holding"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -15,69 +24,122 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Rooms of two sessions chatting at a fixed offered rate.
+    /// Rooms of a patient and a doctor chatting at a fixed offered rate (or a
+    /// list of rates, one step each), with latency and delivery checks.
     Chat(ChatArgs),
-    /// Many joined sessions held idle, for memory per session and join rate.
+    /// Many joined sessions held idle: join rate, failures and the hub's
+    /// memory per session.
     Idle(IdleArgs),
 }
 
-/// Where the hub is and how to reach it.
-#[derive(Debug, Args, Clone)]
+/// Where the hub is, how many rooms to set up there, and how to connect.
+#[derive(Debug, Args, Clone, Serialize)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API.
+    /// Base URL of the hub's HTTP API (http only); the WebSocket URL is derived from it.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// The hub's API key.
+    /// The hub's API key, sent as `Authorization: Bearer`.
     #[arg(long, env = "TELEHUB_API_KEY", hide_env_values = true)]
+    #[serde(skip)]
     pub api_key: String,
-    /// Rooms (consultations) to create; each gets a patient and a doctor.
+    /// Consultations to create; each gets a patient and a doctor session.
     #[arg(long, default_value_t = 100)]
     pub rooms: usize,
-    /// Offset of room numbers, so that several processes use distinct ids.
+    /// First room number, so that several processes run side by side with
+    /// distinct patient and doctor ids (p-N, d-N).
     #[arg(long, default_value_t = 0)]
     pub room_offset: usize,
-    /// Local addresses to connect from, round-robin (e.g. 127.0.0.2,127.0.0.3),
-    /// to get past the ports of one address.
+    /// Local IP addresses to connect from, round-robin (e.g.
+    /// 127.0.0.2,127.0.0.3), to get past the ephemeral ports of one address.
     #[arg(long, value_delimiter = ',')]
     pub source_addrs: Vec<IpAddr>,
-    /// Connections and HTTP calls under way at once during setup.
+    /// HTTP calls during setup, and connection attempts, under way at once.
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
-    /// Write the report as JSON to this file.
+    /// Spread the connection attempts evenly over this long (0s: as fast as
+    /// --connect-concurrency allows).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[serde(rename = "ramp_s", serialize_with = "as_secs")]
+    pub ramp: Duration,
+    /// Give up on one connect-and-join attempt after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(rename = "connect_timeout_s", serialize_with = "as_secs")]
+    pub connect_timeout: Duration,
+    /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+impl Target {
+    /// The number of WebSocket sessions the scenario opens.
+    pub fn sessions(&self) -> usize {
+        self.rooms * 2
+    }
+
+    /// Refuses flag combinations that cannot run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.rooms > 0, "--rooms must be at least 1");
+        anyhow::ensure!(self.connect_concurrency > 0, "--connect-concurrency must be at least 1");
+        anyhow::ensure!(!self.api_key.is_empty(), "--api-key (or TELEHUB_API_KEY) must not be empty");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args, Serialize)]
 pub struct ChatArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub target: Target,
-    /// Offered chat messages per second over all sessions; a list runs one
-    /// step per rate on the same connections.
+    /// Offered chat sends per second over all sessions (each message is
+    /// then delivered to both sessions of its room). A comma-separated list
+    /// runs one step per rate on the same connections, to find saturation.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub rate: Vec<f64>,
     /// Measured time of each step.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(rename = "duration_s", serialize_with = "as_secs")]
     pub duration: Duration,
-    /// Unmeasured time at the start of each step.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    /// Unmeasured time at the start of each step, before --duration.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(rename = "warmup_s", serialize_with = "as_secs")]
     pub warmup: Duration,
-    /// Bytes of chat text per message.
+    /// Bytes of chat text per message (the send timestamp plus padding).
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// How long to wait for stragglers after sending stops.
+    /// After sending stops, wait at most this long for outstanding acks and
+    /// deliveries before counting what is missing as lost.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(rename = "drain_s", serialize_with = "as_secs")]
     pub drain: Duration,
 }
 
-#[derive(Debug, Args)]
+impl ChatArgs {
+    /// Refuses flag combinations that cannot run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.target.validate()?;
+        anyhow::ensure!(!self.rate.is_empty(), "--rate needs at least one rate");
+        anyhow::ensure!(
+            self.rate.iter().all(|r| r.is_finite() && *r > 0.0),
+            "every --rate must be a positive number of messages per second"
+        );
+        anyhow::ensure!(!self.duration.is_zero(), "--duration must be longer than 0s");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args, Serialize)]
 pub struct IdleArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub target: Target,
-    /// How long to hold the sessions once all are joined.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How long to hold the sessions once all are joined (and the hub's
+    /// memory has settled).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(rename = "hold_s", serialize_with = "as_secs")]
     pub hold: Duration,
-    /// The hub's process id, to read its memory (VmRSS) before and after.
+    /// The hub's process id (same machine), to read its VmRSS before
+    /// connecting and once all sessions are joined. With several load-test
+    /// processes, give it to one process only.
     #[arg(long)]
     pub pid: Option<u32>,
 }
@@ -89,7 +151,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let value: f64 = number.trim().parse().map_err(|_| format!("bad duration {s:?}"))?;
+    // `Duration::from_secs_f64` panics on negative or non-finite input, and
+    // a flag must never be able to do that.
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("bad duration {s:?}: must be zero or more"));
+    }
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -97,6 +164,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {s:?}: use ms, s or m")),
     };
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Writes a duration as (fractional) seconds in the JSON report.
+fn as_secs<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -109,6 +181,48 @@ mod tests {
         assert_eq!(parse_duration("20s").unwrap(), Duration::from_secs(20));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("nan").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn chat_flags_parse_and_serialize_without_the_key() {
+        let cli = Cli::try_parse_from([
+            "telehub-loadtest",
+            "chat",
+            "--api-key",
+            "secret",
+            "--rooms",
+            "1000",
+            "--rate",
+            "10000,20000",
+            "--duration",
+            "30s",
+            "--ramp",
+            "10s",
+            "--source-addrs",
+            "127.0.0.2,127.0.0.3",
+        ])
+        .unwrap();
+        let Command::Chat(args) = cli.command else { panic!("expected chat") };
+        args.validate().unwrap();
+        assert_eq!(args.rate, vec![10_000.0, 20_000.0]);
+        assert_eq!(args.target.source_addrs.len(), 2);
+        let json = serde_json::to_value(&args).unwrap();
+        assert!(json.get("api_key").is_none(), "{json}");
+        assert_eq!(json["rooms"], 1000);
+        assert_eq!(json["ramp_s"], 10.0);
+        assert_eq!(json["duration_s"], 30.0);
+        assert_eq!(json["rate"][1], 20_000.0);
+    }
+
+    #[test]
+    fn bad_rates_are_refused() {
+        let cli = Cli::try_parse_from(["telehub-loadtest", "chat", "--api-key", "k", "--rate", "100,0"]).unwrap();
+        let Command::Chat(args) = cli.command else { panic!("expected chat") };
+        assert!(args.validate().is_err());
     }
 }

@@ -27,7 +27,11 @@ CREATE INDEX members_by_user ON members (user_id);
 
 -- Chat messages. `seq` is gapless per room; (room, sender, client_id) makes
 -- sending idempotent. NULL client ids (system messages) never collide.
+-- Rows are kept in arrival order (the rowid), so a batch of messages from
+-- many rooms appends to the end of the table and only the two small indexes
+-- take writes scattered over many pages.
 CREATE TABLE messages (
+    rowid       INTEGER PRIMARY KEY,
     room        TEXT NOT NULL,
     seq         INTEGER NOT NULL,
     id          TEXT NOT NULL,
@@ -37,11 +41,10 @@ CREATE TABLE messages (
     client_id   TEXT,
     kind        TEXT NOT NULL,
     text        TEXT NOT NULL,
-    at          TEXT NOT NULL,
-    PRIMARY KEY (room, seq)
-) WITHOUT ROWID;
+    at          TEXT NOT NULL
+);
+CREATE UNIQUE INDEX messages_by_room ON messages (room, seq);
 CREATE UNIQUE INDEX messages_idempotency ON messages (room, sender_id, client_id);
-CREATE UNIQUE INDEX messages_by_id ON messages (id);
 
 CREATE TABLE read_markers (
     room       TEXT NOT NULL,

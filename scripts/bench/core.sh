@@ -36,7 +36,7 @@ start_hub() {
     # are raised so that saturation steps measure the hub, not the limiter.
     TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="sqlite://$tmp/telehub.db" \
     TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
-    RUST_LOG=warn "$HUB" >"$OUT/hub-$1.log" 2>&1 &
+    RUST_LOG=${HUB_LOG:-warn} "$HUB" >"$OUT/hub-$1.log" 2>&1 &
     hub=$!
     for _ in $(seq 1 100); do
         curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0

@@ -1,6 +1,12 @@
 //! The `telehub` server binary: settings, telemetry, run until a signal.
 
 use clap::Parser;
+
+/// mimalloc: the hub allocates many small, short-lived buffers on several
+/// threads at once, where glibc's allocator spends much of its time on locks
+/// and consolidation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use telehub::config::{Args, Settings};
 
 #[actix_web::main]
