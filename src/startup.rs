@@ -76,6 +76,10 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
 /// are flushed, connections close. Must run inside an actix system.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let workers = settings.http_workers();
+    // A listener made with the standard library has a short accept queue;
+    // a reconnect storm would overflow it and clients would wait a second
+    // for their SYN to be retried. Listening again only lengthens the queue.
+    socket2::SockRef::from(&listener).listen(4096)?;
     let app = build(settings).await?;
     let addr = listener.local_addr()?;
     let state = app.clone();
@@ -86,6 +90,10 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
             .configure(http::routes)
     })
     .workers(workers)
+    // Frames are small and latency matters more than packet count: without
+    // this, Nagle's algorithm holds a frame back until the previous one is
+    // acknowledged.
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(2)
     .listen(listener)?

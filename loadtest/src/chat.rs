@@ -1,317 +1,629 @@
 //! The chat scenario: rooms of a patient and a doctor chatting at a fixed
-//! offered rate, one step per rate.
+//! offered rate, one step per rate, on the same connections.
 //!
-//! Each session sends on a fixed schedule with a random phase. A message's
-//! text starts with its *scheduled* send time, so latency counts from when
-//! the message should have gone out: a hub that stalls the sender cannot
-//! hide the stall (coordinated omission). Every `message` received records
-//! send-to-delivery latency; every `ack` records ack latency.
+//! The offered rate is open-loop: each session sends on a fixed schedule
+//! (`sessions / rate` apart, from a random phase), whatever the hub does.
+//! A message's text starts with its *scheduled* send time, and latency is
+//! measured from that time, so a hub that stalls a sender cannot hide the
+//! stall by keeping the sender from sending (coordinated omission): the
+//! messages that should have gone out meanwhile are late by the stall.
+//!
+//! Every received `message` records send-to-delivery latency (for both
+//! sessions of the room, the sender's own included), every `ack` records
+//! ack latency, and every `message` goes through the session's
+//! [`SeqCheck`]. Each step runs `--warmup` unmeasured, then `--duration`
+//! measured: a latency counts in the step whose measured window its send
+//! was scheduled in, a delivery or ack in the step whose window it arrived
+//! in. After the last step, sessions wait up to `--drain` for what is still
+//! on its way, and what never came is lost.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
-use serde_json::json;
+use serde_json::Value;
 use telehub_signaling::{ClientFrame, ServerFrame};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::api::create_rooms;
 use crate::cli::ChatArgs;
-use crate::client::{Joined, connect_all};
-use crate::setup::create_rooms;
-use crate::stats::{SeqCheck, Summary, histogram, micros_at, now_micros};
+use crate::client::{Joined, Ws, check_file_limit, close_reason, connect_all};
+use crate::stats::{ChatLatency, ChatReport, Latencies, StepLatency, StepReport, Summary, bump, micros_at, now_micros, per_second, write_json};
+use crate::verify::{RoomProgress, SeqCheck};
 
-/// What one session saw.
-struct SessionResult {
-    room: usize,
-    delivery: Vec<Histogram<u64>>,
-    ack: Vec<Histogram<u64>>,
-    /// Messages received inside each step's measured window.
-    received: Vec<u64>,
-    acks: Vec<u64>,
-    check: SeqCheck,
-    acked: Vec<i64>,
-    errors: BTreeMap<String, u64>,
-    closed: Option<String>,
-}
+/// The time between the end of connecting and the first scheduled send, so
+/// every session has its plan before the schedule begins.
+const START_DELAY: Duration = Duration::from_millis(500);
 
-/// The measured windows of the steps, on the `now_micros` clock.
-#[derive(Clone)]
+/// How often a session that is done sending checks whether its room has
+/// drained.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+/// The schedule of the run and the shared measurements, fixed once every
+/// session has joined.
 struct Plan {
     rates: Vec<f64>,
-    step_start: Vec<Instant>,
+    /// Sessions that joined: the offered rate is split among them.
+    sessions: usize,
+    /// Start of each step (its warm-up first).
+    step_starts: Vec<Instant>,
+    /// The measured window of each step, on the `micros_at` clock.
     windows: Vec<(u64, u64)>,
     send_end: Instant,
+    /// When every session stops waiting, drained or not.
     stop: Instant,
-    sessions: usize,
     size: usize,
+    delivery: Latencies,
+    ack: Latencies,
+    /// Per step: sends scheduled, messages received and acks received in
+    /// the measured window.
+    sent: Vec<AtomicU64>,
+    received: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
 }
 
 impl Plan {
+    fn new(args: &ChatArgs, sessions: usize) -> Self {
+        let steps = args.rate.len();
+        let step_len = args.warmup + args.duration;
+        let start = Instant::now() + START_DELAY;
+        let step_starts: Vec<Instant> = (0..steps).map(|k| start + step_len.mul_f64(k as f64)).collect();
+        let windows = step_starts.iter().map(|s| (micros_at(*s + args.warmup), micros_at(*s + step_len))).collect();
+        let send_end = start + step_len.mul_f64(steps as f64);
+        let counters = || (0..steps).map(|_| AtomicU64::new(0)).collect();
+        Plan {
+            rates: args.rate.clone(),
+            sessions,
+            step_starts,
+            windows,
+            send_end,
+            stop: send_end + args.drain,
+            size: args.size,
+            delivery: Latencies::new(steps, Latencies::default_shards()),
+            ack: Latencies::new(steps, Latencies::default_shards()),
+            sent: counters(),
+            received: counters(),
+            acked: counters(),
+        }
+    }
+
+    /// The step whose measured window holds `t` (on the `micros_at` clock).
     fn window_of(&self, t: u64) -> Option<usize> {
-        self.windows.iter().position(|(a, b)| t >= *a && t < *b)
+        self.windows.iter().position(|(from, to)| (*from..*to).contains(&t))
+    }
+
+    /// The time between two sends of one session in `step`.
+    fn period(&self, step: usize) -> Duration {
+        Duration::from_secs_f64(self.sessions as f64 / self.rates[step])
+    }
+
+    /// When `step` starts and when the next one does (or sending ends).
+    fn step_bounds(&self, step: usize) -> (Instant, Instant) {
+        (self.step_starts[step], self.step_starts.get(step + 1).copied().unwrap_or(self.send_end))
     }
 }
 
-/// The chat text: scheduled send time first, then padding to `size`.
+/// The chat text: the scheduled send time, then padding up to `size` bytes.
 fn text_for(t: u64, size: usize) -> String {
     let mut text = format!("t={t} ");
-    while text.len() < size {
-        text.push('x');
-    }
+    let pad = size.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('x', pad));
     text
 }
 
+/// The scheduled send time a chat text carries.
 fn sent_time(text: &str) -> Option<u64> {
     text.strip_prefix("t=")?.split(' ').next()?.parse().ok()
 }
 
-async fn drive(joined: Joined, plan: Plan) -> SessionResult {
-    let steps = plan.rates.len();
-    let mut result = SessionResult {
-        room: joined.room,
-        delivery: (0..steps).map(|_| histogram()).collect(),
-        ack: (0..steps).map(|_| histogram()).collect(),
-        received: vec![0; steps],
-        acks: vec![0; steps],
-        check: SeqCheck::new(joined.since),
-        acked: Vec::new(),
-        errors: BTreeMap::new(),
-        closed: None,
-    };
-    let Joined { ws, session, room_id, .. } = joined;
-    let (mut sink, mut stream) = ws.split();
+/// What one session saw, returned when it ends.
+struct SessionOutcome {
+    room: usize,
+    check: SeqCheck,
+    acks: u64,
+    errors: BTreeMap<String, u64>,
+    /// Why the connection ended early, if it did.
+    closed: Option<String>,
+}
 
-    let writer = async {
-        let mut sent = 0u64;
-        for (step, rate) in plan.rates.iter().enumerate() {
-            let period = Duration::from_secs_f64(plan.sessions as f64 / rate.max(0.001));
-            let end = plan.step_start.get(step + 1).copied().unwrap_or(plan.send_end);
+/// What the reading and the writing half of one session share.
+#[derive(Default)]
+struct Shared {
+    /// Frames this session sent that are not yet answered.
+    outstanding: AtomicI64,
+    /// The reading half has stopped: the writing half stops too.
+    finished: AtomicBool,
+}
+
+/// Runs one joined session: reads from the moment it joined (so the hub's
+/// pings are answered while others still connect), and sends once the plan
+/// arrives.
+async fn run_session(joined: Joined, room: Arc<RoomProgress>, plan: watch::Receiver<Option<Arc<Plan>>>) -> SessionOutcome {
+    let Joined { index, room: room_index, room_id, ws, session, since } = joined;
+    let (sink, stream) = ws.split();
+    let shared = Shared::default();
+    let mut outcome = SessionOutcome { room: room_index, check: SeqCheck::new(since), acks: 0, errors: BTreeMap::new(), closed: None };
+    let writer = Writer { session: &session, room_id: &room_id, room: &room, shared: &shared };
+    let reader = Reader { index, room: &room, shared: &shared, outcome: &mut outcome };
+    let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone()), reader.run(stream, plan));
+    if let Some(err) = send_error {
+        outcome.closed.get_or_insert(err);
+    }
+    // Say goodbye properly; a hub that no longer listens does not delay the report.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    outcome
+}
+
+/// The sending half of a session.
+struct Writer<'a> {
+    session: &'a str,
+    room_id: &'a str,
+    room: &'a RoomProgress,
+    shared: &'a Shared,
+}
+
+impl Writer<'_> {
+    /// Sends on the plan's schedule; returns the sink and why sending
+    /// failed, if it did.
+    async fn run(self, mut sink: SplitSink<Ws, Message>, mut plan: watch::Receiver<Option<Arc<Plan>>>) -> (SplitSink<Ws, Message>, Option<String>) {
+        let result = match wait_for_plan(&mut plan).await {
+            Some(plan) => self.send_all(&mut sink, &plan).await,
+            None => Ok(()),
+        };
+        self.room.done_sending();
+        (sink, result.err())
+    }
+
+    async fn send_all(&self, sink: &mut SplitSink<Ws, Message>, plan: &Plan) -> Result<(), String> {
+        let mut count = 0u64;
+        for step in 0..plan.rates.len() {
+            let period = plan.period(step);
+            let (start, end) = plan.step_bounds(step);
             let phase = period.mul_f64(rand::random::<f64>());
-            let mut ticker = tokio::time::interval_at((plan.step_start[step] + phase).into(), period);
+            // The interval's default behaviour for missed ticks (burst) is
+            // what an open-loop schedule needs: after a stall, the overdue
+            // sends go out at once, each stamped with its scheduled time.
+            let mut ticker = tokio::time::interval_at((start + phase).into(), period);
             loop {
                 let at = ticker.tick().await.into_std();
-                if at >= end {
+                if at >= end || self.shared.finished.load(Ordering::SeqCst) {
                     break;
                 }
                 let t = micros_at(at);
-                sent += 1;
+                if let Some(step) = plan.window_of(t) {
+                    plan.sent[step].fetch_add(1, Ordering::Relaxed);
+                }
+                count += 1;
+                // The ref carries the scheduled time too, for ack latency.
                 let frame = ClientFrame::Chat {
                     reference: Some(t.to_string()),
-                    room: room_id.clone(),
-                    client_id: format!("{session}-{sent}"),
+                    room: self.room_id.to_owned(),
+                    client_id: format!("{}-{count}", self.session),
                     text: text_for(t, plan.size),
                 };
-                let text = serde_json::to_string(&frame).expect("frames serialize");
-                if sink.send(Message::Text(text.into())).await.is_err() {
-                    return;
-                }
+                let text = serde_json::to_string(&frame).map_err(|err| err.to_string())?;
+                self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
+                self.room.sent(1);
+                sink.send(Message::Text(text.into())).await.map_err(|err| format!("send: {err}"))?;
             }
         }
-        // Keep the sink open (and so the session) until the reader is done.
-        std::future::pending::<()>().await;
-    };
+        Ok(())
+    }
+}
 
-    let reader = async {
-        let stop = tokio::time::sleep_until(plan.stop.into());
-        tokio::pin!(stop);
+/// Waits until the plan is published; `None` if the run was called off.
+async fn wait_for_plan(plan: &mut watch::Receiver<Option<Arc<Plan>>>) -> Option<Arc<Plan>> {
+    plan.wait_for(Option::is_some).await.ok().and_then(|p| p.clone())
+}
+
+/// The receiving half of a session.
+struct Reader<'a> {
+    index: usize,
+    room: &'a RoomProgress,
+    shared: &'a Shared,
+    outcome: &'a mut SessionOutcome,
+}
+
+impl Reader<'_> {
+    async fn run(mut self, mut stream: SplitStream<Ws>, mut plan_rx: watch::Receiver<Option<Arc<Plan>>>) {
+        // No deadline and no drain checks until the plan sets them; a month
+        // is as good as never.
+        let never = Instant::now() + Duration::from_secs(30 * 24 * 3600);
+        let deadline = tokio::time::sleep_until(never.into());
+        tokio::pin!(deadline);
+        let mut drain_check = tokio::time::interval_at(never.into(), DRAIN_CHECK);
+        let mut plan: Option<Arc<Plan>> = None;
         loop {
-            let message = tokio::select! {
-                () = &mut stop => break,
-                message = stream.next() => message,
-            };
-            let text = match message {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    result.closed = Some(format!("closed by the hub: {frame:?}"));
-                    break;
+            // Until the plan is known, look for it on every turn: it may
+            // have been published before this task first ran.
+            if plan.is_none() {
+                plan = plan_rx.borrow_and_update().clone();
+                if let Some(p) = &plan {
+                    deadline.as_mut().reset(p.stop.into());
+                    // Once sending ends, look regularly whether the room has
+                    // drained: that can become true without a frame arriving
+                    // here (the peer's last ack, say).
+                    drain_check = tokio::time::interval_at(p.send_end.into(), DRAIN_CHECK);
+                    drain_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(err)) => {
-                    result.closed = Some(err.to_string());
-                    break;
-                }
-                None => {
-                    result.closed = Some("connection closed".into());
-                    break;
-                }
-            };
-            let now = now_micros();
-            let in_window = plan.window_of(now);
-            match serde_json::from_str::<ServerFrame>(&text) {
-                Ok(ServerFrame::Message(message)) => {
-                    result.check.observe(message.seq);
-                    if let Some(step) = in_window {
-                        result.received[step] += 1;
-                    }
-                    if let Some(sent) = sent_time(&message.text) {
-                        if let Some(step) = plan.window_of(sent) {
-                            let _ = result.delivery[step].record(now.saturating_sub(sent).max(1));
-                        }
+            }
+            tokio::select! {
+                changed = plan_rx.changed(), if plan.is_none() => {
+                    if changed.is_err() {
+                        // The run was called off before it started.
+                        break;
                     }
                 }
-                Ok(ServerFrame::Ack { reference, seq, .. }) => {
-                    result.acked.push(seq);
-                    if let Some(step) = in_window {
-                        result.acks[step] += 1;
-                    }
-                    if let Some(sent) = reference.and_then(|r| r.parse::<u64>().ok()) {
-                        if let Some(step) = plan.window_of(sent) {
-                            let _ = result.ack[step].record(now.saturating_sub(sent).max(1));
-                        }
+                () = &mut deadline => break,
+                _ = drain_check.tick() => {
+                    if self.room.drained(&self.outcome.check) {
+                        break;
                     }
                 }
-                Ok(ServerFrame::Error { code, .. }) => *result.errors.entry(code.as_str().to_owned()).or_default() += 1,
-                Ok(_) => {}
-                Err(err) => *result.errors.entry(format!("unparsable frame: {err}")).or_default() += 1,
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => self.handle(text.as_str(), plan.as_deref()),
+                    Some(Ok(Message::Close(frame))) => {
+                        self.outcome.closed = Some(close_reason(frame.as_ref()));
+                        break;
+                    }
+                    // Pings are answered by tungstenite as it reads; nothing else is expected.
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => {
+                        self.outcome.closed = Some(format!("read: {err}"));
+                        break;
+                    }
+                    None => {
+                        self.outcome.closed = Some("connection closed".into());
+                        break;
+                    }
+                },
             }
         }
-    };
-    tokio::select! {
-        () = reader => {}
-        () = writer => {}
+        // Nothing this session sent will be answered any more: take its
+        // unanswered frames out of the room's count, so its peer need not
+        // wait for them.
+        self.shared.finished.store(true, Ordering::SeqCst);
+        self.room.settled(self.shared.outstanding.swap(0, Ordering::SeqCst));
     }
-    result
+
+    /// Takes one text frame into account.
+    fn handle(&mut self, text: &str, plan: Option<&Plan>) {
+        let now = now_micros();
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Message(message)) => {
+                self.outcome.check.observe(message.seq);
+                let Some(plan) = plan else { return };
+                if let Some(step) = plan.window_of(now) {
+                    plan.received[step].fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some((step, sent)) = sent_time(&message.text).and_then(|t| Some((plan.window_of(t)?, t))) {
+                    plan.delivery.record(self.index, step, now.saturating_sub(sent));
+                }
+            }
+            Ok(ServerFrame::Ack { reference, seq, .. }) => {
+                self.outcome.acks += 1;
+                self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+                self.room.acked(seq);
+                let Some(plan) = plan else { return };
+                if let Some(step) = plan.window_of(now) {
+                    plan.acked[step].fetch_add(1, Ordering::Relaxed);
+                }
+                let sent = reference.and_then(|r| r.parse::<u64>().ok());
+                if let Some((step, sent)) = sent.and_then(|t| Some((plan.window_of(t)?, t))) {
+                    plan.ack.record(self.index, step, now.saturating_sub(sent));
+                }
+            }
+            Ok(ServerFrame::Error { code, reference, .. }) => {
+                bump(&mut self.outcome.errors, code.as_str(), 1);
+                // An error that answers a chat frame settles it; chat refs
+                // are the scheduled send times, all digits.
+                if reference.is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())) {
+                    self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    self.room.settled(1);
+                }
+            }
+            // Presence, pongs and the like carry nothing to measure.
+            Ok(_) => {}
+            Err(_) => bump(&mut self.outcome.errors, unparsable_key(text), 1),
+        }
+    }
 }
 
-/// Runs the scenario; returns whether the run was clean.
+/// The key under which an unparsable frame is counted: by its `type` when
+/// it has one, so a frame type this tester does not know stands out.
+fn unparsable_key(text: &str) -> String {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => match value.get("type").and_then(Value::as_str) {
+            Some(kind) => format!("unparsable {kind} frame"),
+            None => "frame without a type".into(),
+        },
+        Err(_) => "frame that is not JSON".into(),
+    }
+}
+
+/// Runs the scenario; returns whether it passed.
 pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
-    let target = &args.target;
-    anyhow::ensure!(!args.rate.is_empty() && args.rate.iter().all(|r| *r > 0.0), "rates must be positive");
-    now_micros();
-    eprintln!("creating {} consultations and their tokens…", target.rooms);
-    let setup_started = Instant::now();
-    let rooms = create_rooms(target).await?;
-    eprintln!("  done in {:.1} s", setup_started.elapsed().as_secs_f64());
-    eprintln!("connecting and joining {} sessions…", rooms.len() * 2);
-    let join_started = Instant::now();
-    let (joined, failed) = connect_all(target, &rooms).await?;
-    let join_secs = join_started.elapsed().as_secs_f64();
-    eprintln!("  {} joined in {join_secs:.1} s, {} failed", joined.len(), failed.len());
-    for error in failed.iter().take(5) {
-        eprintln!("  failed: {error}");
-    }
-    let mut join_hist = histogram();
-    for j in &joined {
-        let _ = join_hist.record(j.join_us.max(1));
+    args.validate()?;
+    check_file_limit(&args.target)?;
+    let rooms = create_rooms(&args.target).await?;
+    let progress: Vec<Arc<RoomProgress>> = rooms.iter().map(|_| Arc::default()).collect();
+    let (plan_tx, plan_rx) = watch::channel(None);
+
+    let mut connected = connect_all(&args.target, &rooms, |joined| {
+        let room = Arc::clone(&progress[joined.room]);
+        room.joined();
+        tokio::spawn(run_session(joined, room, plan_rx.clone()))
+    })
+    .await?;
+    let sessions = connected.sessions.len();
+    if sessions == 0 {
+        anyhow::bail!("no session could connect and join: {}", crate::stats::counts_line(&connected.failures));
     }
 
-    let step_len = args.warmup + args.duration;
-    let start = Instant::now() + Duration::from_millis(500);
-    let step_start: Vec<Instant> = (0..args.rate.len()).map(|k| start + step_len * k as u32).collect();
-    let windows = step_start.iter().map(|s| (micros_at(*s + args.warmup), micros_at(*s + step_len))).collect();
-    let send_end = start + step_len * args.rate.len() as u32;
-    let plan = Plan {
-        rates: args.rate.clone(),
-        step_start,
-        windows,
-        send_end,
-        stop: send_end + args.drain,
-        sessions: joined.len(),
-        size: args.size.max(16),
-    };
-    eprintln!("chatting: {} step(s) of {:?} warm-up + {:?} measured, then {:?} drain…", plan.rates.len(), args.warmup, args.duration, args.drain);
-    let tasks: Vec<_> = joined.into_iter().map(|j| tokio::spawn(drive(j, plan.clone()))).collect();
-    let mut results = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        results.push(task.await?);
+    let plan = Arc::new(Plan::new(&args, sessions));
+    eprintln!(
+        "chatting: {} step(s) of {:?} warm-up + {:?} measured at {} sends/s, then up to {:?} drain…",
+        plan.rates.len(),
+        args.warmup,
+        args.duration,
+        plan.rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+        args.drain
+    );
+    // Every session task holds a receiver, so the plan reaches them all.
+    let _ = plan_tx.send(Some(Arc::clone(&plan)));
+    let outcomes = collect(std::mem::take(&mut connected.sessions)).await;
+
+    let report = report(&args, &plan, &progress, outcomes, &connected);
+    report.print();
+    if let Some(path) = &args.target.json {
+        write_json(path, &report)?;
     }
-    Ok(report(&args, &plan, results, failed.len(), &join_hist, join_secs, rooms.len() * 2))
+    Ok(report.clean)
 }
 
-fn report(args: &ChatArgs, plan: &Plan, results: Vec<SessionResult>, failed: usize, join: &Histogram<u64>, join_secs: f64, wanted: usize) -> bool {
-    let steps = plan.rates.len();
-    let secs = args.duration.as_secs_f64();
-    let mut delivery: Vec<Histogram<u64>> = (0..steps).map(|_| histogram()).collect();
-    let mut ack: Vec<Histogram<u64>> = (0..steps).map(|_| histogram()).collect();
-    let mut received = vec![0u64; steps];
-    let mut acks = vec![0u64; steps];
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut duplicated, mut out_of_order, mut closed) = (0u64, 0u64, 0u64);
-    let mut acked_by_room: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
-    for r in &results {
-        for k in 0..steps {
-            let _ = delivery[k].add(&r.delivery[k]);
-            let _ = ack[k].add(&r.ack[k]);
-            received[k] += r.received[k];
-            acks[k] += r.acks[k];
-        }
-        for (code, n) in &r.errors {
-            *errors.entry(code.clone()).or_default() += n;
-        }
-        duplicated += r.check.duplicated;
-        out_of_order += r.check.out_of_order;
-        closed += u64::from(r.closed.is_some());
-        acked_by_room.entry(r.room).or_default().extend(&r.acked);
+/// Waits for every session task. A task that panicked is a bug of this
+/// tester, reported as a closed session rather than taking the run down.
+async fn collect(tasks: Vec<JoinHandle<SessionOutcome>>) -> Vec<Result<SessionOutcome, String>> {
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(task.await.map_err(|err| format!("session task failed: {err}")));
     }
-    let lost: u64 = results.iter().map(|r| r.check.missing(acked_by_room.get(&r.room).into_iter().flatten())).sum();
-    let acked_total: usize = acked_by_room.values().map(BTreeSet::len).sum();
+    outcomes
+}
 
-    println!();
-    println!("sessions: {} joined of {wanted} ({failed} failed), join rate {:.0}/s, join latency p50 {:.1} ms p99 {:.1} ms",
-        results.len(), results.len() as f64 / join_secs.max(1e-9), Summary::of(join).p50, Summary::of(join).p99);
-    println!("{:>10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "offered/s", "delivered/s", "acked/s", "del p50", "del p90", "del p99", "del max", "ack p50", "ack p99");
-    let mut json_steps = Vec::new();
-    for k in 0..steps {
-        let d = Summary::of(&delivery[k]);
-        let a = Summary::of(&ack[k]);
-        let delivered_per_s = received[k] as f64 / secs;
-        let acked_per_s = acks[k] as f64 / secs;
-        println!("{:>10.0} {:>12.0} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}", plan.rates[k], delivered_per_s, acked_per_s, d.p50, d.p90, d.p99, d.max, a.p50, a.p99);
-        json_steps.push(json!({
-            "offered_per_s": plan.rates[k],
-            "delivered_per_s": delivered_per_s,
-            "acked_per_s": acked_per_s,
-            "latency_ms": {"delivery": d, "ack": a},
-        }));
-    }
-    println!("acked messages: {acked_total}; lost: {lost}, duplicated: {duplicated}, out of order: {out_of_order}; sessions closed early: {closed}");
-    if !errors.is_empty() {
-        println!("errors: {errors:?}");
-    }
-    let clean = lost == 0 && duplicated == 0 && out_of_order == 0 && failed == 0 && closed == 0;
-    if let Some(path) = &args.target.json {
-        let last = json_steps.last().cloned().unwrap_or(json!({}));
-        let report = json!({
-            "scenario": {
-                "kind": "chat",
-                "url": args.target.url,
-                "rooms": args.target.rooms,
-                "sessions": wanted,
-                "rates": plan.rates,
-                "duration_s": secs,
-                "warmup_s": args.warmup.as_secs_f64(),
-                "size": plan.size,
-            },
-            "delivered_per_s": last["delivered_per_s"],
-            "latency_ms": {"delivery": last["latency_ms"]["delivery"], "ack": last["latency_ms"]["ack"], "join": Summary::of(join)},
-            "steps": json_steps,
-            "join_per_s": results.len() as f64 / join_secs.max(1e-9),
-            "acked": acked_total,
-            "lost": lost,
-            "duplicated": duplicated,
-            "out_of_order": out_of_order,
-            "errors": errors,
-            "failed_sessions": failed,
-            "closed_sessions": closed,
-            "clean": clean,
-        });
-        if let Err(err) = std::fs::write(path, serde_json::to_string_pretty(&report).expect("json")) {
-            eprintln!("cannot write {}: {err}", path.display());
+/// Merges what every session saw into the report.
+fn report(
+    args: &ChatArgs,
+    plan: &Plan,
+    progress: &[Arc<RoomProgress>],
+    outcomes: Vec<Result<SessionOutcome, String>>,
+    connected: &crate::client::Connected<JoinHandle<SessionOutcome>>,
+) -> ChatReport {
+    let mut errors = BTreeMap::new();
+    let mut closes = BTreeMap::new();
+    let (mut duplicated, mut out_of_order, mut acks, mut closed_sessions) = (0u64, 0u64, 0u64, 0usize);
+    // The highest seq each room is known to have stored: acked to one of
+    // its sessions, or received by one.
+    let mut room_highest: Vec<Option<i64>> = progress.iter().map(|p| p.max_acked()).collect();
+    let mut checks = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(reason) => {
+                closed_sessions += 1;
+                bump(&mut closes, reason, 1);
+                continue;
+            }
+        };
+        for (code, n) in &outcome.errors {
+            bump(&mut errors, code.as_str(), *n);
         }
+        if let Some(reason) = outcome.closed {
+            closed_sessions += 1;
+            bump(&mut closes, reason, 1);
+        }
+        duplicated += outcome.check.duplicated;
+        out_of_order += outcome.check.out_of_order;
+        acks += outcome.acks;
+        let highest = &mut room_highest[outcome.room];
+        *highest = Some(highest.map_or(outcome.check.highest(), |h| h.max(outcome.check.highest())));
+        checks.push((outcome.room, outcome.check));
     }
-    clean
+    let lost = checks.iter().map(|(room, check)| room_highest[*room].map_or(0, |highest| check.lost(highest))).sum();
+
+    let delivery = plan.delivery.merged();
+    let ack = plan.ack.merged();
+    let steps: Vec<StepReport> = (0..plan.rates.len())
+        .map(|k| StepReport {
+            offered_per_s: plan.rates[k],
+            sent_per_s: per_second(plan.sent[k].load(Ordering::Relaxed), args.duration),
+            delivered_per_s: per_second(plan.received[k].load(Ordering::Relaxed), args.duration),
+            acked_per_s: per_second(plan.acked[k].load(Ordering::Relaxed), args.duration),
+            latency_ms: StepLatency { delivery: Summary::of(&delivery[k]), ack: Summary::of(&ack[k]) },
+        })
+        .collect();
+    let last = steps.last().cloned().expect("a run has at least one step");
+    let scenario = serde_json::to_value(args).unwrap_or(Value::Null);
+    let scenario = match scenario {
+        Value::Object(mut flags) => {
+            flags.insert("name".into(), "chat".into());
+            Value::Object(flags)
+        }
+        other => other,
+    };
+    ChatReport {
+        scenario,
+        offered_per_s: last.offered_per_s,
+        sent_per_s: last.sent_per_s,
+        delivered_per_s: last.delivered_per_s,
+        acked_per_s: last.acked_per_s,
+        latency_ms: ChatLatency { delivery: last.latency_ms.delivery, ack: last.latency_ms.ack, join: Summary::of(&connected.join_latency) },
+        lost,
+        duplicated,
+        out_of_order,
+        errors,
+        sessions: plan.sessions,
+        failed_sessions: connected.failed,
+        failures: connected.failures.clone(),
+        closed_sessions,
+        closes,
+        join_per_s: per_second(plan.sessions as u64, connected.elapsed),
+        acked: acks,
+        steps,
+        clean: lost == 0 && duplicated == 0 && out_of_order == 0 && connected.failed == 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn args(rates: &[f64]) -> ChatArgs {
+        use clap::Parser;
+        let rates = rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
+        let cli = crate::cli::Cli::try_parse_from([
+            "telehub-loadtest",
+            "chat",
+            "--api-key",
+            "k",
+            "--rate",
+            &rates,
+            "--warmup",
+            "1s",
+            "--duration",
+            "2s",
+            "--drain",
+            "1s",
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Chat(args) => args,
+            crate::cli::Command::Idle(_) => unreachable!(),
+        }
+    }
+
     #[test]
-    fn texts_carry_their_send_time() {
-        let text = text_for(123_456, 40);
-        assert_eq!(text.len(), 40);
+    fn texts_carry_their_send_time_and_size() {
+        let text = text_for(123_456, 100);
+        assert_eq!(text.len(), 100);
+        assert!(text.starts_with("t=123456 x"));
         assert_eq!(sent_time(&text), Some(123_456));
+        assert_eq!(sent_time(&text_for(7, 0)), Some(7), "the time survives a size below its length");
         assert_eq!(sent_time("hello"), None);
+        assert_eq!(sent_time("t=abc x"), None);
+    }
+
+    #[test]
+    fn the_plan_splits_the_rate_and_measures_after_the_warmup() {
+        let plan = Plan::new(&args(&[1000.0, 4000.0]), 2000);
+        // 2000 sessions sharing 1000 sends/s: each sends every 2 s.
+        assert_eq!(plan.period(0), Duration::from_secs(2));
+        assert_eq!(plan.period(1), Duration::from_millis(500));
+        let (start0, end0) = plan.step_bounds(0);
+        let (start1, end1) = plan.step_bounds(1);
+        assert_eq!(end0, start1);
+        assert_eq!(end0 - start0, Duration::from_secs(3), "warm-up plus duration");
+        assert_eq!(end1, plan.send_end);
+        assert_eq!(plan.stop - plan.send_end, Duration::from_secs(1));
+
+        let warmup = micros_at(start0 + Duration::from_millis(500));
+        let measured = micros_at(start0 + Duration::from_millis(1500));
+        let second = micros_at(start1 + Duration::from_millis(2500));
+        assert_eq!(plan.window_of(warmup), None);
+        assert_eq!(plan.window_of(measured), Some(0));
+        assert_eq!(plan.window_of(second), Some(1));
+        assert_eq!(plan.window_of(micros_at(plan.send_end)), None, "the drain is not measured");
+    }
+
+    #[test]
+    fn unknown_frames_are_counted_by_type() {
+        assert_eq!(unparsable_key(r#"{"type":"brand_new","x":1}"#), "unparsable brand_new frame");
+        assert_eq!(unparsable_key(r#"{"x":1}"#), "frame without a type");
+        assert_eq!(unparsable_key("garbage"), "frame that is not JSON");
+    }
+
+    /// Runs the scenario against a mock hub and returns whether it passed,
+    /// its JSON report, and how long it took.
+    async fn run_against(faults: crate::mock_hub::Faults, drain: &str) -> (bool, Value, Duration) {
+        use clap::Parser;
+        let hub = crate::mock_hub::MockHub::start(faults).await;
+        let json = std::env::temp_dir().join(format!("telehub-loadtest-{}-{}.json", std::process::id(), rand::random::<u32>()));
+        let cli = crate::cli::Cli::try_parse_from([
+            "telehub-loadtest",
+            "chat",
+            "--url",
+            &hub.url,
+            "--api-key",
+            "k",
+            "--rooms",
+            "4",
+            "--rate",
+            "400,800",
+            "--warmup",
+            "200ms",
+            "--duration",
+            "600ms",
+            "--drain",
+            drain,
+            "--ramp",
+            "100ms",
+            "--source-addrs",
+            "127.0.0.1",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .unwrap();
+        let crate::cli::Command::Chat(args) = cli.command else { unreachable!() };
+        let started = Instant::now();
+        let passed = run(args).await.unwrap();
+        let took = started.elapsed();
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        (passed, report, took)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_that_delivers_everything_passes_without_waiting_out_the_drain() {
+        let (passed, report, took) = run_against(crate::mock_hub::Faults::default(), "10s").await;
+        assert!(passed, "{report:#}");
+        assert_eq!(report["sessions"], 8);
+        assert_eq!(report["lost"], 0);
+        assert_eq!(report["duplicated"], 0);
+        assert_eq!(report["out_of_order"], 0);
+        assert_eq!(report["scenario"]["rooms"], 4);
+        assert!(report["scenario"].get("api_key").is_none());
+        let steps = report["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        // Offered 800 sends/s in the last step: about 1600 deliveries/s.
+        let delivered = report["delivered_per_s"].as_f64().unwrap();
+        assert!((1200.0..2000.0).contains(&delivered), "{report:#}");
+        assert!(report["latency_ms"]["delivery"]["count"].as_u64().unwrap() > 0);
+        assert!(report["latency_ms"]["ack"]["p99"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["latency_ms"]["join"]["count"], 8);
+        // Two steps of 0.8 s and a little setup; a drain waited out would add 10 s.
+        assert!(took < Duration::from_secs(6), "took {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lost_messages_fail_the_run() {
+        let faults = crate::mock_hub::Faults { drop_every: Some(7), ..Default::default() };
+        let (passed, report, _) = run_against(faults, "500ms").await;
+        assert!(!passed);
+        assert!(report["lost"].as_u64().unwrap() > 0, "{report:#}");
+        assert_eq!(report["duplicated"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn duplicated_messages_fail_the_run() {
+        let faults = crate::mock_hub::Faults { duplicate: true, ..Default::default() };
+        let (passed, report, _) = run_against(faults, "500ms").await;
+        assert!(!passed);
+        assert!(report["duplicated"].as_u64().unwrap() > 0, "{report:#}");
+        assert_eq!(report["lost"], 0);
     }
 }

@@ -1,125 +1,273 @@
-//! One WebSocket connection to the hub.
+//! WebSocket clients of the hub: one connection (optionally from a chosen
+//! local address), its `welcome`, its `join`; and connecting every session
+//! of a run, bounded and spread over the ramp.
+//!
+//! Each TCP socket is made by hand (`TcpSocket::bind`, then `connect`) and
+//! handed to `tokio_tungstenite::client_async`, because binding to several
+//! local addresses round-robin is the only way past the ~28k ephemeral
+//! ports that one source address has towards one hub address.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, stream};
+use hdrhistogram::Histogram;
+use reqwest::Url;
 use telehub_signaling::{ClientFrame, ServerFrame};
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
+use crate::api::RoomSetup;
+use crate::cli::Target;
+use crate::stats::{bump, histogram, record};
+
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// The hub's socket address and WebSocket base URL, from its HTTP URL.
-pub async fn resolve(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported: {url}"))?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    let addr = lookup_host(host).await?.next().ok_or_else(|| anyhow::anyhow!("cannot resolve {host}"))?;
-    Ok((addr, format!("ws://{host}")))
+/// The hub's WebSocket endpoint: the socket address to connect to and the
+/// URL to ask for, both worked out once from `--url`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    ws_url: Url,
+}
+
+impl Endpoint {
+    /// Resolves the hub's address from its HTTP base URL.
+    pub async fn resolve(base: &str) -> anyhow::Result<Self> {
+        let mut url = Url::parse(base).map_err(|err| anyhow::anyhow!("bad --url {base:?}: {err}"))?;
+        anyhow::ensure!(url.scheme() == "http", "only http:// hub URLs are supported (no TLS): {base}");
+        let host = url.host_str().ok_or_else(|| anyhow::anyhow!("no host in --url {base:?}"))?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        // `host_str` keeps the brackets of an IPv6 literal, which a socket
+        // address lookup does not take.
+        let lookup = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let addr = lookup_host((lookup.as_str(), port))
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot resolve {host}: {err}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{host} resolves to no address"))?;
+        url.set_scheme("ws").map_err(|()| anyhow::anyhow!("cannot make a ws:// URL of {base}"))?;
+        let path = format!("{}/v1/ws", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.set_query(None);
+        Ok(Endpoint { addr, ws_url: url })
+    }
+
+    /// The WebSocket URL with `token` in the query, encoded.
+    fn url_with(&self, token: &str) -> Url {
+        let mut url = self.ws_url.clone();
+        url.query_pairs_mut().append_pair("token", token);
+        url
+    }
 }
 
 /// Opens a WebSocket from `source` (if given) and reads the `welcome`;
 /// returns the socket and the session id.
-pub async fn connect(addr: SocketAddr, ws_base: &str, token: &str, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+pub async fn connect(endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
+    let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|err| anyhow::anyhow!("bind {ip}: {err}"))?;
     }
-    let stream = socket.connect(addr).await?;
+    let stream = socket.connect(endpoint.addr).await.map_err(|err| anyhow::anyhow!("connect: {err}"))?;
+    // Chat frames are small and latency is what is measured: no Nagle delay.
     stream.set_nodelay(true)?;
-    let (mut ws, _) = client_async(format!("{ws_base}/v1/ws?token={token}"), stream).await?;
+    let (mut ws, _) = client_async(endpoint.url_with(token).as_str(), stream)
+        .await
+        .map_err(|err| anyhow::anyhow!("websocket handshake: {err}"))?;
     match next_frame(&mut ws).await? {
         ServerFrame::Welcome { session, .. } => Ok((ws, session)),
-        other => anyhow::bail!("expected welcome, got {other:?}"),
+        other => anyhow::bail!("expected welcome, got {}", frame_type(&other)),
     }
 }
 
-/// Sends a frame.
+/// Sends one client frame.
 pub async fn send(ws: &mut Ws, frame: &ClientFrame) -> anyhow::Result<()> {
     ws.send(Message::Text(serde_json::to_string(frame)?.into())).await?;
     Ok(())
 }
 
-/// The next protocol frame, skipping WebSocket pings and pongs.
+/// The next protocol frame. WebSocket pings are answered by tungstenite
+/// while reading, so they are simply skipped here.
 pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
-            Some(Ok(Message::Close(frame))) => anyhow::bail!("closed by the hub: {frame:?}"),
-            Some(Ok(_)) => continue,
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("unparsable frame ({err}): {}", text.as_str()));
+            }
+            Some(Ok(Message::Close(frame))) => anyhow::bail!("closed by the hub: {}", close_reason(frame.as_ref())),
+            Some(Ok(_)) => {}
             Some(Err(err)) => return Err(err.into()),
             None => anyhow::bail!("connection closed"),
         }
     }
 }
 
-/// Joins a room and waits for `joined`; returns the room's last `seq`.
+/// Joins `room`; returns the room's last `seq` at the join.
 pub async fn join(ws: &mut Ws, room: &str) -> anyhow::Result<i64> {
-    send(ws, &ClientFrame::Join { reference: Some("join".into()), room: room.to_owned(), since: None }).await?;
+    let reference = "j";
+    send(ws, &ClientFrame::Join { reference: Some(reference.into()), room: room.to_owned(), since: None }).await?;
     loop {
         match next_frame(ws).await? {
             ServerFrame::Joined { seq, .. } => return Ok(seq),
-            ServerFrame::Error { code, message, .. } => anyhow::bail!("join {room}: {code:?} {message}"),
-            _ => continue,
+            ServerFrame::Error { reference: Some(r), code, message, .. } if r == reference => {
+                anyhow::bail!("join refused: {} {message}", code.as_str())
+            }
+            // Presence of a peer that joined first, or anything else that
+            // is not the reply, can come before `joined`.
+            _ => {}
         }
     }
 }
 
-/// A joined session of the load test.
+/// The `type` of a server frame, for messages.
+pub fn frame_type(frame: &ServerFrame) -> String {
+    serde_json::to_value(frame)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A close frame as `code reason`, the key under which closes are counted.
+pub fn close_reason(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    match frame {
+        Some(frame) if frame.reason.is_empty() => format!("close {}", u16::from(frame.code)),
+        Some(frame) => format!("close {} {}", u16::from(frame.code), frame.reason.as_str()),
+        None => "close without a code".into(),
+    }
+}
+
+/// A session that connected and joined its room.
 pub struct Joined {
+    /// The session's number in the run (0-based), used to spread work.
+    pub index: usize,
+    /// The room's position in the run's room list.
     pub room: usize,
     pub room_id: String,
     pub ws: Ws,
+    /// The session id from `welcome`.
     pub session: String,
-    /// The room's `seq` at the join.
+    /// The room's last `seq` at the join.
     pub since: i64,
-    /// From starting the TCP connection to `joined`, in microseconds.
-    pub join_us: u64,
 }
 
-/// Connects and joins both members of every room, `concurrency` at a time.
-/// Returns the sessions that joined and the errors of those that did not.
-pub async fn connect_all(
-    target: &crate::cli::Target,
-    rooms: &[crate::setup::RoomSetup],
-) -> anyhow::Result<(Vec<Joined>, Vec<String>)> {
-    let (addr, ws_base) = resolve(&target.url).await?;
-    let jobs = rooms.iter().enumerate().flat_map(|(i, r)| [(i, r.room.clone(), r.patient_token.clone()), (i, r.room.clone(), r.doctor_token.clone())]);
+/// The outcome of connecting every session of a run.
+pub struct Connected<T> {
+    /// What `on_joined` made of each joined session.
+    pub sessions: Vec<T>,
+    /// Sessions that did not connect or join, by reason.
+    pub failures: BTreeMap<String, u64>,
+    pub failed: usize,
+    /// From the first connection attempt to `joined`, per session, in µs.
+    pub join_latency: Histogram<u64>,
+    /// How long connecting everything took.
+    pub elapsed: Duration,
+}
+
+/// Connects and joins the patient and the doctor of every room.
+///
+/// Attempts start evenly spread over `--ramp` (or all at once) with at most
+/// `--connect-concurrency` under way, and bind round-robin to
+/// `--source-addrs`. Each joined session is handed to `on_joined` at once,
+/// so the caller can start reading it (and so answer the hub's pings)
+/// while the others are still connecting.
+pub async fn connect_all<T>(target: &Target, rooms: &[RoomSetup], mut on_joined: impl FnMut(Joined) -> T) -> anyhow::Result<Connected<T>> {
+    let endpoint = Endpoint::resolve(&target.url).await?;
+    let total = rooms.len() * 2;
+    eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr);
+    let started = Instant::now();
+    let ramp = target.ramp;
+    let timeout = target.connect_timeout;
     let sources = target.source_addrs.clone();
-    let results: Vec<Result<Joined, String>> = futures_util::stream::iter(jobs.enumerate())
-        .map(|(n, (room_index, room, token))| {
-            let ws_base = ws_base.clone();
-            let source = if sources.is_empty() { None } else { Some(sources[n % sources.len()]) };
+
+    let attempts = rooms
+        .iter()
+        .enumerate()
+        .flat_map(|(room, setup)| [(room, setup, &setup.patient_token), (room, setup, &setup.doctor_token)])
+        .enumerate()
+        .map(|(index, (room, setup, token))| {
+            let endpoint = &endpoint;
+            let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
+            // Session `index` may start no earlier than its share of the ramp.
+            let not_before = started + ramp.mul_f64(index as f64 / total as f64);
             async move {
-                let started = std::time::Instant::now();
+                tokio::time::sleep_until(not_before.into()).await;
+                let attempt_started = Instant::now();
                 let attempt = async {
-                    let (mut ws, session) = connect(addr, &ws_base, &token, source).await?;
-                    let since = join(&mut ws, &room).await?;
+                    let (mut ws, session) = connect(endpoint, token, source).await?;
+                    let since = join(&mut ws, &setup.room).await?;
                     anyhow::Ok((ws, session, since))
                 };
-                match attempt.await {
-                    Ok((ws, session, since)) => Ok(Joined {
-                        room: room_index,
-                        room_id: room.clone(),
-                        ws,
-                        session,
-                        since,
-                        join_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    }),
-                    Err(err) => Err(format!("{room}: {err}")),
-                }
+                let result = match tokio::time::timeout(timeout, attempt).await {
+                    Ok(Ok((ws, session, since))) => Ok(Joined { index, room, room_id: setup.room.clone(), ws, session, since }),
+                    Ok(Err(err)) => Err(format!("{err:#}")),
+                    Err(_) => Err(format!("no joined within {timeout:?}")),
+                };
+                (result, attempt_started.elapsed())
             }
-        })
-        .buffer_unordered(target.connect_concurrency.max(1))
-        .collect()
-        .await;
-    let mut joined = Vec::new();
-    let mut failed = Vec::new();
-    for result in results {
+        });
+
+    let mut connected = Connected { sessions: Vec::with_capacity(total), failures: BTreeMap::new(), failed: 0, join_latency: histogram(), elapsed: Duration::ZERO };
+    let mut results = stream::iter(attempts).buffer_unordered(target.connect_concurrency);
+    let mut last_progress = Instant::now();
+    while let Some((result, took)) = results.next().await {
         match result {
-            Ok(j) => joined.push(j),
-            Err(e) => failed.push(e),
+            Ok(joined) => {
+                record(&mut connected.join_latency, u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+                connected.sessions.push(on_joined(joined));
+            }
+            Err(reason) => {
+                connected.failed += 1;
+                bump(&mut connected.failures, reason, 1);
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(2) {
+            last_progress = Instant::now();
+            eprintln!("  {} joined, {} failed of {total}", connected.sessions.len(), connected.failed);
         }
     }
-    Ok((joined, failed))
+    connected.elapsed = started.elapsed();
+    eprintln!(
+        "  {} joined, {} failed in {:.1} s",
+        connected.sessions.len(),
+        connected.failed,
+        connected.elapsed.as_secs_f64()
+    );
+    Ok(connected)
+}
+
+/// Refuses a run that would need more sockets than this process may open,
+/// before anything is set up on the hub.
+pub fn check_file_limit(target: &Target) -> anyhow::Result<()> {
+    // Besides the WebSockets: the HTTP pool during setup, stdio, the runtime.
+    const SPARE: u64 = 64;
+    let Ok((soft, _)) = rlimit::Resource::NOFILE.get() else { return Ok(()) };
+    let needed = target.sessions() as u64 + SPARE;
+    anyhow::ensure!(
+        needed <= soft,
+        "{} sessions need about {needed} open files but this process may open {soft}; \
+         run several processes with fewer --rooms each and distinct --room-offset values",
+        target.sessions()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_websocket_url_follows_the_http_url() {
+        let endpoint = Endpoint::resolve("http://127.0.0.1:8080").await.unwrap();
+        assert_eq!(endpoint.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(endpoint.url_with("a.b-c_d").as_str(), "ws://127.0.0.1:8080/v1/ws?token=a.b-c_d");
+
+        let endpoint = Endpoint::resolve("http://[::1]:9000/hub/").await.unwrap();
+        assert_eq!(endpoint.addr, "[::1]:9000".parse().unwrap());
+        assert_eq!(endpoint.url_with("x+y").as_str(), "ws://[::1]:9000/hub/v1/ws?token=x%2By");
+
+        assert!(Endpoint::resolve("https://127.0.0.1").await.is_err());
+        assert!(Endpoint::resolve("not a url").await.is_err());
+    }
 }

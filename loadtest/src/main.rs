@@ -1,36 +1,55 @@
 //! `telehub-loadtest`: drives a Telehub hub the way consultations do and
-//! measures what it delivers.
+//! checks what it delivers.
 //!
-//! `chat` runs rooms of a patient and a doctor chatting at a fixed offered
-//! rate (or a list of rates, to find the saturation point), measures
-//! send-to-delivery and ack latency with HDR histograms, and verifies that
-//! every acknowledged message reached every member in order exactly once.
-//! `idle` holds many joined sessions open to measure the hub's memory per
-//! session and its join rate. The full scenario tester (waiting room,
-//! signaling, reconnect storms, reports) builds on these pieces.
+//! - `chat`: rooms of a patient and a doctor chatting at a fixed offered
+//!   rate (or a list of rates, one step each, to find the saturation point).
+//!   Measures send-to-delivery, ack and join latency with HDR histograms and
+//!   verifies that every stored message reached every session of its room
+//!   once and in order.
+//! - `idle`: many joined sessions held open, for the join rate and the hub's
+//!   memory per session.
+//!
+//! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
+//! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
+//! checks), `stats` (clock, histograms, reports).
+//!
+//! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
+//! 2 when it could not run (bad flags, setup refused, hub unreachable).
 
+mod api;
 mod chat;
 mod cli;
 mod client;
 mod idle;
-mod setup;
+#[cfg(test)]
+mod mock_hub;
 mod stats;
+mod verify;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // Each session is a socket: take every file descriptor the hard limit allows.
-    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
-        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+async fn main() -> ExitCode {
+    // Fix the measurement clock's epoch before any timestamp is taken.
+    stats::epoch();
+    // Every session is a socket: take every file descriptor the hard limit
+    // allows. If raising fails, the limit check of each scenario says so.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the open-file limit: {err}");
     }
     let cli = cli::Cli::parse();
-    let ok = match cli.command {
-        cli::Command::Chat(args) => chat::run(args).await?,
-        cli::Command::Idle(args) => idle::run(args).await?,
+    let result = match cli.command {
+        cli::Command::Chat(args) => chat::run(args).await,
+        cli::Command::Idle(args) => idle::run(args).await,
     };
-    if !ok {
-        std::process::exit(1);
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
     }
-    Ok(())
 }

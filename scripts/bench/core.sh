@@ -23,9 +23,11 @@ IDLE_ROOMS=${IDLE_ROOMS:-5000}
 steps=${*:-chat saturation idle}
 mkdir -p "$OUT"
 
-cargo build --release --locked -p telehub -p telehub-loadtest
-HUB=$ROOT/target/release/telehub
-LOAD=$ROOT/target/release/telehub-loadtest
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release --locked -p telehub -p telehub-loadtest
+fi
+HUB=${HUB:-$ROOT/target/release/telehub}
+LOAD=${LOAD:-$ROOT/target/release/telehub-loadtest}
 KEY=bench-api-key
 SECRET=bench-secret-0123456789abcdef
 
@@ -66,7 +68,7 @@ for step in $steps; do
         echo "== saturation: $ROOMS rooms, offered $SATURATION sends/s"
         start_hub saturation
         "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$SATURATION" \
-            --duration 10s --warmup 3s --json "$OUT/saturation.json" || true
+            --duration 10s --warmup 3s --drain 30s --json "$OUT/saturation.json" || true
         stop_hub
         ;;
     idle)

@@ -1,0 +1,188 @@
+//! A stand-in hub for the tests of the scenarios: just enough of the HTTP
+//! API (consultations, tokens) and of the WebSocket protocol (welcome,
+//! join, chat with ack and broadcast) to drive a run end to end, with
+//! faults to inject so the checks can be seen to catch them.
+//!
+//! It is not the real hub and says nothing about its behaviour; it only
+//! shows that the load tester measures, verifies and exits as it should.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Misbehaviour to inject.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Never deliver messages whose seq is a multiple of this to the
+    /// second member of a room (acks still go out).
+    pub drop_every: Option<i64>,
+    /// Deliver every message twice to the second member of a room.
+    pub duplicate: bool,
+}
+
+#[derive(Default)]
+struct Room {
+    seq: i64,
+    members: Vec<mpsc::UnboundedSender<String>>,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: Mutex<HashMap<String, Room>>,
+    consultations: AtomicUsize,
+    sessions: AtomicUsize,
+}
+
+/// A running mock hub.
+pub struct MockHub {
+    pub url: String,
+}
+
+impl MockHub {
+    pub async fn start(faults: Faults) -> MockHub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(State::default());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, Arc::clone(&state), faults));
+            }
+        });
+        MockHub { url }
+    }
+}
+
+/// Serves one TCP connection: a WebSocket upgrade or plain HTTP calls.
+async fn serve(stream: TcpStream, state: Arc<State>, faults: Faults) {
+    // Without this, Nagle holds back the second of two small frames until
+    // the client's next send carries the ACK, and latency looks like one
+    // send period.
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 16];
+    let Ok(n) = stream.peek(&mut first).await else { return };
+    if first[..n].starts_with(b"GET /v1/ws") {
+        websocket(stream, state, faults).await;
+    } else {
+        http(stream, state).await;
+    }
+}
+
+/// Answers keep-alive HTTP/1.1 requests until the client hangs up.
+async fn http(stream: TcpStream, state: Arc<State>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if stream.read_line(&mut header).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+            let content_length = header.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+            if let Some((_, value)) = content_length {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (status, answer) = if request_line.starts_with("POST /v1/consultations ") {
+            let n = state.consultations.fetch_add(1, Ordering::SeqCst);
+            ("201 Created", json!({"id": format!("c-{n}"), "patient": body["patient"], "doctor": body["doctor"]}))
+        } else if request_line.starts_with("POST /v1/tokens ") {
+            let token = format!("{}~{}~{}", body["sub"].as_str().unwrap_or(""), body["role"].as_str().unwrap_or(""), body["name"].as_str().unwrap_or(""));
+            ("200 OK", json!({"token": token, "exp": 0}))
+        } else {
+            ("404 Not Found", json!({"error": {"code": "not_found", "message": "no such route"}}))
+        };
+        let answer = answer.to_string();
+        let response = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len());
+        if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One WebSocket session.
+async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
+    let mut token = String::new();
+    // The error type is tungstenite's, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+        let query = request.uri().query().unwrap_or("");
+        token = query.strip_prefix("token=").unwrap_or("").replace("%7E", "~").replace("+", " ").replace("%20", " ");
+        Ok(response)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    let mut parts = token.splitn(3, '~');
+    let (id, role, name) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let session = format!("s_{}", state.sessions.fetch_add(1, Ordering::SeqCst));
+    let user = json!({"id": id, "name": name, "role": role});
+    let _ = tx.send(json!({"type": "welcome", "session": session, "user": user, "heartbeat_ms": 25000, "node": "mock", "protocol": 1}).to_string());
+    while let Some(Ok(message)) = stream.next().await {
+        let Message::Text(text) = message else { continue };
+        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let room_id = frame["room"].as_str().unwrap_or("").to_owned();
+        let reference = frame["ref"].clone();
+        match frame["type"].as_str() {
+            Some("join") => {
+                let mut rooms = state.rooms.lock().unwrap();
+                let room = rooms.entry(room_id.clone()).or_default();
+                room.members.push(tx.clone());
+                let _ = tx.send(
+                    json!({"type": "joined", "ref": reference, "room": room_id, "status": "active", "seq": room.seq,
+                           "peers": [], "history": [], "history_complete": true, "media": {"mode": "p2p", "ice_servers": []}})
+                    .to_string(),
+                );
+            }
+            Some("chat") => {
+                let mut rooms = state.rooms.lock().unwrap();
+                let Some(room) = rooms.get_mut(&room_id) else { continue };
+                room.seq += 1;
+                let seq = room.seq;
+                let at = "2026-01-01T00:00:00.000Z";
+                let _ = tx.send(json!({"type": "ack", "ref": reference, "room": room_id, "seq": seq, "id": format!("m_{seq}"), "at": at}).to_string());
+                let message = json!({"type": "message", "room": room_id, "seq": seq, "id": format!("m_{seq}"), "client_id": frame["client_id"],
+                    "from": user, "kind": "text", "text": frame["text"], "at": at})
+                .to_string();
+                for (i, member) in room.members.iter().enumerate() {
+                    let second = i == 1;
+                    if second && faults.drop_every.is_some_and(|n| seq % n == 0) {
+                        continue;
+                    }
+                    let _ = member.send(message.clone());
+                    if second && faults.duplicate {
+                        let _ = member.send(message.clone());
+                    }
+                }
+            }
+            _ => {
+                let _ = tx.send(json!({"type": "error", "ref": reference, "code": "bad_request", "message": "not in the mock"}).to_string());
+            }
+        }
+    }
+}
