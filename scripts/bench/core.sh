@@ -17,7 +17,7 @@ ROOT=$(pwd)
 OUT=${OUT:-$ROOT/bench-results}
 ROOMS=${ROOMS:-1000}
 RATE=${RATE:-25000}
-SATURATION=${SATURATION:-20000,30000,40000,50000}
+SATURATION=${SATURATION:-5000,10000,12500,15000,20000}
 DURATION=${DURATION:-20s}
 IDLE_ROOMS=${IDLE_ROOMS:-5000}
 steps=${*:-chat saturation idle}
@@ -54,13 +54,16 @@ stop_hub() {
 }
 trap stop_hub EXIT
 
+# A failed check (lost messages, failed sessions) is reported at the end, after
+# every step has run.
+status=0
 for step in $steps; do
     case $step in
     chat)
         echo "== chat: $ROOMS rooms, offered $RATE sends/s (x2 deliveries)"
         start_hub chat
         "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
-            --duration "$DURATION" --warmup 5s --json "$OUT/chat.json"
+            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/chat.json" || status=1
         grep VmRSS "/proc/$hub/status" || true
         stop_hub
         ;;
@@ -75,9 +78,10 @@ for step in $steps; do
         echo "== idle: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions"
         start_hub idle
         "$LOAD" idle --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$hub" \
-            --hold 2s --json "$OUT/idle.json"
+            --hold 2s --json "$OUT/idle.json" || status=1
         stop_hub
         ;;
     *) echo "unknown step $step"; exit 2 ;;
     esac
 done
+exit "$status"
