@@ -73,11 +73,13 @@ impl TokenKeys {
                 )
             }
             alg @ ("RS256" | "ES256") => {
-                let key = settings.jwt_public_key.as_deref().ok_or_else(|| anyhow::anyhow!("{alg} needs jwt_public_key"))?;
+                let key =
+                    settings.jwt_public_key.as_deref().ok_or_else(|| anyhow::anyhow!("{alg} needs jwt_public_key"))?;
                 let pem = if key.contains("-----BEGIN") {
                     key.to_owned()
                 } else {
-                    std::fs::read_to_string(key).map_err(|e| anyhow::anyhow!("cannot read jwt_public_key {key}: {e}"))?
+                    std::fs::read_to_string(key)
+                        .map_err(|e| anyhow::anyhow!("cannot read jwt_public_key {key}: {e}"))?
                 };
                 if alg == "RS256" {
                     (Algorithm::RS256, DecodingKey::from_rsa_pem(pem.as_bytes())?, None)
@@ -153,10 +155,13 @@ mod tests {
         assert!(matches!(k.verify(&other), Err(TokenError::Invalid(_))));
         // alg: none, with an empty signature.
         use base64_helper::b64;
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&serde_json::to_string(&claims(60)).unwrap()));
+        let none =
+            format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&serde_json::to_string(&claims(60)).unwrap()));
         assert!(matches!(k.verify(&none), Err(TokenError::Invalid(_))));
         // HS384 is not the configured algorithm.
-        let hs384 = encode(&Header::new(Algorithm::HS384), &claims(60), &EncodingKey::from_secret(b"0123456789abcdef-secret")).unwrap();
+        let hs384 =
+            encode(&Header::new(Algorithm::HS384), &claims(60), &EncodingKey::from_secret(b"0123456789abcdef-secret"))
+                .unwrap();
         assert!(matches!(k.verify(&hs384), Err(TokenError::Invalid(_))));
     }
 

@@ -214,7 +214,17 @@ impl Settings {
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if let Some(v) = args.$field { self.$field = Some(v); } )* };
         }
-        set!(bind, database_url, database_busy_ms, jwt_algorithm, node_id, log_format, heartbeat_ms, max_frame_bytes, max_text_chars);
+        set!(
+            bind,
+            database_url,
+            database_busy_ms,
+            jwt_algorithm,
+            node_id,
+            log_format,
+            heartbeat_ms,
+            max_frame_bytes,
+            max_text_chars
+        );
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name);
         set_opt!(jwt_secret, jwt_public_key, api_key);
@@ -233,7 +243,10 @@ impl Settings {
         anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes must be at least 1024");
         anyhow::ensure!(self.max_text_chars >= 1, "max_text_chars must be at least 1");
         anyhow::ensure!(self.outbox_frames >= 1, "outbox_frames must be at least 1");
-        anyhow::ensure!(self.rate_per_s > 0.0 && self.rate_burst >= 1.0, "rate_per_s must be positive and rate_burst at least 1");
+        anyhow::ensure!(
+            self.rate_per_s > 0.0 && self.rate_burst >= 1.0,
+            "rate_per_s must be positive and rate_burst at least 1"
+        );
         anyhow::ensure!(
             matches!(self.jwt_algorithm.as_str(), "HS256" | "RS256" | "ES256"),
             "jwt_algorithm must be HS256, RS256 or ES256"
@@ -278,7 +291,8 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let file: Settings = toml::from_str("bind = \"127.0.0.1:9000\"\nnode_id = \"from-file\"\nheartbeat_ms = 1000").unwrap();
+        let file: Settings =
+            toml::from_str("bind = \"127.0.0.1:9000\"\nnode_id = \"from-file\"\nheartbeat_ms = 1000").unwrap();
         assert_eq!(file.bind, "127.0.0.1:9000");
         assert_eq!(file.database_url, Settings::default().database_url, "unset keys keep defaults");
         let mut settings = file;

@@ -89,10 +89,18 @@ impl Session {
         .await
     }
 
-    async fn serve(&mut self, ws: &mut actix_ws::Session, stream: actix_ws::MessageStream, outbox: &mut OutboxReceiver) -> End {
+    async fn serve(
+        &mut self,
+        ws: &mut actix_ws::Session,
+        stream: actix_ws::MessageStream,
+        outbox: &mut OutboxReceiver,
+    ) -> End {
         let settings = self.app.settings.clone();
         let heartbeat = Duration::from_millis(settings.heartbeat_ms);
-        let mut stream = stream.max_frame_size(settings.max_frame_bytes).aggregate_continuations().max_continuation_size(settings.max_frame_bytes);
+        let mut stream = stream
+            .max_frame_size(settings.max_frame_bytes)
+            .aggregate_continuations()
+            .max_continuation_size(settings.max_frame_bytes);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expiry = tokio::time::sleep_until(self.expires.into());
@@ -180,7 +188,13 @@ impl Session {
 
     /// Writes one frame, unless the client stops reading: then the outbox
     /// overflows or the write stalls, and the session ends.
-    async fn write(&self, ws: &mut actix_ws::Session, outbox: &OutboxReceiver, frame: ByteString, stall: Duration) -> Result<(), End> {
+    async fn write(
+        &self,
+        ws: &mut actix_ws::Session,
+        outbox: &OutboxReceiver,
+        frame: ByteString,
+        stall: Duration,
+    ) -> Result<(), End> {
         tokio::select! {
             biased;
             result = ws.text(frame) => result.map_err(|_| End::Gone),
@@ -259,7 +273,10 @@ impl Session {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
             ClientFrame::Join { reference, room, since } => {
                 if !self.rooms.contains_key(&room) && self.rooms.len() >= MAX_ROOMS_PER_SESSION {
-                    let refusal = Refusal::new(ErrorCode::Conflict, format!("a session may be in at most {MAX_ROOMS_PER_SESSION} rooms"));
+                    let refusal = Refusal::new(
+                        ErrorCode::Conflict,
+                        format!("a session may be in at most {MAX_ROOMS_PER_SESSION} rooms"),
+                    );
                     return self.refuse(reference, refusal);
                 }
                 let span = info_span!("join", room = %room);
@@ -309,7 +326,9 @@ impl Session {
             }
             ClientFrame::Checkin { reference, .. } => {
                 let refusal = match identity.user.role {
-                    Role::Patient => Refusal::new(ErrorCode::Unavailable, "the waiting room is not available on this hub yet"),
+                    Role::Patient => {
+                        Refusal::new(ErrorCode::Unavailable, "the waiting room is not available on this hub yet")
+                    }
                     role => Refusal::new(ErrorCode::Forbidden, format!("a {} may not check in", role.as_str())),
                 };
                 self.refuse(reference, refusal);

@@ -48,15 +48,21 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         (settings.jwt_secret.clone(), settings.api_key.clone())
     };
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
-    let store: Arc<dyn Store> = store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
+    let store: Arc<dyn Store> =
+        store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
     let ice_servers = settings
         .ice_urls
         .iter()
         .map(|url| IceServer { urls: vec![url.clone()], username: None, credential: None })
         .collect();
     let room_config = RoomConfig { idle_timeout: Duration::from_secs(settings.room_idle_s), ..RoomConfig::default() };
-    let rooms = Rooms::start(store.clone(), Arc::new(StaticMedia { ice_servers }), room_config, settings.room_threads());
-    let limits = Limits { max_frame_bytes: settings.max_frame_bytes, max_text_chars: settings.max_text_chars, ..Limits::default() };
+    let rooms =
+        Rooms::start(store.clone(), Arc::new(StaticMedia { ice_servers }), room_config, settings.room_threads());
+    let limits = Limits {
+        max_frame_bytes: settings.max_frame_bytes,
+        max_text_chars: settings.max_text_chars,
+        ..Limits::default()
+    };
     Ok(AppState {
         settings: Arc::new(settings),
         tokens: Arc::new(tokens),
@@ -128,7 +134,8 @@ pub async fn signals() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -6,7 +6,9 @@ use actix::prelude::*;
 use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, SignalData, UserRef};
 
 use crate::registry::{CountRooms, Open, Peek};
-use crate::room::{Admit, Chat, End, GetPresence, GetRecord, Join, Leave, MarkRead, PostSystem, Relay, SwitchMedia, Typing};
+use crate::room::{
+    Admit, Chat, End, GetPresence, GetRecord, Join, Leave, MarkRead, PostSystem, Relay, SwitchMedia, Typing,
+};
 use crate::{Identity, MediaPolicy, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry, RoomStore, SessionRef};
 
 /// How often a caller retries a room that stopped under its feet.
@@ -60,7 +62,13 @@ impl Rooms {
     }
 
     /// Joins a session to a room; `joined` goes to its outbox.
-    pub async fn join(&self, room: &str, session: &SessionRef, since: Option<i64>, reference: Option<String>) -> Result<RoomHandle, Refusal> {
+    pub async fn join(
+        &self,
+        room: &str,
+        session: &SessionRef,
+        since: Option<i64>,
+        reference: Option<String>,
+    ) -> Result<RoomHandle, Refusal> {
         for _ in 0..ATTEMPTS {
             let addr = self.open(room).await?;
             let join = Join { session: session.clone(), since, reference: reference.clone() };

@@ -12,6 +12,8 @@
 //! Storage is reached through the [`RoomStore`] port, which the server
 //! implements with sqlx.
 
+#[cfg(test)]
+mod fixtures;
 mod handle;
 mod media;
 mod outbox;

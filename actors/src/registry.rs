@@ -93,17 +93,18 @@ impl Handler<Open> for RoomRegistry {
     type Result = MessageResult<Open>;
 
     fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = self.rooms.get(&msg.room) {
-            if addr.connected() {
-                return MessageResult(addr.clone());
-            }
+        if let Some(addr) = self.rooms.get(&msg.room)
+            && addr.connected()
+        {
+            return MessageResult(addr.clone());
         }
         let id = msg.room.clone();
         let store = self.store.clone();
         let media = self.media.clone();
         let config = self.config.clone();
         let registry = ctx.address();
-        let addr = Room::start_in_arbiter(self.arbiter_for(&id), move |_| Room::new(id, store, media, config, registry));
+        let addr =
+            Room::start_in_arbiter(self.arbiter_for(&id), move |_| Room::new(id, store, media, config, registry));
         self.rooms.insert(msg.room, addr.clone());
         MessageResult(addr)
     }

@@ -52,19 +52,15 @@ pub fn may(who: &Identity, action: Action, room: &RoomRecord) -> Result<(), Stri
         Action::SwitchMedia | Action::Admit | Action::End => matches!(role, Role::Doctor | Role::Staff),
         Action::Checkin => role == Role::Patient,
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!("a {} may not {} in {}", role.as_str(), verb(action), room.id))
-    }
+    if allowed { Ok(()) } else { Err(format!("a {} may not {} in {}", role.as_str(), verb(action), room.id)) }
 }
 
 /// Whether the consultation is one of this identity's.
 fn belongs(who: &Identity, room: &RoomRecord) -> bool {
-    if let Some(rooms) = &who.rooms {
-        if !rooms.iter().any(|r| r == &room.id) {
-            return false;
-        }
+    if let Some(rooms) = &who.rooms
+        && !rooms.iter().any(|r| r == &room.id)
+    {
+        return false;
     }
     let listed = who.rooms.is_some();
     match who.user.role {
@@ -92,22 +88,10 @@ fn verb(action: Action) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use telehub_signaling::{MediaMode, RoomStatus};
-
     use super::*;
-    use crate::Person;
 
     fn room() -> RoomRecord {
-        RoomRecord {
-            id: "c-1".into(),
-            status: RoomStatus::Waiting,
-            patient: Person { id: "p1".into(), name: "Budi".into() },
-            doctor: Person { id: "d1".into(), name: "Ana".into() },
-            clinic: Some("k1".into()),
-            queue: "d1".into(),
-            media_mode: MediaMode::P2p,
-            last_seq: 0,
-        }
+        crate::fixtures::record(0)
     }
 
     fn who(id: &str, role: Role, clinic: Option<&str>, rooms: Option<&[&str]>) -> Identity {

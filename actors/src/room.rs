@@ -14,16 +14,16 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
 use telehub_signaling::{
-    ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, Peer, RoomStatus, Sender,
-    ServerFrame, SignalData, UserId, UserRef, format_time,
+    ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, Peer, RoomStatus, Sender, ServerFrame,
+    SignalData, UserId, UserRef, format_time,
 };
 use tracing::{debug, warn};
 
 use crate::registry::Forget;
 use crate::state::HistoryPlan;
 use crate::{
-    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Push, Refusal, RoomRecord, RoomRegistry,
-    RoomState, RoomStore, SessionRef, StoreError,
+    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Push, Refusal, RoomRecord, RoomRegistry, RoomState,
+    RoomStore, SessionRef, StoreError,
 };
 
 /// Enter the room. The `joined` frame goes to the session's outbox before
@@ -162,7 +162,12 @@ pub struct RoomConfig {
 
 impl Default for RoomConfig {
     fn default() -> Self {
-        RoomConfig { recent_capacity: 128, history_default: 50, history_max: 500, idle_timeout: Duration::from_secs(30) }
+        RoomConfig {
+            recent_capacity: 128,
+            history_default: 50,
+            history_max: 500,
+            idle_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -189,7 +194,17 @@ impl Room {
         config: RoomConfig,
         registry: Addr<RoomRegistry>,
     ) -> Self {
-        Room { id, state: None, unusable: None, outboxes: HashMap::new(), store, media, config, registry, idle_timer: None }
+        Room {
+            id,
+            state: None,
+            unusable: None,
+            outboxes: HashMap::new(),
+            store,
+            media,
+            config,
+            registry,
+            idle_timer: None,
+        }
     }
 
     /// The loaded state, or the refusal to send when there is none.
@@ -631,7 +646,11 @@ impl Handler<Relay> for Room {
             return Self::reply_error(&session.outbox, reference, refusal);
         }
         let Some(target) = self.outboxes.get(to.as_str()) else {
-            return Self::reply_error(&session.outbox, reference, Refusal::new(ErrorCode::NotFound, format!("no session {to}")));
+            return Self::reply_error(
+                &session.outbox,
+                reference,
+                Refusal::new(ErrorCode::NotFound, format!("no session {to}")),
+            );
         };
         let frame = ServerFrame::Signal {
             room: self.id.clone(),

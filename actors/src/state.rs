@@ -9,9 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use telehub_signaling::{
-    ErrorCode, MediaMode, MessageEvent, Peer, PeerState, PresenceEvent, RoomStatus, ServerFrame,
-};
+use telehub_signaling::{ErrorCode, MediaMode, MessageEvent, Peer, PeerState, PresenceEvent, RoomStatus, ServerFrame};
 
 use crate::{Action, Identity, RoomRecord, may};
 
@@ -39,10 +37,18 @@ struct Present {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HistoryPlan {
     /// Everything needed is in memory.
-    Ready { history: Vec<MessageEvent>, complete: bool },
+    Ready {
+        history: Vec<MessageEvent>,
+        complete: bool,
+    },
     /// Load from storage: messages after `after`, or the last `last` ones.
-    LoadAfter { after: i64, limit: u32 },
-    LoadLast { limit: u32 },
+    LoadAfter {
+        after: i64,
+        limit: u32,
+    },
+    LoadLast {
+        limit: u32,
+    },
 }
 
 /// The state of one consultation room.
@@ -150,11 +156,7 @@ impl RoomState {
 
     /// The other sessions present, as `joined.peers` lists them.
     pub fn peers_except(&self, session: &str) -> Vec<Peer> {
-        self.sessions
-            .iter()
-            .filter(|(id, _)| id.as_ref() != session)
-            .map(|(id, p)| peer(id, p, true))
-            .collect()
+        self.sessions.iter().filter(|(id, _)| id.as_ref() != session).map(|(id, p)| peer(id, p, true)).collect()
     }
 
     /// Every session present, with its state.
@@ -196,10 +198,7 @@ impl RoomState {
     /// How many sessions take part in a call (patients and doctors).
     pub fn callers(&self) -> usize {
         use telehub_signaling::Role;
-        self.sessions
-            .values()
-            .filter(|p| matches!(p.identity.user.role, Role::Patient | Role::Doctor))
-            .count()
+        self.sessions.values().filter(|p| matches!(p.identity.user.role, Role::Patient | Role::Doctor)).count()
     }
 
     /// Decides where the history for a join comes from.
@@ -209,7 +208,7 @@ impl RoomState {
             Some(since) if since >= self.recent_floor => {
                 let history: Vec<_> =
                     self.recent.iter().filter(|m| m.seq > since).take(self.history_max as usize).cloned().collect();
-                let complete = history.last().map_or(true, |m| m.seq == self.delivered);
+                let complete = history.last().is_none_or(|m| m.seq == self.delivered);
                 HistoryPlan::Ready { history, complete }
             }
             Some(since) => HistoryPlan::LoadAfter { after: since, limit: self.history_max },
@@ -248,7 +247,7 @@ impl RoomState {
         if let HistoryPlan::LoadLast { .. } = plan {
             let skip = loaded.len().saturating_sub(limit);
             loaded.drain(..skip);
-            let complete = last == self.delivered && loaded.first().map_or(true, |m| m.seq == 1);
+            let complete = last == self.delivered && loaded.first().is_none_or(|m| m.seq == 1);
             return (loaded, complete);
         }
         loaded.truncate(limit);
@@ -286,10 +285,10 @@ impl RoomState {
     }
 
     fn remember(&mut self, message: MessageEvent) {
-        if self.recent.len() == self.recent_capacity {
-            if let Some(old) = self.recent.pop_front() {
-                self.recent_floor = old.seq;
-            }
+        if self.recent.len() == self.recent_capacity
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.recent_floor = old.seq;
         }
         self.recent.push_back(message);
     }
@@ -351,7 +350,9 @@ impl RoomState {
                 self.record.status = RoomStatus::Active;
                 Ok(())
             }
-            RoomStatus::Active => Err(Refusal::new(ErrorCode::Conflict, format!("{} is active already", self.record.id))),
+            RoomStatus::Active => {
+                Err(Refusal::new(ErrorCode::Conflict, format!("{} is active already", self.record.id)))
+            }
             RoomStatus::Ended | RoomStatus::Cancelled => {
                 Err(Refusal::new(ErrorCode::Conflict, format!("{} has ended", self.record.id)))
             }
@@ -378,20 +379,7 @@ mod tests {
     use telehub_signaling::{MessageKind, Role, Sender, UserInfo};
 
     use super::*;
-    use crate::Person;
-
-    fn record(last_seq: i64) -> RoomRecord {
-        RoomRecord {
-            id: "c-1".into(),
-            status: RoomStatus::Waiting,
-            patient: Person { id: "p1".into(), name: "Budi".into() },
-            doctor: Person { id: "d1".into(), name: "Ana".into() },
-            clinic: Some("k1".into()),
-            queue: "d1".into(),
-            media_mode: MediaMode::P2p,
-            last_seq,
-        }
-    }
+    use crate::fixtures::record;
 
     fn msg(seq: i64) -> MessageEvent {
         MessageEvent {
@@ -407,7 +395,11 @@ mod tests {
     }
 
     fn identity(id: &str, role: Role) -> Arc<Identity> {
-        Arc::new(Identity { user: UserInfo { id: id.into(), name: id.into(), role }, clinic: Some("k1".into()), rooms: None })
+        Arc::new(Identity {
+            user: UserInfo { id: id.into(), name: id.into(), role },
+            clinic: Some("k1".into()),
+            rooms: None,
+        })
     }
 
     fn seqs(messages: &[MessageEvent]) -> Vec<i64> {

@@ -48,11 +48,13 @@ impl Api {
 
     /// POSTs JSON and returns the JSON answer of a 2xx response.
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let response = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.api_key).json(body).send().await?;
+        let response =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.api_key).json(body).send().await?;
         let status = response.status();
         let text = response.text().await?;
         anyhow::ensure!(status.is_success(), "POST {path}: {status}: {}", text.trim());
-        serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("POST {path}: {status} with a body that is not JSON ({err}): {text}"))
+        serde_json::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("POST {path}: {status} with a body that is not JSON ({err}): {text}"))
     }
 
     /// Creates the consultation of room `n`; returns its id.

@@ -33,7 +33,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::api::create_rooms;
 use crate::cli::ChatArgs;
 use crate::client::{Joined, Ws, check_file_limit, close_reason, connect_all};
-use crate::stats::{ChatLatency, ChatReport, Latencies, StepLatency, StepReport, Summary, bump, micros_at, now_micros, per_second, write_json};
+use crate::stats::{
+    ChatLatency, ChatReport, Latencies, StepLatency, StepReport, Summary, bump, micros_at, now_micros, per_second,
+    write_json,
+};
 use crate::verify::{RoomProgress, SeqCheck};
 
 /// The time between the end of connecting and the first scheduled send, so
@@ -143,11 +146,21 @@ struct Shared {
 /// Runs one joined session: reads from the moment it joined (so the hub's
 /// pings are answered while others still connect), and sends once the plan
 /// arrives.
-async fn run_session(joined: Joined, room: Arc<RoomProgress>, plan: watch::Receiver<Option<Arc<Plan>>>) -> SessionOutcome {
+async fn run_session(
+    joined: Joined,
+    room: Arc<RoomProgress>,
+    plan: watch::Receiver<Option<Arc<Plan>>>,
+) -> SessionOutcome {
     let Joined { index, room: room_index, room_id, ws, session, since } = joined;
     let (sink, stream) = ws.split();
     let shared = Shared::default();
-    let mut outcome = SessionOutcome { room: room_index, check: SeqCheck::new(since), acks: 0, errors: BTreeMap::new(), closed: None };
+    let mut outcome = SessionOutcome {
+        room: room_index,
+        check: SeqCheck::new(since),
+        acks: 0,
+        errors: BTreeMap::new(),
+        closed: None,
+    };
     let writer = Writer { session: &session, room_id: &room_id, room: &room, shared: &shared };
     let reader = Reader { index, room: &room, shared: &shared, outcome: &mut outcome };
     let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone()), reader.run(stream, plan));
@@ -170,7 +183,11 @@ struct Writer<'a> {
 impl Writer<'_> {
     /// Sends on the plan's schedule; returns the sink and why sending
     /// failed, if it did.
-    async fn run(self, mut sink: SplitSink<Ws, Message>, mut plan: watch::Receiver<Option<Arc<Plan>>>) -> (SplitSink<Ws, Message>, Option<String>) {
+    async fn run(
+        self,
+        mut sink: SplitSink<Ws, Message>,
+        mut plan: watch::Receiver<Option<Arc<Plan>>>,
+    ) -> (SplitSink<Ws, Message>, Option<String>) {
         let result = match wait_for_plan(&mut plan).await {
             Some(plan) => self.send_all(&mut sink, &plan).await,
             None => Ok(()),
@@ -462,7 +479,11 @@ fn report(
         sent_per_s: last.sent_per_s,
         delivered_per_s: last.delivered_per_s,
         acked_per_s: last.acked_per_s,
-        latency_ms: ChatLatency { delivery: last.latency_ms.delivery, ack: last.latency_ms.ack, join: Summary::of(&connected.join_latency) },
+        latency_ms: ChatLatency {
+            delivery: last.latency_ms.delivery,
+            ack: last.latency_ms.ack,
+            join: Summary::of(&connected.join_latency),
+        },
         lost,
         duplicated,
         out_of_order,
@@ -552,7 +573,11 @@ mod tests {
     async fn run_against(faults: crate::mock_hub::Faults, drain: &str) -> (bool, Value, Duration) {
         use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(faults).await;
-        let json = std::env::temp_dir().join(format!("telehub-loadtest-{}-{}.json", std::process::id(), rand::random::<u32>()));
+        let json = std::env::temp_dir().join(format!(
+            "telehub-loadtest-{}-{}.json",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let cli = crate::cli::Cli::try_parse_from([
             "telehub-loadtest",
             "chat",

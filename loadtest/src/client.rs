@@ -94,7 +94,8 @@ pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text).map_err(|err| anyhow::anyhow!("unparsable frame ({err}): {}", text.as_str()));
+                return serde_json::from_str(&text)
+                    .map_err(|err| anyhow::anyhow!("unparsable frame ({err}): {}", text.as_str()));
             }
             Some(Ok(Message::Close(frame))) => anyhow::bail!("closed by the hub: {}", close_reason(frame.as_ref())),
             Some(Ok(_)) => {}
@@ -172,7 +173,11 @@ pub struct Connected<T> {
 /// `--source-addrs`. Each joined session is handed to `on_joined` at once,
 /// so the caller can start reading it (and so answer the hub's pings)
 /// while the others are still connecting.
-pub async fn connect_all<T>(target: &Target, rooms: &[RoomSetup], mut on_joined: impl FnMut(Joined) -> T) -> anyhow::Result<Connected<T>> {
+pub async fn connect_all<T>(
+    target: &Target,
+    rooms: &[RoomSetup],
+    mut on_joined: impl FnMut(Joined) -> T,
+) -> anyhow::Result<Connected<T>> {
     let endpoint = Endpoint::resolve(&target.url).await?;
     let total = rooms.len() * 2;
     eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr);
@@ -200,7 +205,9 @@ pub async fn connect_all<T>(target: &Target, rooms: &[RoomSetup], mut on_joined:
                     anyhow::Ok((ws, session, since))
                 };
                 let result = match tokio::time::timeout(timeout, attempt).await {
-                    Ok(Ok((ws, session, since))) => Ok(Joined { index, room, room_id: setup.room.clone(), ws, session, since }),
+                    Ok(Ok((ws, session, since))) => {
+                        Ok(Joined { index, room, room_id: setup.room.clone(), ws, session, since })
+                    }
                     Ok(Err(err)) => Err(format!("{err:#}")),
                     Err(_) => Err(format!("no joined within {timeout:?}")),
                 };
@@ -208,7 +215,13 @@ pub async fn connect_all<T>(target: &Target, rooms: &[RoomSetup], mut on_joined:
             }
         });
 
-    let mut connected = Connected { sessions: Vec::with_capacity(total), failures: BTreeMap::new(), failed: 0, join_latency: histogram(), elapsed: Duration::ZERO };
+    let mut connected = Connected {
+        sessions: Vec::with_capacity(total),
+        failures: BTreeMap::new(),
+        failed: 0,
+        join_latency: histogram(),
+        elapsed: Duration::ZERO,
+    };
     let mut results = stream::iter(attempts).buffer_unordered(target.connect_concurrency);
     let mut last_progress = Instant::now();
     while let Some((result, took)) = results.next().await {

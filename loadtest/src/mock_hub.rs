@@ -105,13 +105,21 @@ async fn http(stream: TcpStream, state: Arc<State>) {
             let n = state.consultations.fetch_add(1, Ordering::SeqCst);
             ("201 Created", json!({"id": format!("c-{n}"), "patient": body["patient"], "doctor": body["doctor"]}))
         } else if request_line.starts_with("POST /v1/tokens ") {
-            let token = format!("{}~{}~{}", body["sub"].as_str().unwrap_or(""), body["role"].as_str().unwrap_or(""), body["name"].as_str().unwrap_or(""));
+            let token = format!(
+                "{}~{}~{}",
+                body["sub"].as_str().unwrap_or(""),
+                body["role"].as_str().unwrap_or(""),
+                body["name"].as_str().unwrap_or("")
+            );
             ("200 OK", json!({"token": token, "exp": 0}))
         } else {
             ("404 Not Found", json!({"error": {"code": "not_found", "message": "no such route"}}))
         };
         let answer = answer.to_string();
-        let response = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}", answer.len());
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
         if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
             return;
         }
@@ -130,7 +138,11 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
     };
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
     let mut parts = token.splitn(3, '~');
-    let (id, role, name) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+    let (id, role, name) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
@@ -181,7 +193,10 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 }
             }
             _ => {
-                let _ = tx.send(json!({"type": "error", "ref": reference, "code": "bad_request", "message": "not in the mock"}).to_string());
+                let _ = tx.send(
+                    json!({"type": "error", "ref": reference, "code": "bad_request", "message": "not in the mock"})
+                        .to_string(),
+                );
             }
         }
     }

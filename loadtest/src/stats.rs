@@ -121,7 +121,10 @@ impl Summary {
 
     /// `p50 … max` for a one-line summary.
     pub fn line(&self) -> String {
-        format!("p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)", self.p50, self.p90, self.p99, self.max, self.count)
+        format!(
+            "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} samples)",
+            self.p50, self.p90, self.p99, self.max, self.count
+        )
     }
 }
 
@@ -223,7 +226,18 @@ impl ChatReport {
         println!();
         println!(
             "{:>10} {:>10} {:>11} {:>10} │ {:>8} {:>8} {:>8} {:>9} │ {:>8} {:>8} {:>8} {:>9}",
-            "offered/s", "sent/s", "deliver/s", "acked/s", "del p50", "del p90", "del p99", "del max", "ack p50", "ack p90", "ack p99", "ack max"
+            "offered/s",
+            "sent/s",
+            "deliver/s",
+            "acked/s",
+            "del p50",
+            "del p90",
+            "del p99",
+            "del max",
+            "ack p50",
+            "ack p90",
+            "ack p99",
+            "ack max"
         );
         for step in &self.steps {
             let (d, a) = (step.latency_ms.delivery, step.latency_ms.ack);

@@ -220,7 +220,10 @@ mod tests {
     fn a_late_arrival_fills_its_gap_and_counts_as_out_of_order() {
         let mut check = SeqCheck::new(10);
         let seen = observe_all(&mut check, &[11, 13, 12, 13, 15]);
-        assert_eq!(seen, vec![Seen::InOrder, Seen::Gap { skipped: 1 }, Seen::Late, Seen::Duplicate, Seen::Gap { skipped: 1 }]);
+        assert_eq!(
+            seen,
+            vec![Seen::InOrder, Seen::Gap { skipped: 1 }, Seen::Late, Seen::Duplicate, Seen::Gap { skipped: 1 }]
+        );
         assert_eq!(check.duplicated, 1, "13 twice");
         assert_eq!(check.out_of_order, 1, "12 after 13");
         assert_eq!(check.lost(15), 1, "14 never came");

@@ -112,10 +112,7 @@ pub struct RefOnly {
 impl RefOnly {
     /// The `ref` of a raw frame if it has a string one.
     pub fn of(raw: &str) -> Option<String> {
-        serde_json::from_str::<RefOnly>(raw)
-            .ok()
-            .and_then(|r| r.reference)
-            .and_then(|v| v.as_str().map(str::to_owned))
+        serde_json::from_str::<RefOnly>(raw).ok().and_then(|r| r.reference).and_then(|v| v.as_str().map(str::to_owned))
     }
 }
 
@@ -200,19 +197,30 @@ mod tests {
             r#"{"type":"join","ref":"1","room":"c-1001","since":41}"#,
             ClientFrame::Join { reference: r("1"), room: "c-1001".into(), since: Some(41) },
         );
-        check(r#"{"type":"join","room":"c-1"}"#, ClientFrame::Join { reference: None, room: "c-1".into(), since: None });
+        check(
+            r#"{"type":"join","room":"c-1"}"#,
+            ClientFrame::Join { reference: None, room: "c-1".into(), since: None },
+        );
     }
 
     #[test]
     fn leave() {
-        check(r#"{"type":"leave","ref":"2","room":"c-1001"}"#, ClientFrame::Leave { reference: r("2"), room: "c-1001".into() });
+        check(
+            r#"{"type":"leave","ref":"2","room":"c-1001"}"#,
+            ClientFrame::Leave { reference: r("2"), room: "c-1001".into() },
+        );
     }
 
     #[test]
     fn chat() {
         check(
             r#"{"type":"chat","ref":"7","room":"c-1001","client_id":"6f1e","text":"Hello doctor"}"#,
-            ClientFrame::Chat { reference: r("7"), room: "c-1001".into(), client_id: "6f1e".into(), text: "Hello doctor".into() },
+            ClientFrame::Chat {
+                reference: r("7"),
+                room: "c-1001".into(),
+                client_id: "6f1e".into(),
+                text: "Hello doctor".into(),
+            },
         );
     }
 
@@ -226,7 +234,10 @@ mod tests {
 
     #[test]
     fn read() {
-        check(r#"{"type":"read","room":"c-1001","seq":58}"#, ClientFrame::Read { reference: None, room: "c-1001".into(), seq: 58 });
+        check(
+            r#"{"type":"read","room":"c-1001","seq":58}"#,
+            ClientFrame::Read { reference: None, room: "c-1001".into(), seq: 58 },
+        );
     }
 
     #[test]
@@ -275,7 +286,12 @@ mod tests {
     fn media() {
         check(
             r#"{"type":"media","room":"c-1001","event":"ice_failed"}"#,
-            ClientFrame::Media { reference: None, room: "c-1001".into(), event: Some(MediaEvent::IceFailed), mode: None },
+            ClientFrame::Media {
+                reference: None,
+                room: "c-1001".into(),
+                event: Some(MediaEvent::IceFailed),
+                mode: None,
+            },
         );
         check(
             r#"{"type":"media","room":"c-1001","mode":"jitsi"}"#,
@@ -285,14 +301,26 @@ mod tests {
 
     #[test]
     fn waiting_room() {
-        check(r#"{"type":"checkin","ref":"3","room":"c-1001"}"#, ClientFrame::Checkin { reference: r("3"), room: "c-1001".into() });
-        check(r#"{"type":"watch","ref":"4","queue":"q-ana"}"#, ClientFrame::Watch { reference: r("4"), queue: "q-ana".into() });
-        check(r#"{"type":"admit","ref":"5","room":"c-1001"}"#, ClientFrame::Admit { reference: r("5"), room: "c-1001".into() });
+        check(
+            r#"{"type":"checkin","ref":"3","room":"c-1001"}"#,
+            ClientFrame::Checkin { reference: r("3"), room: "c-1001".into() },
+        );
+        check(
+            r#"{"type":"watch","ref":"4","queue":"q-ana"}"#,
+            ClientFrame::Watch { reference: r("4"), queue: "q-ana".into() },
+        );
+        check(
+            r#"{"type":"admit","ref":"5","room":"c-1001"}"#,
+            ClientFrame::Admit { reference: r("5"), room: "c-1001".into() },
+        );
     }
 
     #[test]
     fn end_and_ping() {
-        check(r#"{"type":"end","ref":"9","room":"c-1001"}"#, ClientFrame::End { reference: r("9"), room: "c-1001".into() });
+        check(
+            r#"{"type":"end","ref":"9","room":"c-1001"}"#,
+            ClientFrame::End { reference: r("9"), room: "c-1001".into() },
+        );
         check(r#"{"type":"ping"}"#, ClientFrame::Ping { reference: None });
     }
 

@@ -41,9 +41,7 @@ impl Limits {
             ClientFrame::Join { since: Some(since), .. } if since < 0 => {
                 Err(FrameError::Malformed("since must not be negative".into()))
             }
-            ClientFrame::Read { seq, .. } if seq < 0 => {
-                Err(FrameError::Malformed("seq must not be negative".into()))
-            }
+            ClientFrame::Read { seq, .. } if seq < 0 => Err(FrameError::Malformed("seq must not be negative".into())),
             ClientFrame::Signal { ref to, ref data, .. } => {
                 self.check_id("to", to)?;
                 data.kind()?;

@@ -3,8 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ErrorCode, IceServer, MediaMode, MessageKind, Peer, RoomStatus, Sender, SignalData, UserId,
-    UserInfo, UserRef,
+    ErrorCode, IceServer, MediaMode, MessageKind, Peer, RoomStatus, Sender, SignalData, UserId, UserInfo, UserRef,
 };
 
 /// One frame from the hub. Replies to a client frame carry its `ref`.
@@ -223,7 +222,13 @@ mod tests {
     fn welcome() {
         check(
             r#"{"type":"welcome","session":"s_3f9c","user":{"id":"u42","name":"Ana","role":"doctor"},"heartbeat_ms":25000,"node":"node-a","protocol":1}"#,
-            ServerFrame::Welcome { session: "s_3f9c".into(), user: ana(), heartbeat_ms: 25000, node: "node-a".into(), protocol: 1 },
+            ServerFrame::Welcome {
+                session: "s_3f9c".into(),
+                user: ana(),
+                heartbeat_ms: 25000,
+                node: "node-a".into(),
+                protocol: 1,
+            },
         );
     }
 
@@ -240,7 +245,12 @@ mod tests {
                 room: "c-1001".into(),
                 status: RoomStatus::Active,
                 seq: 58,
-                peers: vec![Peer { session: "s_1".into(), user: ana(), state: Some(PeerState::Online), since: r("2026-11-24T10:15:00.123Z") }],
+                peers: vec![Peer {
+                    session: "s_1".into(),
+                    user: ana(),
+                    state: Some(PeerState::Online),
+                    since: r("2026-11-24T10:15:00.123Z"),
+                }],
                 history: vec![HistoryItem::Message(message())],
                 history_complete: true,
                 media: MediaInfo {
@@ -273,10 +283,19 @@ mod tests {
 
     #[test]
     fn left_ack_message() {
-        check(r#"{"type":"left","ref":"2","room":"c-1001"}"#, ServerFrame::Left { reference: r("2"), room: "c-1001".into() });
+        check(
+            r#"{"type":"left","ref":"2","room":"c-1001"}"#,
+            ServerFrame::Left { reference: r("2"), room: "c-1001".into() },
+        );
         check(
             r#"{"type":"ack","ref":"7","room":"c-1001","seq":58,"id":"m_1","at":"2026-11-24T10:15:00.123Z"}"#,
-            ServerFrame::Ack { reference: r("7"), room: "c-1001".into(), seq: 58, id: "m_1".into(), at: "2026-11-24T10:15:00.123Z".into() },
+            ServerFrame::Ack {
+                reference: r("7"),
+                room: "c-1001".into(),
+                seq: 58,
+                id: "m_1".into(),
+                at: "2026-11-24T10:15:00.123Z".into(),
+            },
         );
         check(
             r#"{"type":"message","room":"c-1001","seq":58,"id":"m_1","client_id":"6f1e","from":{"id":"u7","name":"Budi","role":"patient"},"kind":"text","text":"Hello doctor","at":"2026-11-24T10:15:00.123Z"}"#,
@@ -288,7 +307,11 @@ mod tests {
     fn typing_read_signal() {
         check(
             r#"{"type":"typing","room":"c-1001","user":{"id":"u7","name":"Budi"},"active":true}"#,
-            ServerFrame::Typing { room: "c-1001".into(), user: UserRef { id: "u7".into(), name: "Budi".into() }, active: true },
+            ServerFrame::Typing {
+                room: "c-1001".into(),
+                user: UserRef { id: "u7".into(), name: "Budi".into() },
+                active: true,
+            },
         );
         check(
             r#"{"type":"read","room":"c-1001","user":{"id":"u7"},"seq":58}"#,
@@ -301,7 +324,12 @@ mod tests {
                 from: "s_a".into(),
                 user: ana(),
                 data: SignalData {
-                    candidate: Some(Candidate { candidate: String::new(), sdp_mid: r("0"), sdp_mline_index: None, username_fragment: None }),
+                    candidate: Some(Candidate {
+                        candidate: String::new(),
+                        sdp_mid: r("0"),
+                        sdp_mline_index: None,
+                        username_fragment: None,
+                    }),
                     ..SignalData::default()
                 },
             },
@@ -326,11 +354,20 @@ mod tests {
         );
         check(
             r#"{"type":"media_mode","room":"c-1001","mode":"p2p","reason":"requested"}"#,
-            ServerFrame::MediaMode { room: "c-1001".into(), mode: MediaMode::P2p, reason: "requested".into(), jitsi: None },
+            ServerFrame::MediaMode {
+                room: "c-1001".into(),
+                mode: MediaMode::P2p,
+                reason: "requested".into(),
+                jitsi: None,
+            },
         );
         check(
             r#"{"type":"ended","room":"c-1001","by":{"id":"u42","name":"Ana"},"at":"2026-11-24T10:15:00.123Z"}"#,
-            ServerFrame::Ended { room: "c-1001".into(), by: UserRef { id: "u42".into(), name: "Ana".into() }, at: "2026-11-24T10:15:00.123Z".into() },
+            ServerFrame::Ended {
+                room: "c-1001".into(),
+                by: UserRef { id: "u42".into(), name: "Ana".into() },
+                at: "2026-11-24T10:15:00.123Z".into(),
+            },
         );
     }
 
@@ -338,7 +375,15 @@ mod tests {
     fn waiting_room() {
         check(
             r#"{"type":"queue","ref":"3","queue":"q-ana","room":"c-1001","ticket":"A-012","position":3,"ahead":2,"eta_s":600}"#,
-            ServerFrame::Queue { reference: r("3"), queue: "q-ana".into(), room: "c-1001".into(), ticket: "A-012".into(), position: 3, ahead: 2, eta_s: 600 },
+            ServerFrame::Queue {
+                reference: r("3"),
+                queue: "q-ana".into(),
+                room: "c-1001".into(),
+                ticket: "A-012".into(),
+                position: 3,
+                ahead: 2,
+                eta_s: 600,
+            },
         );
         check(
             r#"{"type":"queue_state","ref":"4","queue":"q-ana","entries":[{"ticket":"A-012","room":"c-1001","patient":{"id":"u7","name":"Budi"},"since":"2026-11-24T10:15:00.123Z","online":true,"paid":true},{"ticket":"A-013","since":"2026-11-24T10:16:00.000Z"}]}"#,
@@ -354,13 +399,24 @@ mod tests {
                         online: Some(true),
                         paid: Some(true),
                     },
-                    QueueEntry { ticket: "A-013".into(), room: None, patient: None, since: "2026-11-24T10:16:00.000Z".into(), online: None, paid: None },
+                    QueueEntry {
+                        ticket: "A-013".into(),
+                        room: None,
+                        patient: None,
+                        since: "2026-11-24T10:16:00.000Z".into(),
+                        online: None,
+                        paid: None,
+                    },
                 ],
             },
         );
         check(
             r#"{"type":"called","queue":"q-ana","ticket":"A-012","at":"2026-11-24T10:15:00.123Z"}"#,
-            ServerFrame::Called { queue: "q-ana".into(), ticket: "A-012".into(), at: "2026-11-24T10:15:00.123Z".into() },
+            ServerFrame::Called {
+                queue: "q-ana".into(),
+                ticket: "A-012".into(),
+                at: "2026-11-24T10:15:00.123Z".into(),
+            },
         );
         check(r#"{"type":"admitted","room":"c-1001"}"#, ServerFrame::Admitted { room: "c-1001".into() });
     }
@@ -375,7 +431,12 @@ mod tests {
         );
         check(
             r#"{"type":"error","code":"rate_limited","message":"slow down","retry_ms":250}"#,
-            ServerFrame::Error { reference: None, code: ErrorCode::RateLimited, message: "slow down".into(), retry_ms: Some(250) },
+            ServerFrame::Error {
+                reference: None,
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_ms: Some(250),
+            },
         );
         check(r#"{"type":"goaway","retry_ms":1000}"#, ServerFrame::Goaway { retry_ms: 1000 });
     }

@@ -70,9 +70,7 @@ impl SignalData {
             + usize::from(self.candidate.is_some())
             + usize::from(self.bye.is_some());
         if set != 1 {
-            return Err(FrameError::Malformed(
-                "data must hold exactly one of description, candidate, bye".into(),
-            ));
+            return Err(FrameError::Malformed("data must hold exactly one of description, candidate, bye".into()));
         }
         if let Some(description) = &self.description {
             match description.kind {
@@ -106,9 +104,7 @@ fn parse_sdp(sdp: &str) -> Result<(), FrameError> {
         return Err(FrameError::Sdp("empty".into()));
     }
     let mut reader = std::io::Cursor::new(sdp.as_bytes());
-    sdp::SessionDescription::unmarshal(&mut reader)
-        .map(|_| ())
-        .map_err(|err| FrameError::Sdp(err.to_string()))
+    sdp::SessionDescription::unmarshal(&mut reader).map(|_| ()).map_err(|err| FrameError::Sdp(err.to_string()))
 }
 
 #[cfg(test)]
@@ -118,10 +114,7 @@ mod tests {
     pub(crate) const OFFER: &str = "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n";
 
     fn description(kind: DescriptionKind, sdp: Option<&str>) -> SignalData {
-        SignalData {
-            description: Some(Description { kind, sdp: sdp.map(str::to_owned) }),
-            ..SignalData::default()
-        }
+        SignalData { description: Some(Description { kind, sdp: sdp.map(str::to_owned) }), ..SignalData::default() }
     }
 
     #[test]

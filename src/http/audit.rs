@@ -17,13 +17,21 @@ use crate::store::AuditQuery;
     security(("api_key" = []), ("staff_token" = []))
 )]
 #[get("/v1/audit")]
-pub async fn list(req: HttpRequest, app: web::Data<AppState>, query: web::Query<AuditParams>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    query: web::Query<AuditParams>,
+) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     let query = query.into_inner();
     // Staff read the trail of one consultation of their clinic at a time.
     if let Caller::Person(claims) = &caller {
         let room = query.room.as_deref().ok_or_else(|| ApiError::forbidden("staff must name a room"))?;
-        let consultation = app.store.consultation(room).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {room}")))?;
+        let consultation = app
+            .store
+            .consultation(room)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no consultation {room}")))?;
         let same_clinic = claims.clinic.is_some() && claims.clinic == consultation.clinic;
         if claims.role != Role::Staff || !same_clinic {
             return Err(ApiError::forbidden("only the API key or staff of the clinic may read the audit trail"));

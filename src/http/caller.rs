@@ -39,10 +39,10 @@ impl Caller {
         let Some(token) = bearer(req) else {
             return Err(ApiError::unauthorized("missing Authorization: Bearer header"));
         };
-        if let Some(key) = &app.api_key {
-            if constant_time_eq(token.as_bytes(), key.as_bytes()) {
-                return Ok(Caller::Backend);
-            }
+        if let Some(key) = &app.api_key
+            && constant_time_eq(token.as_bytes(), key.as_bytes())
+        {
+            return Ok(Caller::Backend);
         }
         match app.tokens.verify(token) {
             Ok(claims) => Ok(Caller::Person(claims)),

@@ -21,7 +21,11 @@ pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok { Ok(()) } else { Err(ApiError::bad_request(format!("{what} must be 1 to 128 letters, digits, '-', '_' or '.'"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("{what} must be 1 to 128 letters, digits, '-', '_' or '.'")))
+    }
 }
 
 fn check_name(what: &str, name: &str) -> Result<String, ApiError> {
@@ -39,14 +43,21 @@ pub fn new_consultation_id() -> String {
 
 /// Loads a consultation the caller may read.
 async fn readable(app: &AppState, caller: &Caller, id: &str) -> Result<Consultation, ApiError> {
-    let consultation = app.store.consultation(id).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+    let consultation =
+        app.store.consultation(id).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
     caller.may_read(&consultation)?;
     Ok(consultation)
 }
 
 pub(crate) fn audit(app: &AppState, caller: &Caller, room: Option<&str>, action: &str, detail: serde_json::Value) {
     let store = app.store.clone();
-    let entry = AuditEntry { at: Utc::now(), room: room.map(str::to_owned), user: Some(caller.audit_user()), action: action.into(), detail };
+    let entry = AuditEntry {
+        at: Utc::now(),
+        room: room.map(str::to_owned),
+        user: Some(caller.audit_user()),
+        action: action.into(),
+        detail,
+    };
     store.audit(entry);
 }
 
@@ -108,7 +119,11 @@ pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Re
 )]
 #[post("/v1/consultations")]
 #[instrument(skip_all)]
-pub async fn create(req: HttpRequest, app: web::Data<AppState>, body: web::Json<CreateConsultation>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    body: web::Json<CreateConsultation>,
+) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     caller.require_backend()?;
     let consultation = create_consultation(&app, body.into_inner()).await?;
@@ -128,7 +143,11 @@ pub async fn create(req: HttpRequest, app: web::Data<AppState>, body: web::Json<
 )]
 #[get("/v1/consultations/{id}")]
 #[instrument(skip(req, app), fields(room = %id))]
-pub async fn get_one(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_one(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     let mut consultation = readable(&app, &caller, &id).await?;
     // A running room knows a newer status and mode than the last write may
@@ -217,7 +236,11 @@ pub async fn post_message(
 )]
 #[get("/v1/consultations/{id}/presence")]
 #[instrument(skip(req, app), fields(room = %id))]
-pub async fn presence(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn presence(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     readable(&app, &caller, &id).await?;
     let node = &app.settings.node_id;

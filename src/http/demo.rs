@@ -67,7 +67,12 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
         &app,
         CreateConsultation {
             id: Some(id.clone()),
-            patient: PatientIn { id: format!("demo-patient-{suffix}"), name: patient_name.clone(), phone: None, email: None },
+            patient: PatientIn {
+                id: format!("demo-patient-{suffix}"),
+                name: patient_name.clone(),
+                phone: None,
+                email: None,
+            },
             doctor: PersonIn { id: format!("demo-doctor-{suffix}"), name: doctor_name.clone() },
             clinic: Some("demo".into()),
             queue: None,
@@ -79,7 +84,14 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
     let link = |sub: String, name: String, role: &str| -> Result<DemoLink, ApiError> {
         let token = sign(
             &app,
-            TokenRequest { sub, name, role: role.into(), clinic: Some("demo".into()), rooms: Some(vec![id.clone()]), ttl_s: Some(12 * 3600) },
+            TokenRequest {
+                sub,
+                name,
+                role: role.into(),
+                clinic: Some("demo".into()),
+                rooms: Some(vec![id.clone()]),
+                ttl_s: Some(12 * 3600),
+            },
         )?
         .token;
         Ok(DemoLink { url: format!("/demo/room?room={id}&token={token}"), token })

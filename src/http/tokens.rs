@@ -39,7 +39,10 @@ pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiE
         rooms: request.rooms,
     };
     let token = app.tokens.issue(&claims).ok_or_else(|| {
-        ApiError::new(telehub_signaling::ErrorCode::Conflict, "this hub verifies tokens with a public key and cannot sign them")
+        ApiError::new(
+            telehub_signaling::ErrorCode::Conflict,
+            "this hub verifies tokens with a public key and cannot sign them",
+        )
     })?;
     Ok(TokenResponse { token, exp })
 }
@@ -58,7 +61,11 @@ pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiE
 )]
 #[post("/v1/tokens")]
 #[instrument(skip_all)]
-pub async fn create(req: HttpRequest, app: web::Data<AppState>, body: web::Json<TokenRequest>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     caller.require_backend()?;
     let request = body.into_inner();

@@ -96,7 +96,12 @@ impl From<Consultation> for ConsultationView {
         ConsultationView {
             id: c.id,
             status: c.status.as_str().into(),
-            patient: PatientIn { id: c.patient.id, name: c.patient.name, phone: c.patient.phone, email: c.patient.email },
+            patient: PatientIn {
+                id: c.patient.id,
+                name: c.patient.name,
+                phone: c.patient.phone,
+                email: c.patient.email,
+            },
             doctor: PersonIn { id: c.doctor.id, name: c.doctor.name },
             clinic: c.clinic,
             queue: c.queue,

@@ -26,7 +26,12 @@ fn session_id() -> Arc<str> {
 /// The token is checked before the upgrade, so a bad one gets a plain 401
 /// with a JSON body that any HTTP client can read.
 #[get("/v1/ws")]
-pub async fn upgrade(req: HttpRequest, body: web::Payload, app: web::Data<AppState>, query: web::Query<WsQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    app: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let token = query.token.as_deref().filter(|t| !t.is_empty()).or_else(|| bearer(&req));
     let claims = match token.ok_or(TokenError::Missing).and_then(|t| app.tokens.verify(t)) {
         Ok(claims) => claims,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{Appended, AuditEntry, NewMessage, Person, RoomRecord, RoomStore, StoreError};
 use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender, format_time};
@@ -53,10 +55,10 @@ impl SqliteStore {
             // inside whichever commit happens to cross the threshold.
             .pragma("wal_autocheckpoint", "0")
             .disable_statement_logging();
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -304,20 +306,26 @@ async fn append_all(
                 let mut still_fresh = Vec::with_capacity(fresh.len());
                 for &i in &fresh {
                     let m = &messages[i];
-                    let original = match &m.client_id {
-                        Some(client_id) => {
-                            sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
-                                .bind(&m.room)
-                                .bind(&m.from.id)
-                                .bind(client_id)
-                                .fetch_optional(&mut *conn)
-                                .await?
-                        }
-                        None => None,
-                    };
+                    let original =
+                        match &m.client_id {
+                            Some(client_id) => sqlx::query(
+                                "SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?",
+                            )
+                            .bind(&m.room)
+                            .bind(&m.from.id)
+                            .bind(client_id)
+                            .fetch_optional(&mut *conn)
+                            .await?,
+                            None => None,
+                        };
                     match original {
                         Some(row) => {
-                            results[i] = Some(Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true })
+                            results[i] = Some(Appended {
+                                seq: row.get("seq"),
+                                id: row.get("id"),
+                                at: row.get("at"),
+                                duplicate: true,
+                            })
                         }
                         None => still_fresh.push(i),
                     }
@@ -339,7 +347,12 @@ async fn append_all(
 
 /// Inserts all rows or none: a savepoint undoes the chunks before a failing
 /// one, so the caller can retry the batch within the same transaction.
-async fn insert_rows(conn: &mut SqliteConnection, messages: &[NewMessage], rows: &[(usize, i64, String)], at: &str) -> Result<(), sqlx::Error> {
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    messages: &[NewMessage],
+    rows: &[(usize, i64, String)],
+    at: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("SAVEPOINT insert_messages").execute(&mut *conn).await?;
     let result = insert_chunks(conn, messages, rows, at).await;
     match &result {
@@ -356,7 +369,12 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages (room, seq, id, sender_id, s
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9
      FROM json_each(?)";
 
-async fn insert_chunks(conn: &mut SqliteConnection, messages: &[NewMessage], rows: &[(usize, i64, String)], at: &str) -> Result<(), sqlx::Error> {
+async fn insert_chunks(
+    conn: &mut SqliteConnection,
+    messages: &[NewMessage],
+    rows: &[(usize, i64, String)],
+    at: &str,
+) -> Result<(), sqlx::Error> {
     let mut json: Vec<u8> = Vec::with_capacity(rows.len().min(ROWS_PER_INSERT) * 256);
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         json.clear();
@@ -366,7 +384,8 @@ async fn insert_chunks(conn: &mut SqliteConnection, messages: &[NewMessage], row
             if n > 0 {
                 json.push(b',');
             }
-            let row = (&m.room, seq, id, &m.from.id, &m.from.name, &m.from.role, &m.client_id, m.kind.as_str(), &m.text, at);
+            let row =
+                (&m.room, seq, id, &m.from.id, &m.from.name, &m.from.role, &m.client_id, m.kind.as_str(), &m.text, at);
             serde_json::to_writer(&mut json, &row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         }
         json.push(b']');
@@ -434,7 +453,8 @@ impl RoomStore for SqliteStore {
 
     async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?");
-        let rows = sqlx::query(&sql).bind(room).bind(after).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows =
+            sqlx::query(&sql).bind(room).bind(after).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
         Ok(rows.iter().map(message_from_row).collect())
     }
 

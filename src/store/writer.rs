@@ -54,7 +54,9 @@ impl Job {
         match self {
             Job::Append { reply, .. } => drop(reply.send(Err(err))),
             Job::ReadMarker { reply, .. } => drop(reply.send(Err(err))),
-            Job::Status { reply, .. } | Job::Media { reply, .. } | Job::Audit { reply, .. } => drop(reply.send(Err(err))),
+            Job::Status { reply, .. } | Job::Media { reply, .. } | Job::Audit { reply, .. } => {
+                drop(reply.send(Err(err)))
+            }
         }
     }
 }

@@ -28,10 +28,20 @@ async fn consultations_are_created_and_read() {
     assert_eq!(body["last_seq"], 0);
     assert_eq!(body["members"].as_array().unwrap().len(), 2);
 
-    let (status, body) = app.post("/v1/consultations", json!({"id": "c-1001", "patient": {"id": "u7", "name": "B"}, "doctor": {"id": "u42", "name": "A"}})).await;
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": "c-1001", "patient": {"id": "u7", "name": "B"}, "doctor": {"id": "u42", "name": "A"}}),
+        )
+        .await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
 
-    let (status, body) = app.post("/v1/consultations", json!({"patient": {"id": "u8", "name": "Citra"}, "doctor": {"id": "u42", "name": "Ana"}})).await;
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"patient": {"id": "u8", "name": "Citra"}, "doctor": {"id": "u42", "name": "Ana"}}),
+        )
+        .await;
     assert_eq!(status, 201);
     assert!(body["id"].as_str().unwrap().starts_with("c-"), "an id is made up");
     assert_eq!(body["status"], "waiting");
@@ -65,8 +75,14 @@ async fn the_api_needs_the_key_and_tokens_only_read() {
     let (status, _) = with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", "wrong-key").await;
     assert_eq!(status, 401);
 
-    let staff = token_with(json!({"sub": "s1", "name": "S", "role": "staff", "clinic": "k1", "exp": chrono::Utc::now().timestamp() + 60}), SECRET);
-    let other_staff = token_with(json!({"sub": "s2", "name": "S", "role": "staff", "clinic": "k2", "exp": chrono::Utc::now().timestamp() + 60}), SECRET);
+    let staff = token_with(
+        json!({"sub": "s1", "name": "S", "role": "staff", "clinic": "k1", "exp": chrono::Utc::now().timestamp() + 60}),
+        SECRET,
+    );
+    let other_staff = token_with(
+        json!({"sub": "s2", "name": "S", "role": "staff", "clinic": "k2", "exp": chrono::Utc::now().timestamp() + 60}),
+        SECRET,
+    );
     let patient = token("p-c-auth", "Budi", "patient", 60);
     let stranger = token("p-x", "X", "patient", 60);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &staff).await.0, 200);
@@ -84,7 +100,8 @@ async fn system_messages_are_stored_and_broadcast() {
     app.consultation("c-sys").await;
     let mut patient = app.patient("c-sys").await;
     patient.join("c-sys", None).await;
-    let (status, body) = app.post("/v1/consultations/c-sys/messages", json!({"text": "The doctor will join in 5 minutes"})).await;
+    let (status, body) =
+        app.post("/v1/consultations/c-sys/messages", json!({"text": "The doctor will join in 5 minutes"})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["seq"], 1);
     assert_eq!(body["kind"], "system");
@@ -113,13 +130,18 @@ async fn system_messages_are_stored_and_broadcast() {
 async fn tokens_audit_presence_and_operations() {
     let app = spawn_app().await;
     app.consultation("c-ops").await;
-    let (status, issued) = app.post("/v1/tokens", json!({"sub": "p-c-ops", "name": "Budi", "role": "patient", "ttl_s": 120})).await;
+    let (status, issued) =
+        app.post("/v1/tokens", json!({"sub": "p-c-ops", "name": "Budi", "role": "patient", "ttl_s": 120})).await;
     assert_eq!(status, 200, "{issued}");
     let now = chrono::Utc::now().timestamp();
     assert!((issued["exp"].as_i64().unwrap() - now - 120).abs() <= 2);
     let mut patient = Client::connect(&app, issued["token"].as_str().unwrap()).await;
     patient.join("c-ops", None).await;
-    for bad in [json!({"sub": "x", "name": "X", "role": "king"}), json!({"sub": "x", "name": "X", "role": "patient", "ttl_s": 0}), json!({"sub": "x"})] {
+    for bad in [
+        json!({"sub": "x", "name": "X", "role": "king"}),
+        json!({"sub": "x", "name": "X", "role": "patient", "ttl_s": 0}),
+        json!({"sub": "x"}),
+    ] {
         assert_eq!(app.post("/v1/tokens", bad.clone()).await.0, 400, "{bad}");
     }
     let (_, presence) = app.get("/v1/consultations/c-ops/presence").await;
@@ -131,11 +153,15 @@ async fn tokens_audit_presence_and_operations() {
     patient.chat("c-ops", "flush", "hello").await;
     let (status, audit) = app.get("/v1/audit?room=c-ops").await;
     assert_eq!(status, 200);
-    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert!(actions.contains(&"api.create"), "{actions:?}");
     let (_, audit) = app.get("/v1/audit?room=c-ops&user=p-c-ops").await;
     let entries = audit["entries"].as_array().unwrap();
-    assert!(entries.iter().any(|e| e["action"] == "join" && e["detail"]["session"] == patient.session.as_str()), "{audit}");
+    assert!(
+        entries.iter().any(|e| e["action"] == "join" && e["detail"]["session"] == patient.session.as_str()),
+        "{audit}"
+    );
 
     assert_eq!(app.get("/healthz").await, (200, json!({"status": "ok", "node": "test-node"})));
     assert_eq!(app.get("/readyz").await.0, 200);
@@ -165,7 +191,8 @@ async fn demo_mode_creates_a_consultation_with_two_working_links() {
     for asset in ["/demo/room", "/demo/app.js", "/demo/style.css"] {
         assert_eq!(app.http.get(app.url(asset)).send().await.unwrap().status(), 200, "{asset}");
     }
-    let response = app.http.post(app.url("/v1/demo/consultation")).json(&json!({"patient_name": "Sari"})).send().await.unwrap();
+    let response =
+        app.http.post(app.url("/v1/demo/consultation")).json(&json!({"patient_name": "Sari"})).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let demo: Value = response.json().await.unwrap();
     let room = demo["consultation"]["id"].as_str().unwrap().to_owned();

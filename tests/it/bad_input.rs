@@ -68,7 +68,8 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
     let app = spawn_app().await;
     let now = chrono::Utc::now().timestamp();
     let expired = token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now - 3600}), SECRET);
-    let foreign = token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now + 3600}), "some-other-secret-1234");
+    let foreign =
+        token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now + 3600}), "some-other-secret-1234");
     let b64 = |s: &str| {
         use std::fmt::Write;
         // base64url without padding, by hand, to build an unsigned token.
@@ -88,7 +89,13 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
         b64(&json!({"sub": "u", "name": "U", "role": "doctor", "exp": now + 3600}).to_string())
     );
     let no_role = token_with(json!({"sub": "u", "name": "U", "exp": now + 3600}), SECRET);
-    for (token, what) in [(expired, "expired"), (foreign, "other secret"), (none, "alg none"), (no_role, "no role"), ("garbage".into(), "garbage")] {
+    for (token, what) in [
+        (expired, "expired"),
+        (foreign, "other secret"),
+        (none, "alg none"),
+        (no_role, "no role"),
+        ("garbage".into(), "garbage"),
+    ] {
         let (status, body) = refused_upgrade(&app.ws_url(&token)).await;
         assert_eq!(status, 401, "{what}");
         assert_eq!(body["error"]["code"], "unauthorized", "{what}: {body}");
@@ -155,7 +162,12 @@ async fn the_rate_limit_answers_rate_limited_then_closes_abusers() {
     assert_eq!(limited, 3);
     // Keep hammering: the abuse budget runs out and the session is closed.
     for i in 0..40 {
-        if client.ws.send(Message::Text(json!({"type": "ping", "ref": format!("x{i}")}).to_string().into())).await.is_err() {
+        if client
+            .ws
+            .send(Message::Text(json!({"type": "ping", "ref": format!("x{i}")}).to_string().into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -30,8 +30,12 @@ async fn two_users_chat_in_seq_order() {
 
     // Both send a burst; each session sees one gapless, increasing sequence.
     for i in 0..20 {
-        patient.send(json!({"type": "chat", "room": "c-chat", "client_id": format!("p{i}"), "text": format!("p {i}")})).await;
-        doctor.send(json!({"type": "chat", "room": "c-chat", "client_id": format!("d{i}"), "text": format!("d {i}")})).await;
+        patient
+            .send(json!({"type": "chat", "room": "c-chat", "client_id": format!("p{i}"), "text": format!("p {i}")}))
+            .await;
+        doctor
+            .send(json!({"type": "chat", "room": "c-chat", "client_id": format!("d{i}"), "text": format!("d {i}")}))
+            .await;
     }
     for client in [&mut patient, &mut doctor] {
         let mut seqs = Vec::new();
@@ -99,7 +103,10 @@ async fn typing_and_read_markers_reach_the_others() {
     let ok = patient.request(json!({"type": "typing", "room": "c-typing", "active": true})).await;
     assert_eq!(ok["type"], "ok");
     let typing = doctor.recv().await;
-    assert_eq!(typing, json!({"type": "typing", "room": "c-typing", "user": {"id": "p-c-typing", "name": "Budi"}, "active": true}));
+    assert_eq!(
+        typing,
+        json!({"type": "typing", "room": "c-typing", "user": {"id": "p-c-typing", "name": "Budi"}, "active": true})
+    );
     // Without a ref, success is silent.
     patient.send(json!({"type": "typing", "room": "c-typing", "active": false})).await;
     patient.assert_quiet().await;
@@ -110,7 +117,10 @@ async fn typing_and_read_markers_reach_the_others() {
     }
     let read = patient.request(json!({"type": "read", "room": "c-typing", "seq": 2})).await;
     assert_eq!(read["type"], "ok");
-    assert_eq!(doctor.recv_type("read").await, json!({"type": "read", "room": "c-typing", "user": {"id": "p-c-typing"}, "seq": 2}));
+    assert_eq!(
+        doctor.recv_type("read").await,
+        json!({"type": "read", "room": "c-typing", "user": {"id": "p-c-typing"}, "seq": 2})
+    );
     // A marker never moves back.
     patient.request(json!({"type": "read", "room": "c-typing", "seq": 1})).await;
     patient.request(json!({"type": "read", "room": "c-typing", "seq": 3})).await;
@@ -126,7 +136,11 @@ async fn resends_in_one_burst_are_stored_once() {
     patient.join("c-burst", None).await;
     // Written back to back, these usually share one group-commit batch.
     for i in 0..5 {
-        patient.send(json!({"type": "chat", "ref": format!("b{i}"), "room": "c-burst", "client_id": "dup", "text": "hello"})).await;
+        patient
+            .send(
+                json!({"type": "chat", "ref": format!("b{i}"), "room": "c-burst", "client_id": "dup", "text": "hello"}),
+            )
+            .await;
         patient.send(json!({"type": "chat", "ref": format!("u{i}"), "room": "c-burst", "client_id": format!("u{i}"), "text": "unique"})).await;
     }
     let mut dup_seqs = Vec::new();

@@ -7,12 +7,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn end_tells_everyone_and_makes_the_room_read_only() {
     let app = spawn_app().await;
-    app.consultation("c-end").await;
-    let mut doctor = app.doctor("c-end").await;
-    doctor.join("c-end", None).await;
-    let mut patient = app.patient("c-end").await;
-    patient.join("c-end", None).await;
-    doctor.recv_type("presence").await;
+    let (mut doctor, mut patient) = app.pair("c-end").await;
     patient.chat("c-end", "1", "thank you doctor").await;
     doctor.recv_type("message").await;
     patient.recv_type("message").await;
@@ -29,9 +24,11 @@ async fn end_tells_everyone_and_makes_the_room_read_only() {
         assert_eq!(ended["by"], json!({"id": "d-c-end", "name": "Ana"}));
         assert!(ended["at"].as_str().unwrap().ends_with('Z'));
     }
-    let refused = patient.request(json!({"type": "chat", "room": "c-end", "client_id": "2", "text": "one more thing"})).await;
+    let refused =
+        patient.request(json!({"type": "chat", "room": "c-end", "client_id": "2", "text": "one more thing"})).await;
     assert_eq!(refused["code"], "conflict");
-    let refused = patient.request(json!({"type": "signal", "room": "c-end", "to": doctor.session, "data": {"bye": true}})).await;
+    let refused =
+        patient.request(json!({"type": "signal", "room": "c-end", "to": doctor.session, "data": {"bye": true}})).await;
     assert_eq!(refused["code"], "conflict");
     let refused = doctor.request(json!({"type": "media", "room": "c-end", "mode": "jitsi"})).await;
     assert_eq!(refused["code"], "conflict");

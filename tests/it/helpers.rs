@@ -72,10 +72,10 @@ pub async fn start(settings: Settings, dir: Arc<tempfile::TempDir>) -> TestApp {
     let app = TestApp { addr, db_url, http: reqwest::Client::new(), shutdown: Some(tx), thread: Some(thread), dir };
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        if let Ok(r) = app.http.get(app.url("/healthz")).send().await {
-            if r.status() == 200 {
-                break;
-            }
+        if let Ok(r) = app.http.get(app.url("/healthz")).send().await
+            && r.status() == 200
+        {
+            break;
         }
         assert!(tokio::time::Instant::now() < deadline, "node did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -141,6 +141,19 @@ impl TestApp {
         body
     }
 
+    /// Creates consultation `room`; its doctor joins, then its patient; the
+    /// doctor has seen the patient arrive. Returns (doctor, patient).
+    pub async fn pair(&self, room: &str) -> (Client, Client) {
+        self.consultation(room).await;
+        let mut doctor = self.doctor(room).await;
+        doctor.join(room, None).await;
+        let mut patient = self.patient(room).await;
+        patient.join(room, None).await;
+        let presence = doctor.recv_type("presence").await;
+        assert_eq!(presence["peer"]["session"], patient.session.as_str());
+        (doctor, patient)
+    }
+
     pub async fn patient(&self, room: &str) -> Client {
         Client::connect(self, &token(&format!("p-{room}"), "Budi", "patient", 3600)).await
     }
@@ -152,11 +165,19 @@ impl TestApp {
 
 /// Signs a client token with the test secret.
 pub fn token(sub: &str, name: &str, role: &str, ttl: i64) -> String {
-    token_with(json!({"sub": sub, "name": name, "role": role, "clinic": "k1", "exp": chrono::Utc::now().timestamp() + ttl}), SECRET)
+    token_with(
+        json!({"sub": sub, "name": name, "role": role, "clinic": "k1", "exp": chrono::Utc::now().timestamp() + ttl}),
+        SECRET,
+    )
 }
 
 pub fn token_with(claims: Value, secret: &str) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// A WebSocket client that speaks JSON frames.

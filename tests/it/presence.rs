@@ -50,12 +50,7 @@ async fn join_and_leave_are_seen_by_the_others() {
 #[tokio::test]
 async fn a_dropped_socket_leaves_the_room() {
     let app = spawn_app().await;
-    app.consultation("c-drop").await;
-    let mut doctor = app.doctor("c-drop").await;
-    doctor.join("c-drop", None).await;
-    let mut patient = app.patient("c-drop").await;
-    patient.join("c-drop", None).await;
-    doctor.recv_type("presence").await;
+    let (mut doctor, patient) = app.pair("c-drop").await;
     let session = patient.session.clone();
     // Drop the TCP connection without a close frame.
     let stream = patient.ws.into_inner();
@@ -69,12 +64,7 @@ async fn a_dropped_socket_leaves_the_room() {
 #[tokio::test]
 async fn a_silent_peer_is_dropped_by_the_heartbeat() {
     let app = spawn_app_with(|s| s.heartbeat_ms = 200).await;
-    app.consultation("c-hb").await;
-    let mut doctor = app.doctor("c-hb").await;
-    doctor.join("c-hb", None).await;
-    let mut patient = app.patient("c-hb").await;
-    patient.join("c-hb", None).await;
-    doctor.recv_type("presence").await;
+    let (mut doctor, patient) = app.pair("c-hb").await;
     // The patient stops reading, so it never answers a ping; the doctor
     // keeps reading (its client answers pings) and must stay.
     let session = patient.session.clone();

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn as_user(app: &TestApp, sub: &str, role: &str, clinic: &str) -> Client {
-    let claims = json!({"sub": sub, "name": sub, "role": role, "clinic": clinic, "exp": chrono::Utc::now().timestamp() + 600});
+    let claims =
+        json!({"sub": sub, "name": sub, "role": role, "clinic": clinic, "exp": chrono::Utc::now().timestamp() + 600});
     Client::connect(app, &token_with(claims, SECRET)).await
 }
 
@@ -23,13 +24,26 @@ async fn patient_rights() {
     doctor.join("c-r1", None).await;
     // Allowed: join own, chat, typing, read, signal, report an ICE failure.
     assert_eq!(code(&patient.request(json!({"type": "join", "room": "c-r1"})).await), "joined");
-    assert_eq!(code(&patient.request(json!({"type": "chat", "room": "c-r1", "client_id": "a", "text": "hi"})).await), "ack");
+    assert_eq!(
+        code(&patient.request(json!({"type": "chat", "room": "c-r1", "client_id": "a", "text": "hi"})).await),
+        "ack"
+    );
     assert_eq!(code(&patient.request(json!({"type": "typing", "room": "c-r1", "active": true})).await), "ok");
     assert_eq!(code(&patient.request(json!({"type": "read", "room": "c-r1", "seq": 1})).await), "ok");
-    assert_eq!(code(&patient.request(json!({"type": "signal", "room": "c-r1", "to": doctor.session, "data": {"bye": true}})).await), "ok");
+    assert_eq!(
+        code(
+            &patient
+                .request(json!({"type": "signal", "room": "c-r1", "to": doctor.session, "data": {"bye": true}}))
+                .await
+        ),
+        "ok"
+    );
     // Denied: another patient's room, admit, end, switching media, watching queues.
     assert_eq!(code(&patient.request(json!({"type": "join", "room": "c-r2"})).await), "forbidden");
-    assert_eq!(code(&patient.request(json!({"type": "chat", "room": "c-r2", "client_id": "b", "text": "hi"})).await), "forbidden");
+    assert_eq!(
+        code(&patient.request(json!({"type": "chat", "room": "c-r2", "client_id": "b", "text": "hi"})).await),
+        "forbidden"
+    );
     assert_eq!(code(&patient.request(json!({"type": "admit", "room": "c-r1"})).await), "forbidden");
     assert_eq!(code(&patient.request(json!({"type": "end", "room": "c-r1"})).await), "forbidden");
     assert_eq!(code(&patient.request(json!({"type": "media", "room": "c-r1", "mode": "jitsi"})).await), "forbidden");
@@ -55,7 +69,14 @@ async fn doctor_rights() {
     assert_eq!(patient.recv_type("admitted").await, json!({"type": "admitted", "room": "c-d1"}));
     assert_eq!(code(&doctor.request(json!({"type": "admit", "room": "c-d1"})).await), "conflict", "active already");
     assert_eq!(code(&doctor.request(json!({"type": "join", "room": "c-d1"})).await), "joined");
-    assert_eq!(code(&doctor.request(json!({"type": "signal", "room": "c-d1", "to": patient.session, "data": {"bye": true}})).await), "ok");
+    assert_eq!(
+        code(
+            &doctor
+                .request(json!({"type": "signal", "room": "c-d1", "to": patient.session, "data": {"bye": true}}))
+                .await
+        ),
+        "ok"
+    );
     assert_eq!(code(&doctor.request(json!({"type": "media", "room": "c-d1", "mode": "jitsi"})).await), "ok");
     assert_eq!(patient.recv_type("media_mode").await["reason"], "requested");
     assert_eq!(code(&doctor.request(json!({"type": "media", "room": "c-d1", "mode": "p2p"})).await), "ok");
@@ -81,10 +102,27 @@ async fn staff_rights() {
     let mut patient = app.patient("c-s1").await;
     patient.join("c-s1", None).await;
     assert_eq!(code(&staff.request(json!({"type": "join", "room": "c-s1"})).await), "joined");
-    assert_eq!(code(&staff.request(json!({"type": "chat", "room": "c-s1", "client_id": "s", "text": "from the front desk"})).await), "ack");
+    assert_eq!(
+        code(
+            &staff
+                .request(json!({"type": "chat", "room": "c-s1", "client_id": "s", "text": "from the front desk"}))
+                .await
+        ),
+        "ack"
+    );
     // No media for staff.
-    assert_eq!(code(&staff.request(json!({"type": "signal", "room": "c-s1", "to": patient.session, "data": {"bye": true}})).await), "forbidden");
-    assert_eq!(code(&staff.request(json!({"type": "media", "room": "c-s1", "event": "ice_failed"})).await), "forbidden");
+    assert_eq!(
+        code(
+            &staff
+                .request(json!({"type": "signal", "room": "c-s1", "to": patient.session, "data": {"bye": true}}))
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(&staff.request(json!({"type": "media", "room": "c-s1", "event": "ice_failed"})).await),
+        "forbidden"
+    );
     assert_eq!(code(&staff.request(json!({"type": "media", "room": "c-s1", "mode": "jitsi"})).await), "ok");
     assert_eq!(code(&staff.request(json!({"type": "admit", "room": "c-s1"})).await), "ok");
     // Another clinic's staff has no rights here.

@@ -46,21 +46,18 @@ async fn signals_go_to_the_target_only() {
 #[tokio::test]
 async fn bad_sdp_and_unknown_targets_are_refused() {
     let app = spawn_app().await;
-    app.consultation("c-sig2").await;
-    let mut doctor = app.doctor("c-sig2").await;
-    doctor.join("c-sig2", None).await;
-    let mut patient = app.patient("c-sig2").await;
-    patient.join("c-sig2", None).await;
-    doctor.recv_type("presence").await;
+    let (mut doctor, mut patient) = app.pair("c-sig2").await;
 
     let garbage = json!({"description": {"type": "offer", "sdp": "this is not sdp"}});
-    let refused = patient.request(json!({"type": "signal", "room": "c-sig2", "to": doctor.session, "data": garbage})).await;
+    let refused =
+        patient.request(json!({"type": "signal", "room": "c-sig2", "to": doctor.session, "data": garbage})).await;
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["code"], "bad_request");
     let two = json!({"bye": true, "candidate": {"candidate": ""}});
     let refused = patient.request(json!({"type": "signal", "room": "c-sig2", "to": doctor.session, "data": two})).await;
     assert_eq!(refused["code"], "bad_request");
-    let refused = patient.request(json!({"type": "signal", "room": "c-sig2", "to": "s_nobody", "data": {"bye": true}})).await;
+    let refused =
+        patient.request(json!({"type": "signal", "room": "c-sig2", "to": "s_nobody", "data": {"bye": true}})).await;
     assert_eq!(refused["code"], "not_found");
     doctor.assert_quiet().await;
 }

@@ -23,7 +23,8 @@ async fn a_locked_database_answers_unavailable_and_recovers() {
     let mut locker = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
 
-    let refused = patient.request(json!({"type": "chat", "room": "c-db", "client_id": "2", "text": "while locked"})).await;
+    let refused =
+        patient.request(json!({"type": "chat", "room": "c-db", "client_id": "2", "text": "while locked"})).await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "unavailable");
     // Nothing was stored, so nothing was broadcast.
