@@ -3,7 +3,7 @@
 //! of a run, bounded and spread over the ramp.
 //!
 //! Each TCP socket is made by hand (`TcpSocket::bind`, then `connect`) and
-//! handed to `tokio_tungstenite::client_async`, because binding to several
+//! handed to `tokio_tungstenite::client_async_with_config`, because binding to several
 //! local addresses round-robin is the only way past the ~28k ephemeral
 //! ports that one source address has towards one hub address.
 
@@ -17,7 +17,8 @@ use reqwest::Url;
 use telehub_signaling::{ClientFrame, ServerFrame};
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::api::RoomSetup;
 use crate::cli::Target;
@@ -73,7 +74,11 @@ pub async fn connect(endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -
     let stream = socket.connect(endpoint.addr).await.map_err(|err| anyhow::anyhow!("connect: {err}"))?;
     // Chat frames are small and latency is what is measured: no Nagle delay.
     stream.set_nodelay(true)?;
-    let (mut ws, _) = client_async(endpoint.url_with(token).as_str(), stream)
+    // tungstenite zero-fills its read buffer up to `read_buffer_size` on
+    // every read; the 128 KiB default made that memset the load generator's
+    // biggest cost. Hub frames are small, so 4 KiB reads lose nothing.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = client_async_with_config(endpoint.url_with(token).as_str(), stream, Some(config))
         .await
         .map_err(|err| anyhow::anyhow!("websocket handshake: {err}"))?;
     match next_frame(&mut ws).await? {
