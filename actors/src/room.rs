@@ -344,7 +344,7 @@ impl Room {
         let room = self.id.clone();
         actix::spawn(async move {
             if let Err(err) = store.set_media_mode(&room, mode).await {
-                warn!(error = %err, "media mode not stored");
+                warn!(%room, error = %err, "media mode not stored");
             }
         });
         self.audit(by, "media", serde_json::json!({ "mode": mode, "reason": reason }));

@@ -120,3 +120,34 @@ async fn long_gaps_are_paged() {
     assert_eq!(page_seqs, (496..=505).collect::<Vec<_>>());
     assert_eq!(page["next_after"], 505);
 }
+
+/// The rooms gauge of `/metrics`.
+async fn rooms_running(app: &TestApp) -> i64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("telehub_rooms{")).expect("rooms gauge");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_room_stops_and_comes_back_where_it_was() {
+    let app = spawn_app_with(|s| s.room_idle_s = 0).await;
+    app.consultation("c-idle").await;
+    let mut patient = app.patient("c-idle").await;
+    patient.join("c-idle", None).await;
+    patient.chat("c-idle", "1", "first").await;
+    assert_eq!(rooms_running(&app).await, 1);
+    let left = patient.request(json!({"type": "leave", "room": "c-idle"})).await;
+    assert_eq!(left["type"], "left");
+    // The room stops once it is empty; wait for the gauge to say so.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while rooms_running(&app).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the empty room never stopped");
+        tokio::task::yield_now().await;
+    }
+    // A new room actor loads the consultation again: history and seq go on.
+    let joined = patient.join("c-idle", Some(0)).await;
+    assert_eq!(joined["seq"], 1);
+    assert_eq!(joined["history"][0]["text"], "first");
+    assert_eq!(patient.chat("c-idle", "2", "second").await["seq"], 2);
+    assert_eq!(patient.chat("c-idle", "1", "first").await["seq"], 1, "idempotent across room restarts");
+}
