@@ -3,9 +3,10 @@
 //! Reads go through a small pool; every write goes through one writer
 //! connection that group-commits (see [`super::writer`]). Because the writer
 //! is the only connection that adds messages, it can keep each room's last
-//! `seq` in memory; the cache is dropped whenever a transaction fails, so a
-//! rolled-back batch never leaves a gap. A SQLite database belongs to one
-//! node, which is why a cluster needs PostgreSQL.
+//! `seq` and the client ids it has stored in memory (loaded from the table on
+//! a room's first write); the memory is dropped whenever a transaction fails,
+//! so a rolled-back batch never leaves a gap or a phantom resend. A SQLite
+//! database belongs to one node, which is why a cluster needs PostgreSQL.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -27,8 +28,9 @@ use super::{AuditQuery, AuditRecord, Consultation, Contact, NewConsultation, Sto
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Rooms whose last `seq` the writer remembers before it starts over.
-const MAX_CACHED_ROOMS: usize = 100_000;
+/// Rooms the writer remembers (last `seq`, stored client ids) before it
+/// starts over.
+const MAX_CACHED_ROOMS: usize = 20_000;
 
 /// SQLite storage.
 pub struct SqliteStore {
@@ -91,18 +93,18 @@ async fn checkpoints(pool: SqlitePool) {
 
 /// The writer task: batches, applies, commits, replies.
 async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
-    let mut seqs: HashMap<String, i64> = HashMap::new();
+    let mut rooms: HashMap<String, RoomMemory> = HashMap::new();
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
-        if seqs.len() > MAX_CACHED_ROOMS {
-            seqs.clear();
+        if rooms.len() > MAX_CACHED_ROOMS {
+            rooms.clear();
         }
         let (jobs, started) = (batch.len(), std::time::Instant::now());
-        apply_batch(&mut conn, &mut seqs, batch).await;
+        apply_batch(&mut conn, &mut rooms, batch).await;
         tracing::trace!(jobs, elapsed_us = started.elapsed().as_micros() as u64, "write batch committed");
     }
 }
 
-async fn apply_batch(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64>, batch: Vec<Job>) {
+async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, RoomMemory>, batch: Vec<Job>) {
     // Messages are inserted together, a few multi-row statements per batch:
     // each statement is a round trip to sqlx's SQLite thread, and one per
     // message would cost more than the insert itself.
@@ -125,7 +127,7 @@ async fn apply_batch(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64
         // IMMEDIATE takes the write lock up front, so the transaction never
         // has to upgrade a read lock, which SQLite may refuse outright.
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        appended = append_all(conn, seqs, &messages, &format_time(Utc::now())).await?;
+        appended = append_all(conn, rooms, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
             outcomes.push(apply_job(conn, job).await?);
         }
@@ -143,7 +145,7 @@ async fn apply_batch(conn: &mut SqliteConnection, seqs: &mut HashMap<String, i64
         Err(err) => {
             error!(error = %err, "write batch failed, rolled back");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            seqs.clear();
+            rooms.clear();
             let err = unavailable(err);
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
@@ -239,8 +241,77 @@ fn key(m: &NewMessage) -> Option<Key<'_>> {
     m.client_id.as_deref().map(|c| (m.room.as_str(), m.from.id.as_str(), c))
 }
 
+/// A short fingerprint of a (sender, client_id) pair. A match is confirmed
+/// against the stored row, so a collision costs a lookup, never a wrong ack.
+fn fingerprint(sender: &str, client_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (sender, client_id).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What the writer remembers of a room: its last `seq`, and which
+/// (sender, client_id) pairs it has stored, by fingerprint. This replaces a
+/// unique index on (room, sender, client_id): such an index puts a second
+/// scattered page into every commit and halved the writer's throughput. The
+/// writer can keep it because it is the only connection that stores
+/// messages; the set is loaded from the table on a room's first write.
+#[derive(Debug, Default)]
+struct RoomMemory {
+    last_seq: i64,
+    sent: HashMap<u64, i64>,
+}
+
 /// Rows per INSERT statement.
 const ROWS_PER_INSERT: usize = 512;
+
+async fn remember_room(conn: &mut SqliteConnection, room: &str) -> Result<RoomMemory, sqlx::Error> {
+    let mut memory = RoomMemory::default();
+    let rows = sqlx::query("SELECT seq, sender_id, client_id FROM messages WHERE room = ?")
+        .bind(room)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in &rows {
+        let seq: i64 = row.get("seq");
+        memory.last_seq = memory.last_seq.max(seq);
+        if let Some(client_id) = row.get::<Option<String>, _>("client_id") {
+            memory.sent.insert(fingerprint(row.get("sender_id"), &client_id), seq);
+        }
+    }
+    Ok(memory)
+}
+
+/// The stored original of a resend, if there is one.
+async fn original(
+    conn: &mut SqliteConnection,
+    memory: &RoomMemory,
+    m: &NewMessage,
+    client_id: &str,
+) -> Result<Option<Appended>, sqlx::Error> {
+    let Some(seq) = memory.sent.get(&fingerprint(&m.from.id, client_id)) else { return Ok(None) };
+    let row = sqlx::query("SELECT seq, id, at, sender_id, client_id FROM messages WHERE room = ? AND seq = ?")
+        .bind(&m.room)
+        .bind(seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let same = |row: &SqliteRow| {
+        row.get::<String, _>("sender_id") == m.from.id
+            && row.get::<Option<String>, _>("client_id").as_deref() == Some(client_id)
+    };
+    let row = match row {
+        Some(row) if same(&row) => Some(row),
+        // Two pairs with one fingerprint: look the pair up the slow way.
+        _ => {
+            sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
+                .bind(&m.room)
+                .bind(&m.from.id)
+                .bind(client_id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    Ok(row.map(|row| Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true }))
+}
 
 /// Stores `messages` with their rooms' next `seq`s, inside the open
 /// transaction. A message whose (room, sender, client_id) exists already, in
@@ -248,20 +319,14 @@ const ROWS_PER_INSERT: usize = 512;
 /// the original's `seq`, `id` and `at`. Returns one result per message.
 async fn append_all(
     conn: &mut SqliteConnection,
-    seqs: &mut HashMap<String, i64>,
+    rooms: &mut HashMap<String, RoomMemory>,
     messages: &[NewMessage],
     at: &str,
 ) -> Result<Vec<Appended>, sqlx::Error> {
-    if messages.is_empty() {
-        return Ok(Vec::new());
-    }
     for m in messages {
-        if !seqs.contains_key(&m.room) {
-            let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room = ?")
-                .bind(&m.room)
-                .fetch_one(&mut *conn)
-                .await?;
-            seqs.insert(m.room.clone(), last);
+        if !rooms.contains_key(&m.room) {
+            let memory = remember_room(conn, &m.room).await?;
+            rooms.insert(m.room.clone(), memory);
         }
     }
     let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
@@ -270,70 +335,41 @@ async fn append_all(
     let mut copy_of: Vec<Option<usize>> = vec![None; messages.len()];
     let mut fresh: Vec<usize> = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
-        match key(m).map(|k| *first.entry(k).or_insert(i)) {
-            Some(j) if j != i => copy_of[i] = Some(j),
-            _ => fresh.push(i),
+        if let Some(j) = key(m).map(|k| *first.entry(k).or_insert(i)).filter(|j| *j != i) {
+            copy_of[i] = Some(j);
+            continue;
+        }
+        let stored = match &m.client_id {
+            Some(client_id) => original(conn, &rooms[&m.room], m, client_id).await?,
+            None => None,
+        };
+        match stored {
+            Some(stored) => results[i] = Some(stored),
+            None => fresh.push(i),
         }
     }
-    let mut checked_existing = false;
     let ids = MessageIds::get();
-    loop {
-        let mut next = HashMap::new();
-        let rows: Vec<(usize, i64, String)> = fresh
-            .iter()
-            .map(|&i| {
-                let room = messages[i].room.as_str();
-                let seq = next.entry(room).or_insert_with(|| seqs[room]);
-                *seq += 1;
-                (i, *seq, ids.next())
-            })
-            .collect();
-        match insert_rows(conn, messages, &rows, at).await {
-            Ok(()) => {
-                for (room, seq) in next {
-                    seqs.insert(room.to_owned(), seq);
-                }
-                for (i, seq, id) in rows {
-                    results[i] = Some(Appended { seq, id, at: at.to_owned(), duplicate: false });
-                }
-                break;
-            }
-            // A resend of a message stored in an earlier batch: find the
-            // originals, take them out, and insert the rest again. The failed
-            // insert was rolled back to its savepoint; the transaction goes on.
-            Err(sqlx::Error::Database(err)) if err.is_unique_violation() && !checked_existing => {
-                checked_existing = true;
-                let mut still_fresh = Vec::with_capacity(fresh.len());
-                for &i in &fresh {
-                    let m = &messages[i];
-                    let original =
-                        match &m.client_id {
-                            Some(client_id) => sqlx::query(
-                                "SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?",
-                            )
-                            .bind(&m.room)
-                            .bind(&m.from.id)
-                            .bind(client_id)
-                            .fetch_optional(&mut *conn)
-                            .await?,
-                            None => None,
-                        };
-                    match original {
-                        Some(row) => {
-                            results[i] = Some(Appended {
-                                seq: row.get("seq"),
-                                id: row.get("id"),
-                                at: row.get("at"),
-                                duplicate: true,
-                            })
-                        }
-                        None => still_fresh.push(i),
-                    }
-                }
-                fresh = still_fresh;
-            }
-            Err(err) => return Err(err),
+    let mut next: HashMap<&str, i64> = HashMap::new();
+    let rows: Vec<(usize, i64, String)> = fresh
+        .iter()
+        .map(|&i| {
+            let room = messages[i].room.as_str();
+            let seq = next.entry(room).or_insert_with(|| rooms[room].last_seq);
+            *seq += 1;
+            (i, *seq, ids.next())
+        })
+        .collect();
+    insert_rows(conn, messages, &rows, at).await?;
+    // Only now is it certain that the rows are in the transaction; if the
+    // transaction fails later, the caller forgets every room.
+    for (i, seq, id) in rows {
+        let m = &messages[i];
+        let memory = rooms.get_mut(&m.room).expect("loaded above");
+        memory.last_seq = memory.last_seq.max(seq);
+        if let Some(client_id) = &m.client_id {
+            memory.sent.insert(fingerprint(&m.from.id, client_id), seq);
         }
+        results[i] = Some(Appended { seq, id, at: at.to_owned(), duplicate: false });
     }
     for (i, original) in copy_of.iter().enumerate() {
         if let Some(j) = original {
@@ -345,23 +381,6 @@ async fn append_all(
     Ok(results.into_iter().map(|r| r.expect("every message has a result")).collect())
 }
 
-/// Inserts all rows or none: a savepoint undoes the chunks before a failing
-/// one, so the caller can retry the batch within the same transaction.
-async fn insert_rows(
-    conn: &mut SqliteConnection,
-    messages: &[NewMessage],
-    rows: &[(usize, i64, String)],
-    at: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SAVEPOINT insert_messages").execute(&mut *conn).await?;
-    let result = insert_chunks(conn, messages, rows, at).await;
-    match &result {
-        Ok(()) => sqlx::query("RELEASE insert_messages").execute(&mut *conn).await?,
-        Err(_) => sqlx::query("ROLLBACK TO insert_messages").execute(&mut *conn).await?,
-    };
-    result
-}
-
 /// One statement for any number of rows: the rows travel as one JSON array
 /// parameter, so the statement text never changes and is prepared once
 /// (a multi-row VALUES list would be a new statement for every row count).
@@ -369,7 +388,7 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages (room, seq, id, sender_id, s
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9
      FROM json_each(?)";
 
-async fn insert_chunks(
+async fn insert_rows(
     conn: &mut SqliteConnection,
     messages: &[NewMessage],
     rows: &[(usize, i64, String)],
