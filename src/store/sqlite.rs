@@ -623,3 +623,64 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(sender: &str, client_id: &str) -> NewMessage {
+        NewMessage {
+            room: "c-1".into(),
+            from: Sender { id: sender.into(), name: sender.into(), role: "patient".into() },
+            client_id: Some(client_id.into()),
+            kind: MessageKind::Text,
+            text: "hello".into(),
+        }
+    }
+
+    async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
+        let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), Duration::from_secs(1))
+            .await
+            .unwrap();
+        store.pool.close().await;
+        SqliteConnectOptions::from_str(&format!("sqlite://{}/t.db", dir.path().display()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn resends_are_found_in_the_batch_in_storage_and_after_forgetting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connection(&dir).await;
+        let mut rooms = HashMap::new();
+        let batch = [message("u1", "a"), message("u1", "b"), message("u1", "a"), message("u2", "a")];
+        let stored = append_all(&mut conn, &mut rooms, &batch, "t").await.unwrap();
+        let seqs: Vec<(i64, bool)> = stored.iter().map(|s| (s.seq, s.duplicate)).collect();
+        assert_eq!(seqs, vec![(1, false), (2, false), (1, true), (3, false)]);
+        assert_eq!(stored[2].id, stored[0].id);
+        // A later batch, then one after the writer forgot the room.
+        let again = append_all(&mut conn, &mut rooms, &[message("u1", "b"), message("u1", "c")], "t").await.unwrap();
+        assert_eq!((again[0].seq, again[0].duplicate, again[1].seq), (2, true, 4));
+        rooms.clear();
+        let after = append_all(&mut conn, &mut rooms, &[message("u2", "a"), message("u2", "d")], "t").await.unwrap();
+        assert_eq!((after[0].seq, after[0].duplicate, after[1].seq), (3, true, 5));
+    }
+
+    #[tokio::test]
+    async fn a_fingerprint_collision_is_checked_against_the_stored_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connection(&dir).await;
+        let mut rooms = HashMap::new();
+        append_all(&mut conn, &mut rooms, &[message("u1", "a"), message("u2", "z")], "t").await.unwrap();
+        // Make u2/z's fingerprint point at u1/a's row, as a collision would.
+        let memory = rooms.get_mut("c-1").unwrap();
+        memory.sent.insert(fingerprint("u2", "z"), 1);
+        let found = original(&mut conn, memory, &message("u2", "z"), "z").await.unwrap().unwrap();
+        assert_eq!((found.seq, found.duplicate), (2, true), "the slow lookup finds the real original");
+        // A new pair whose fingerprint collides with a stored one is new.
+        memory.sent.insert(fingerprint("u3", "q"), 1);
+        assert!(original(&mut conn, memory, &message("u3", "q"), "q").await.unwrap().is_none());
+    }
+}
