@@ -99,8 +99,8 @@ impl TokenKeys {
     /// Checks a token's signature, algorithm and times.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
-        decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|err| {
-            match err.kind() {
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(
+            |err| match err.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidAlgorithm => TokenError::Invalid("algorithm not accepted".into()),
                 ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
@@ -108,8 +108,15 @@ impl TokenKeys {
                 ErrorKind::MissingRequiredClaim(claim) => TokenError::Invalid(format!("missing claim {claim}")),
                 ErrorKind::Json(e) => TokenError::Invalid(format!("bad claims: {e}")),
                 _ => TokenError::Invalid("malformed token".into()),
-            }
-        })
+            },
+        )?;
+        // jsonwebtoken does not look at `iat`; a token issued in the future
+        // (beyond the clock-skew leeway) is refused like an early `nbf`.
+        let now = chrono::Utc::now().timestamp();
+        if claims.iat.is_some_and(|iat| iat > now + i64::try_from(self.validation.leeway).unwrap_or(0)) {
+            return Err(TokenError::Invalid("token issued in the future".into()));
+        }
+        Ok(claims)
     }
 
     /// Signs claims, if the hub holds a signing key (HS256 only).
@@ -158,6 +165,9 @@ mod tests {
         let none =
             format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&serde_json::to_string(&claims(60)).unwrap()));
         assert!(matches!(k.verify(&none), Err(TokenError::Invalid(_))));
+        // Issued an hour from now.
+        let future = Claims { iat: Some(chrono::Utc::now().timestamp() + 3600), ..claims(7200) };
+        assert!(matches!(k.verify(&k.issue(&future).unwrap()), Err(TokenError::Invalid(_))));
         // HS384 is not the configured algorithm.
         let hs384 =
             encode(&Header::new(Algorithm::HS384), &claims(60), &EncodingKey::from_secret(b"0123456789abcdef-secret"))

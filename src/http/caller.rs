@@ -63,12 +63,15 @@ impl Caller {
     /// may read it.
     pub fn may_read(&self, consultation: &Consultation) -> Result<(), ApiError> {
         let Caller::Person(claims) = self else { return Ok(()) };
+        // The same membership rule as rooms use (`telehub_actors::may`): a
+        // `rooms` claim narrows, and for patients and doctors it also grants.
         let listed = claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id));
+        let granted = claims.rooms.is_some();
         let allowed = listed
             && match claims.role {
                 Role::Staff => claims.clinic.is_some() && claims.clinic == consultation.clinic,
-                Role::Patient => consultation.patient.id == claims.sub,
-                Role::Doctor => consultation.doctor.id == claims.sub,
+                Role::Patient => granted || consultation.patient.id == claims.sub,
+                Role::Doctor => granted || consultation.doctor.id == claims.sub,
                 Role::Display => false,
             };
         if allowed { Ok(()) } else { Err(ApiError::forbidden(format!("no access to {}", consultation.id))) }

@@ -89,6 +89,17 @@ async fn the_api_needs_the_key_and_tokens_only_read() {
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth/messages", &patient).await.0, 200);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &other_staff).await.0, 403);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &stranger).await.0, 403);
+    // As on the WebSocket, a `rooms` claim grants a patient or doctor token
+    // access to the listed consultations, and narrows staff.
+    let exp = chrono::Utc::now().timestamp() + 60;
+    let guest =
+        token_with(json!({"sub": "guest", "name": "G", "role": "patient", "rooms": ["c-auth"], "exp": exp}), SECRET);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &guest).await.0, 200);
+    let narrowed = token_with(
+        json!({"sub": "s1", "name": "S", "role": "staff", "clinic": "k1", "rooms": ["c-x"], "exp": exp}),
+        SECRET,
+    );
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &narrowed).await.0, 403);
     assert_eq!(with_token(&app, reqwest::Method::POST, "/v1/consultations/c-auth/end", &staff).await.0, 403);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit?room=c-auth", &staff).await.0, 200);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit", &staff).await.0, 403);
