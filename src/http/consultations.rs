@@ -28,7 +28,7 @@ pub fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<String, ApiError> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::bad_request(format!("{what} must be 1 to 200 characters")));
@@ -41,10 +41,14 @@ pub fn new_consultation_id() -> String {
     format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// Loads a consultation, or answers 404.
+pub(crate) async fn find(app: &AppState, id: &str) -> Result<Consultation, ApiError> {
+    app.store.consultation(id).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
+}
+
 /// Loads a consultation the caller may read.
-async fn readable(app: &AppState, caller: &Caller, id: &str) -> Result<Consultation, ApiError> {
-    let consultation =
-        app.store.consultation(id).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))?;
+pub(crate) async fn readable(app: &AppState, caller: &Caller, id: &str) -> Result<Consultation, ApiError> {
+    let consultation = find(app, id).await?;
     caller.may_read(&consultation)?;
     Ok(consultation)
 }

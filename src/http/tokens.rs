@@ -5,7 +5,7 @@ use telehub_signaling::Role;
 use tracing::instrument;
 
 use super::caller::Caller;
-use super::consultations::{audit, check_id};
+use super::consultations::{audit, check_id, check_name};
 use super::error::{ApiError, ErrorBody};
 use super::views::{TokenRequest, TokenResponse};
 use crate::app::AppState;
@@ -18,10 +18,7 @@ const MAX_TTL_S: u64 = 7 * 24 * 3600;
 pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiError> {
     check_id("sub", &request.sub)?;
     let role: Role = request.role.parse().map_err(ApiError::bad_request)?;
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::bad_request("name must be 1 to 200 characters"));
-    }
+    let name = check_name("name", &request.name)?;
     let ttl = request.ttl_s.unwrap_or(3600);
     if ttl == 0 || ttl > MAX_TTL_S {
         return Err(ApiError::bad_request(format!("ttl_s must be 1 to {MAX_TTL_S}")));
@@ -30,7 +27,7 @@ pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiE
     let exp = now + i64::try_from(ttl).unwrap_or(0);
     let claims = Claims {
         sub: request.sub,
-        name: name.to_owned(),
+        name,
         role,
         exp,
         iat: Some(now),

@@ -23,7 +23,7 @@ use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender
 use tokio::sync::{Mutex, mpsc};
 use tracing::{error, info};
 
-use super::writer::{Job, Outcome, next_batch, submit};
+use super::writer::{Job, Outcome, Write, next_batch, submit};
 use super::{AuditQuery, AuditRecord, Consultation, Contact, NewConsultation, Store, unavailable};
 
 /// Most jobs in one transaction.
@@ -117,7 +117,7 @@ async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, Ro
                 messages.push(message);
                 replies.push(reply);
             }
-            other => others.push(other),
+            Job::Write(write) => others.push(write),
         }
     }
     let mut outcomes = Vec::with_capacity(others.len());
@@ -129,7 +129,7 @@ async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, Ro
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         appended = append_all(conn, rooms, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
-            outcomes.push(apply_job(conn, job).await?);
+            outcomes.push(apply_write(conn, job).await?);
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         Ok(())
@@ -156,14 +156,10 @@ async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, Ro
     }
 }
 
-async fn apply_job(conn: &mut SqliteConnection, job: Job) -> Result<Outcome, sqlx::Error> {
+async fn apply_write(conn: &mut SqliteConnection, write: Write) -> Result<Outcome, sqlx::Error> {
     let now = Utc::now();
-    Ok(match job {
-        Job::Append { reply, .. } => {
-            // Appends are taken out of the batch before; this cannot happen.
-            Outcome::Appended(reply, Err(StoreError::Unavailable("misrouted append".into())))
-        }
-        Job::ReadMarker { room, user, seq, reply } => {
+    Ok(match write {
+        Write::ReadMarker { room, user, seq, reply } => {
             let marker: i64 = sqlx::query_scalar(
                 "INSERT INTO read_markers (room, user_id, seq, updated_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT (room, user_id) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at
@@ -177,7 +173,7 @@ async fn apply_job(conn: &mut SqliteConnection, job: Job) -> Result<Outcome, sql
             .await?;
             Outcome::Marker(reply, Ok(marker))
         }
-        Job::Status { room, status, at, reply } => {
+        Write::Status { room, status, at, reply } => {
             let at = format_time(at);
             let done = sqlx::query(
                 "UPDATE consultations SET status = ?1,
@@ -193,7 +189,7 @@ async fn apply_job(conn: &mut SqliteConnection, job: Job) -> Result<Outcome, sql
             let result = if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound(room)) };
             Outcome::Done(reply, result)
         }
-        Job::Media { room, mode, reply } => {
+        Write::Media { room, mode, reply } => {
             sqlx::query("UPDATE consultations SET media_mode = ? WHERE id = ?")
                 .bind(mode.as_str())
                 .bind(&room)
@@ -201,7 +197,7 @@ async fn apply_job(conn: &mut SqliteConnection, job: Job) -> Result<Outcome, sql
                 .await?;
             Outcome::Done(reply, Ok(()))
         }
-        Job::Audit { entry, reply } => {
+        Write::Audit { entry, reply } => {
             sqlx::query("INSERT INTO audit_log (at, room, user_id, action, detail) VALUES (?, ?, ?, ?, ?)")
                 .bind(format_time(entry.at))
                 .bind(&entry.room)
@@ -491,22 +487,22 @@ impl RoomStore for SqliteStore {
 
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
-        submit(&self.writer, |reply| Job::ReadMarker { room, user, seq, reply }).await
+        submit(&self.writer, |reply| Job::Write(Write::ReadMarker { room, user, seq, reply })).await
     }
 
     async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
         let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Status { room, status, at, reply }).await
+        submit(&self.writer, |reply| Job::Write(Write::Status { room, status, at, reply })).await
     }
 
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {
         let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Media { room, mode, reply }).await
+        submit(&self.writer, |reply| Job::Write(Write::Media { room, mode, reply })).await
     }
 
     fn audit(&self, entry: AuditEntry) {
         let (reply, _) = tokio::sync::oneshot::channel();
-        if let Err(err) = self.writer.try_send(Job::Audit { entry, reply }) {
+        if let Err(err) = self.writer.try_send(Job::Write(Write::Audit { entry, reply })) {
             tracing::warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
         }
     }
@@ -613,7 +609,7 @@ impl Store for SqliteStore {
             action: "shutdown".into(),
             detail: serde_json::json!({}),
         };
-        let result = submit(&self.writer, |reply| Job::Audit { entry, reply }).await;
+        let result = submit(&self.writer, |reply| Job::Write(Write::Audit { entry, reply })).await;
         if let Err(err) = result {
             error!(error = %err, "pending writes may be lost at shutdown");
         }

@@ -12,18 +12,23 @@ use telehub_actors::{Appended, AuditEntry, NewMessage, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 use tokio::sync::{mpsc, oneshot};
 
-/// One write and where its result goes.
+/// One write and where its result goes. Messages are stored together, a
+/// batch at a time; every other write is applied on its own.
 pub(crate) enum Job {
     Append { message: NewMessage, reply: oneshot::Sender<Result<Appended, StoreError>> },
+    Write(Write),
+}
+
+/// A write other than a message.
+pub(crate) enum Write {
     ReadMarker { room: String, user: String, seq: i64, reply: oneshot::Sender<Result<i64, StoreError>> },
     Status { room: String, status: RoomStatus, at: DateTime<Utc>, reply: oneshot::Sender<Result<(), StoreError>> },
     Media { room: String, mode: MediaMode, reply: oneshot::Sender<Result<(), StoreError>> },
     Audit { entry: AuditEntry, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
-/// The result of one job, held until the batch commits.
+/// The result of one [`Write`], held until the batch commits.
 pub(crate) enum Outcome {
-    Appended(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
     Marker(oneshot::Sender<Result<i64, StoreError>>, Result<i64, StoreError>),
     Done(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
 }
@@ -32,7 +37,6 @@ impl Outcome {
     /// Replies with the job's own result (the batch committed).
     pub(crate) fn send(self) {
         match self {
-            Outcome::Appended(tx, r) => drop(tx.send(r)),
             Outcome::Marker(tx, r) => drop(tx.send(r)),
             Outcome::Done(tx, r) => drop(tx.send(r)),
         }
@@ -41,20 +45,18 @@ impl Outcome {
     /// Replies with the batch's failure: nothing of it was stored.
     pub(crate) fn fail(self, err: StoreError) {
         match self {
-            Outcome::Appended(tx, _) => drop(tx.send(Err(err))),
             Outcome::Marker(tx, _) => drop(tx.send(Err(err))),
             Outcome::Done(tx, _) => drop(tx.send(Err(err))),
         }
     }
 }
 
-impl Job {
-    /// Replies to a job that never reached the database.
+impl Write {
+    /// Replies to a write that never reached the database.
     pub(crate) fn fail(self, err: StoreError) {
         match self {
-            Job::Append { reply, .. } => drop(reply.send(Err(err))),
-            Job::ReadMarker { reply, .. } => drop(reply.send(Err(err))),
-            Job::Status { reply, .. } | Job::Media { reply, .. } | Job::Audit { reply, .. } => {
+            Write::ReadMarker { reply, .. } => drop(reply.send(Err(err))),
+            Write::Status { reply, .. } | Write::Media { reply, .. } | Write::Audit { reply, .. } => {
                 drop(reply.send(Err(err)))
             }
         }
