@@ -270,9 +270,10 @@ impl Settings {
         self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.binds_loopback()
     }
 
-    /// Threads for rooms, resolving 0 to the number of cores.
+    /// Dedicated threads for rooms; 0 runs each room on the HTTP worker of
+    /// the session (or request) that started it.
     pub fn room_threads(&self) -> usize {
-        resolve_threads(self.room_threads)
+        self.room_threads
     }
 
     /// HTTP workers, resolving 0 to the number of cores.

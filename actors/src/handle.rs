@@ -32,14 +32,16 @@ fn gone() -> Refusal {
 
 impl Rooms {
     /// Starts the registry on the current arbiter; rooms run on `threads`
-    /// arbiters of their own.
+    /// arbiters of their own, or (with 0) on the arbiter of whoever opens
+    /// them.
     pub fn start(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Rooms {
         let registry = RoomRegistry::new(store, media, config, threads).start();
         Rooms { registry }
     }
 
     async fn open(&self, room: &str) -> Result<Addr<Room>, Refusal> {
-        self.registry.send(Open { room: room.to_owned() }).await.map_err(|_| gone())
+        let home = Arbiter::try_current();
+        self.registry.send(Open { room: room.to_owned(), home }).await.map_err(|_| gone())
     }
 
     /// Sends a request to a room, retrying when the room stopped between

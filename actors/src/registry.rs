@@ -1,8 +1,11 @@
 //! The registry of running rooms.
 //!
-//! The registry starts a room on first use and spreads rooms over a pool of
-//! arbiters, one thread each, so that rooms use every core while each room
-//! stays single-threaded. A room asks to be forgotten when it stops; an
+//! The registry starts a room on first use. By default a room runs on the
+//! arbiter (thread) of whoever opened it, normally the HTTP worker of its
+//! first session: a session and its room on one thread exchange messages
+//! without waking another thread. With a pool of dedicated arbiters
+//! configured, rooms are spread over the pool by a hash of their id instead.
+//! Either way each room stays single-threaded. A room asks to be forgotten when it stops; an
 //! address that is no longer connected is replaced on the next lookup, so a
 //! caller that raced with a stopping room simply retries.
 
@@ -19,6 +22,8 @@ use crate::{MediaPolicy, Room, RoomConfig, RoomStore};
 #[rtype(result = "Addr<Room>")]
 pub(crate) struct Open {
     pub room: String,
+    /// The opener's arbiter, where the room starts unless there is a pool.
+    pub home: Option<ArbiterHandle>,
 }
 
 /// Get the running room without starting one.
@@ -51,9 +56,10 @@ pub struct RoomRegistry {
 }
 
 impl RoomRegistry {
-    /// A registry whose rooms run on `threads` arbiters of their own.
+    /// A registry whose rooms run on `threads` arbiters of their own, or
+    /// on their openers' arbiters when `threads` is 0.
     pub fn new(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Self {
-        let arbiters = (0..threads.max(1))
+        let arbiters = (0..threads)
             .map(|_| {
                 let arbiter = Arbiter::new();
                 let handle = arbiter.handle();
@@ -66,10 +72,13 @@ impl RoomRegistry {
         RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config }
     }
 
-    fn arbiter_for(&self, room: &str) -> &ArbiterHandle {
+    fn arbiter_for(&self, room: &str, home: Option<ArbiterHandle>) -> ArbiterHandle {
+        if self.arbiters.is_empty() {
+            return home.unwrap_or_else(Arbiter::current);
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         room.hash(&mut hasher);
-        &self.arbiters[(hasher.finish() as usize) % self.arbiters.len()]
+        self.arbiters[(hasher.finish() as usize) % self.arbiters.len()].clone()
     }
 }
 
@@ -103,8 +112,8 @@ impl Handler<Open> for RoomRegistry {
         let media = self.media.clone();
         let config = self.config.clone();
         let registry = ctx.address();
-        let addr =
-            Room::start_in_arbiter(self.arbiter_for(&id), move |_| Room::new(id, store, media, config, registry));
+        let arbiter = self.arbiter_for(&id, msg.home);
+        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry));
         self.rooms.insert(msg.room, addr.clone());
         MessageResult(addr)
     }

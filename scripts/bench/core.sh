@@ -8,6 +8,7 @@
 #
 # Steps:
 #   chat        1,000 rooms x 2 sessions at a fixed offered rate (sends/s;
+#               also the CPU of each thread of hub and generator, cpu.py;
 #               every message is delivered to both sessions of its room)
 #   saturation  the same connections, stepping the offered rate up
 #   idle        10,000 joined idle sessions: hub RSS per session, join rate
@@ -63,7 +64,16 @@ for step in $steps; do
         echo "== chat: $ROOMS rooms, offered $RATE sends/s (x2 deliveries)"
         start_hub chat
         "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
-            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/chat.json" || status=1
+            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/chat.json" &
+        load=$!
+        # CPU per thread over 8 s inside the measured window (setup and
+        # the 5 s warm-up take about 7 s).
+        (sleep 10 && python3 scripts/bench/cpu.py 8 "$hub" "$load" >"$OUT/cpu-chat.txt" 2>&1) &
+        cpu=$!
+        wait "$load" || status=1
+        wait "$cpu" || true
+        echo "CPU during the measured window (cores of 2):"
+        cat "$OUT/cpu-chat.txt"
         grep VmRSS "/proc/$hub/status" || true
         stop_hub
         ;;

@@ -6,7 +6,17 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn two_users_chat_in_seq_order() {
-    let app = spawn_app().await;
+    two_users_chat(spawn_app().await).await;
+}
+
+/// The same conversation with rooms on a pool of threads of their own
+/// instead of their first session's HTTP worker.
+#[tokio::test]
+async fn rooms_on_dedicated_threads_chat_the_same() {
+    two_users_chat(spawn_app_with(|s| s.room_threads = 2).await).await;
+}
+
+async fn two_users_chat(app: TestApp) {
     app.consultation("c-chat").await;
     let mut patient = app.patient("c-chat").await;
     let mut doctor = app.doctor("c-chat").await;

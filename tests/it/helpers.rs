@@ -37,7 +37,6 @@ pub fn test_settings(dir: &tempfile::TempDir) -> Settings {
         jwt_secret: Some(SECRET.into()),
         api_key: Some(API_KEY.into()),
         node_id: "test-node".into(),
-        room_threads: 2,
         http_workers: 2,
         shutdown_grace_ms: 5000,
         ..Settings::default()
