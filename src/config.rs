@@ -67,6 +67,31 @@ pub struct Settings {
     pub ice_urls: Vec<String>,
     /// The sender name of system messages.
     pub system_name: String,
+    /// coturn's `static-auth-secret`: with it, every `turn:`/`turns:` URL
+    /// gets per-session credentials.
+    pub turn_secret: Option<String>,
+    /// How long TURN credentials stay valid.
+    pub turn_ttl_s: u64,
+    /// The Jitsi deployment for the fallback (e.g. `meet.example.org`).
+    pub jitsi_domain: Option<String>,
+    /// Jitsi's token issuer (`app_id`).
+    pub jitsi_app_id: Option<String>,
+    /// Jitsi's token secret (`app_secret`).
+    pub jitsi_app_secret: Option<String>,
+    /// Jitsi's accepted token audience.
+    pub jitsi_audience: String,
+    /// How long a Jitsi token stays valid.
+    pub jitsi_ttl_s: u64,
+    /// Members in a peer-to-peer call before the room moves to Jitsi.
+    pub mesh_limit: usize,
+    /// How long a waiting patient whose last session dropped keeps their place.
+    pub queue_grace_s: u64,
+    /// How long an admitted patient has to join before the consultation is
+    /// cancelled as a no-show; 0 waits for ever.
+    pub no_show_s: u64,
+    /// The expected consultation length for ETAs until a queue has finished
+    /// consultations to average.
+    pub consultation_estimate_s: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +119,17 @@ impl Default for Settings {
             shutdown_grace_ms: 5000,
             ice_urls: Vec::new(),
             system_name: "Telehub".into(),
+            turn_secret: None,
+            turn_ttl_s: 86_400,
+            jitsi_domain: None,
+            jitsi_app_id: None,
+            jitsi_app_secret: None,
+            jitsi_audience: "jitsi".into(),
+            jitsi_ttl_s: 7_200,
+            mesh_limit: 4,
+            queue_grace_s: 120,
+            no_show_s: 300,
+            consultation_estimate_s: 600,
         }
     }
 }
@@ -125,6 +161,15 @@ impl std::fmt::Debug for Settings {
             .field("room_threads", &self.room_threads)
             .field("http_workers", &self.http_workers)
             .field("ice_urls", &self.ice_urls)
+            .field("turn_secret", &redact(&self.turn_secret))
+            .field("turn_ttl_s", &self.turn_ttl_s)
+            .field("jitsi_domain", &self.jitsi_domain)
+            .field("jitsi_app_id", &self.jitsi_app_id)
+            .field("jitsi_app_secret", &redact(&self.jitsi_app_secret))
+            .field("jitsi_audience", &self.jitsi_audience)
+            .field("mesh_limit", &self.mesh_limit)
+            .field("queue_grace_s", &self.queue_grace_s)
+            .field("no_show_s", &self.no_show_s)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +234,28 @@ pub struct Args {
     pub ice_urls: Option<Vec<String>>,
     #[arg(long, env = "TELEHUB_SYSTEM_NAME")]
     pub system_name: Option<String>,
+    #[arg(long, env = "TELEHUB_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    #[arg(long, env = "TELEHUB_TURN_TTL_S")]
+    pub turn_ttl_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_JITSI_DOMAIN")]
+    pub jitsi_domain: Option<String>,
+    #[arg(long, env = "TELEHUB_JITSI_APP_ID")]
+    pub jitsi_app_id: Option<String>,
+    #[arg(long, env = "TELEHUB_JITSI_APP_SECRET", hide_env_values = true)]
+    pub jitsi_app_secret: Option<String>,
+    #[arg(long, env = "TELEHUB_JITSI_AUDIENCE")]
+    pub jitsi_audience: Option<String>,
+    #[arg(long, env = "TELEHUB_JITSI_TTL_S")]
+    pub jitsi_ttl_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_MESH_LIMIT")]
+    pub mesh_limit: Option<usize>,
+    #[arg(long, env = "TELEHUB_QUEUE_GRACE_S")]
+    pub queue_grace_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_NO_SHOW_S")]
+    pub no_show_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_CONSULTATION_ESTIMATE_S")]
+    pub consultation_estimate_s: Option<u64>,
 }
 
 impl Settings {
@@ -226,10 +293,19 @@ impl Settings {
             max_text_chars
         );
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
-        set!(shutdown_grace_ms, ice_urls, system_name);
-        set_opt!(jwt_secret, jwt_public_key, api_key);
+        set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
+        set!(queue_grace_s, no_show_s, consultation_estimate_s);
+        set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
         // An empty variable means unset, as operators expect.
-        for secret in [&mut self.jwt_secret, &mut self.api_key, &mut self.jwt_public_key] {
+        for secret in [
+            &mut self.jwt_secret,
+            &mut self.api_key,
+            &mut self.jwt_public_key,
+            &mut self.turn_secret,
+            &mut self.jitsi_domain,
+            &mut self.jitsi_app_id,
+            &mut self.jitsi_app_secret,
+        ] {
             if secret.as_deref().is_some_and(str::is_empty) {
                 *secret = None;
             }
@@ -254,6 +330,13 @@ impl Settings {
         if self.jwt_algorithm != "HS256" {
             anyhow::ensure!(self.jwt_public_key.is_some(), "{} needs jwt_public_key", self.jwt_algorithm);
         }
+        anyhow::ensure!(self.mesh_limit >= 2, "mesh_limit must be at least 2");
+        anyhow::ensure!(self.turn_ttl_s >= 60 && self.jitsi_ttl_s >= 60, "turn_ttl_s and jitsi_ttl_s must be at least 60");
+        let jitsi = [&self.jitsi_domain, &self.jitsi_app_id, &self.jitsi_app_secret];
+        anyhow::ensure!(
+            jitsi.iter().all(|v| v.is_some()) || jitsi.iter().all(|v| v.is_none()),
+            "the Jitsi fallback needs jitsi_domain, jitsi_app_id and jitsi_app_secret together"
+        );
         Ok(())
     }
 

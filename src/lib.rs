@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod ratelimit;
 pub mod session;
 pub mod startup;

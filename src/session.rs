@@ -7,7 +7,7 @@
 //! order a client sees is the order its rooms decided. Nothing here waits on
 //! a slow client except this session itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub mod close {
 
 /// Most rooms one session may be in at once.
 const MAX_ROOMS_PER_SESSION: usize = 16;
+/// Most queues one session may check in to or watch at once.
+const MAX_QUEUES_PER_SESSION: usize = 16;
 /// Frames written per wake-up before the session looks at its socket again.
 const WRITE_BURST: usize = 64;
 
@@ -45,6 +47,8 @@ pub struct Session {
     me: SessionRef,
     app: AppState,
     rooms: HashMap<String, RoomHandle>,
+    /// Queues this session checked in to or watches.
+    queues: HashSet<String>,
     limiter: TokenBucket,
     /// Bad or rate-limited frames a client may send before it is cut off.
     abuse: TokenBucket,
@@ -61,6 +65,7 @@ impl Session {
             me,
             app,
             rooms: HashMap::new(),
+            queues: HashSet::new(),
             expires,
         }
     }
@@ -75,6 +80,9 @@ impl Session {
             let end = self.serve(&mut ws, stream, &mut outbox).await;
             for (_, room) in self.rooms.drain() {
                 room.leave(&self.me, None, false);
+            }
+            for queue in self.queues.drain() {
+                self.app.rooms.queues().session_gone(&queue, self.me.id.clone());
             }
             self.app.metrics.sessions_open.dec();
             info!(?end, "session closed");
@@ -254,6 +262,17 @@ impl Session {
         Ok(())
     }
 
+    /// Whether this session may follow one more queue.
+    fn room_for_queues(&self) -> Result<(), Refusal> {
+        if self.queues.len() >= MAX_QUEUES_PER_SESSION {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("a session may follow at most {MAX_QUEUES_PER_SESSION} queues"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The joined room a frame is about, or the refusal to send.
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
         match self.rooms.get(room) {
@@ -324,21 +343,37 @@ impl Session {
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
-            ClientFrame::Checkin { reference, .. } => {
-                let refusal = match identity.user.role {
-                    Role::Patient => {
-                        Refusal::new(ErrorCode::Unavailable, "the waiting room is not available on this hub yet")
+            ClientFrame::Checkin { reference, room } => {
+                if identity.user.role != Role::Patient {
+                    let role = identity.user.role.as_str();
+                    return self.refuse(reference, Refusal::new(ErrorCode::Forbidden, format!("a {role} may not check in")));
+                }
+                if let Err(refusal) = self.room_for_queues() {
+                    return self.refuse(reference, refusal);
+                }
+                let span = info_span!("checkin", room = %room);
+                match self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span).await {
+                    Ok(queue) => {
+                        self.queues.insert(queue);
                     }
-                    role => Refusal::new(ErrorCode::Forbidden, format!("a {} may not check in", role.as_str())),
-                };
-                self.refuse(reference, refusal);
+                    Err(refusal) => self.refuse(reference, refusal),
+                }
             }
-            ClientFrame::Watch { reference, .. } => {
-                let refusal = match identity.user.role {
-                    Role::Patient => Refusal::new(ErrorCode::Forbidden, "a patient may not watch queues"),
-                    _ => Refusal::new(ErrorCode::Unavailable, "the waiting room is not available on this hub yet"),
-                };
-                self.refuse(reference, refusal);
+            ClientFrame::Watch { reference, queue } => {
+                if identity.user.role == Role::Patient {
+                    return self.refuse(reference, Refusal::new(ErrorCode::Forbidden, "a patient may not watch queues"));
+                }
+                if !self.queues.contains(&queue)
+                    && let Err(refusal) = self.room_for_queues()
+                {
+                    return self.refuse(reference, refusal);
+                }
+                match self.app.rooms.queues().watch(&queue, &me, reference.clone()).await {
+                    Ok(()) => {
+                        self.queues.insert(queue);
+                    }
+                    Err(refusal) => self.refuse(reference, refusal),
+                }
             }
         }
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, middleware, web};
-use telehub_actors::{RoomConfig, Rooms, StaticMedia};
-use telehub_signaling::{IceServer, Limits};
+use telehub_actors::{QueueConfig, RoomConfig, Rooms};
+use telehub_signaling::Limits;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -19,6 +19,7 @@ use crate::app::{AppState, Metrics};
 use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::http;
+use crate::media::ConfiguredMedia;
 use crate::store::{self, Store};
 
 /// Random hex, for demo mode's secrets.
@@ -50,14 +51,21 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
     let store: Arc<dyn Store> =
         store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
-    let ice_servers = settings
-        .ice_urls
-        .iter()
-        .map(|url| IceServer { urls: vec![url.clone()], username: None, credential: None })
-        .collect();
     let room_config = RoomConfig { idle_timeout: Duration::from_secs(settings.room_idle_s), ..RoomConfig::default() };
-    let rooms =
-        Rooms::start(store.clone(), Arc::new(StaticMedia { ice_servers }), room_config, settings.room_threads());
+    let queue_config = QueueConfig {
+        grace: Duration::from_secs(settings.queue_grace_s),
+        no_show: (settings.no_show_s > 0).then(|| Duration::from_secs(settings.no_show_s)),
+        per_consultation: Duration::from_secs(settings.consultation_estimate_s),
+        idle_timeout: Duration::from_secs(settings.room_idle_s),
+        ..QueueConfig::default()
+    };
+    let rooms = Rooms::start(
+        (store.clone(), store.clone()),
+        Arc::new(ConfiguredMedia::new(&settings)),
+        room_config,
+        queue_config,
+        settings.room_threads(),
+    );
     let limits = Limits {
         max_frame_bytes: settings.max_frame_bytes,
         max_text_chars: settings.max_text_chars,

@@ -6,10 +6,15 @@ use actix::prelude::*;
 use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, SignalData, UserRef};
 
 use crate::registry::{CountRooms, Open, Peek};
+use crate::queues::QueueRegistry;
 use crate::room::{
-    Admit, Chat, End, GetPresence, GetRecord, Join, Leave, MarkRead, PostSystem, Relay, SwitchMedia, Typing,
+    Admit, Chat, CheckinInfo, End, GetPresence, GetRecord, Join, Leave, MarkRead, MarkWaiting, PostSystem, Relay,
+    SwitchMedia, Typing,
 };
-use crate::{Identity, MediaPolicy, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry, RoomStore, SessionRef};
+use crate::{
+    Identity, MediaPolicy, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry,
+    RoomStore, SessionRef,
+};
 
 /// How often a caller retries a room that stopped under its feet.
 const ATTEMPTS: usize = 5;
@@ -18,6 +23,7 @@ const ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Rooms {
     registry: Addr<RoomRegistry>,
+    queues: Queues,
 }
 
 /// A room a session has joined.
@@ -34,9 +40,47 @@ impl Rooms {
     /// Starts the registry on the current arbiter; rooms run on `threads`
     /// arbiters of their own, or (with 0) on the arbiter of whoever opens
     /// them.
-    pub fn start(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Rooms {
-        let registry = RoomRegistry::new(store, media, config, threads).start();
-        Rooms { registry }
+    /// The waiting rooms' queues start beside it, on the same registry
+    /// thread.
+    pub fn start(
+        stores: (Arc<dyn RoomStore>, Arc<dyn QueueStore>),
+        media: Arc<dyn MediaPolicy>,
+        config: RoomConfig,
+        queue_config: QueueConfig,
+        threads: usize,
+    ) -> Rooms {
+        let (store, queue_store) = stores;
+        let mut queues = None;
+        let registry = RoomRegistry::create(|ctx| {
+            let handle = Queues::new(QueueRegistry::new(queue_store, ctx.address(), queue_config).start());
+            queues = Some(handle.clone());
+            RoomRegistry::new(store, media, config, threads, handle)
+        });
+        let queues = queues.expect("made by the registry");
+        Rooms { registry, queues }
+    }
+
+    /// The queues of the waiting rooms.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Checks a patient's session in to the waiting room of their
+    /// consultation; the `queue` reply goes to the session's outbox. Returns
+    /// the queue's name.
+    pub async fn check_in(
+        &self,
+        room: &str,
+        session: &SessionRef,
+        reference: Option<String>,
+    ) -> Result<String, Refusal> {
+        let identity = session.identity.clone();
+        let ticket = self.ask(room, || CheckinInfo { identity: identity.clone() }).await?;
+        self.queues.check_in(&ticket.queue, room, ticket.clinic, ticket.patient, session, reference).await?;
+        if let Ok(addr) = self.open(room).await {
+            addr.do_send(MarkWaiting);
+        }
+        Ok(ticket.queue)
     }
 
     async fn open(&self, room: &str) -> Result<Addr<Room>, Refusal> {
@@ -96,8 +140,11 @@ impl Rooms {
     }
 
     /// Admits the patient; `identity` is `None` for the clinic's backend.
+    /// The waiting room then moves the patient out of its line.
     pub async fn admit(&self, room: &str, identity: Option<Arc<Identity>>) -> Result<(), Refusal> {
-        self.ask(room, || Admit { identity: identity.clone() }).await
+        let outcome = self.ask(room, || Admit { identity: identity.clone() }).await?;
+        self.queues.admitted(&outcome.queue, room, outcome.told).await;
+        Ok(())
     }
 
     /// Ends the consultation; `identity` is `None` for the clinic's backend.

@@ -1,4 +1,4 @@
-//! Consultation rooms as actors.
+//! Consultation rooms and waiting-room queues as actors.
 //!
 //! Each consultation that has someone in it is one [`Room`] actor. The
 //! [`RoomRegistry`] starts a room on first use, spreads rooms over a pool of
@@ -17,6 +17,9 @@ mod fixtures;
 mod handle;
 mod media;
 mod outbox;
+mod queue;
+mod queue_state;
+mod queues;
 mod registry;
 mod rights;
 mod room;
@@ -26,11 +29,17 @@ mod store;
 pub use handle::{RoomHandle, Rooms};
 pub use media::{MediaPolicy, StaticMedia};
 pub use outbox::{Outbox, OutboxReceiver, Push, outbox};
+pub use queue::{Queue, QueueConfig};
+pub use queue_state::{Place, QueueState, View, Waiting};
+pub use queues::{QueueRegistry, Queues};
 pub use registry::RoomRegistry;
 pub use rights::{Action, Identity, may};
 pub use room::{Room, RoomConfig};
 pub use state::{Refusal, RoomState};
-pub use store::{Appended, AuditEntry, NewMessage, Person, RoomRecord, RoomStore, StoreError};
+pub use store::{
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoredEntry,
+    StoreError,
+};
 
 /// A session as rooms know it: its id, who it is, and where its frames go.
 #[derive(Clone, Debug)]

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::{MediaPolicy, Room, RoomConfig, RoomStore};
+use crate::room::NoShow;
+use crate::{MediaPolicy, Queues, Refusal, Room, RoomConfig, RoomStore};
 
 /// Get the running room, starting it if needed.
 #[derive(Message)]
@@ -41,6 +42,14 @@ pub(crate) struct Forget {
     pub addr: Addr<Room>,
 }
 
+/// Ask the room whether its admitted patient is a no-show (see
+/// [`crate::room::NoShow`]), starting the room if needed.
+#[derive(Message)]
+#[rtype(result = "Result<bool, Refusal>")]
+pub(crate) struct NoShowAt {
+    pub room: String,
+}
+
 /// How many rooms are running.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -53,12 +62,19 @@ pub struct RoomRegistry {
     store: Arc<dyn RoomStore>,
     media: Arc<dyn MediaPolicy>,
     config: RoomConfig,
+    queues: Queues,
 }
 
 impl RoomRegistry {
     /// A registry whose rooms run on `threads` arbiters of their own, or
     /// on their openers' arbiters when `threads` is 0.
-    pub fn new(store: Arc<dyn RoomStore>, media: Arc<dyn MediaPolicy>, config: RoomConfig, threads: usize) -> Self {
+    pub fn new(
+        store: Arc<dyn RoomStore>,
+        media: Arc<dyn MediaPolicy>,
+        config: RoomConfig,
+        threads: usize,
+        queues: Queues,
+    ) -> Self {
         let arbiters = (0..threads)
             .map(|_| {
                 let arbiter = Arbiter::new();
@@ -69,7 +85,7 @@ impl RoomRegistry {
                 handle
             })
             .collect();
-        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config }
+        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config, queues }
     }
 
     fn arbiter_for(&self, room: &str, home: Option<ArbiterHandle>) -> ArbiterHandle {
@@ -96,26 +112,44 @@ impl Actor for RoomRegistry {
     }
 }
 
-/// Returns the room's address, starting the room on its arbiter if it is
-/// not running.
+impl RoomRegistry {
+    /// The room's address, starting the room on its arbiter if it is not
+    /// running.
+    fn open(&mut self, room: String, home: Option<ArbiterHandle>, ctx: &mut Context<Self>) -> Addr<Room> {
+        if let Some(addr) = self.rooms.get(&room)
+            && addr.connected()
+        {
+            return addr.clone();
+        }
+        let id = room.clone();
+        let (store, media, config, queues) =
+            (self.store.clone(), self.media.clone(), self.config.clone(), self.queues.clone());
+        let registry = ctx.address();
+        let arbiter = self.arbiter_for(&id, home);
+        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues));
+        self.rooms.insert(room, addr.clone());
+        addr
+    }
+}
+
 impl Handler<Open> for RoomRegistry {
     type Result = MessageResult<Open>;
 
     fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = self.rooms.get(&msg.room)
-            && addr.connected()
-        {
-            return MessageResult(addr.clone());
-        }
-        let id = msg.room.clone();
-        let store = self.store.clone();
-        let media = self.media.clone();
-        let config = self.config.clone();
-        let registry = ctx.address();
-        let arbiter = self.arbiter_for(&id, msg.home);
-        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry));
-        self.rooms.insert(msg.room, addr.clone());
-        MessageResult(addr)
+        MessageResult(self.open(msg.room, msg.home, ctx))
+    }
+}
+
+impl Handler<NoShowAt> for RoomRegistry {
+    type Result = ResponseFuture<Result<bool, Refusal>>;
+
+    fn handle(&mut self, msg: NoShowAt, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.open(msg.room, None, ctx);
+        Box::pin(async move {
+            addr.send(NoShow).await.unwrap_or_else(|_| {
+                Err(Refusal::new(telehub_signaling::ErrorCode::Unavailable, "room is restarting"))
+            })
+        })
     }
 }
 

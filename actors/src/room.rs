@@ -17,13 +17,13 @@ use telehub_signaling::{
     ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, Peer, RoomStatus, Sender, ServerFrame,
     SignalData, UserId, UserRef, format_time,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::registry::Forget;
 use crate::state::HistoryPlan;
 use crate::{
-    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Push, Refusal, RoomRecord, RoomRegistry, RoomState,
-    RoomStore, SessionRef, StoreError,
+    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, Push, Queues, Refusal, RoomRecord,
+    RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
 };
 
 /// Enter the room. The `joined` frame goes to the session's outbox before
@@ -116,10 +116,45 @@ pub(crate) struct SwitchMedia {
 
 /// Admit the patient: the consultation becomes active.
 #[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
+#[rtype(result = "Result<AdmitOutcome, Refusal>")]
 pub(crate) struct Admit {
     pub identity: Option<Arc<Identity>>,
 }
+
+/// Check a patient in: the room checks rights and status and says which
+/// queue the consultation waits in.
+#[derive(Message)]
+#[rtype(result = "Result<CheckinTicket, Refusal>")]
+pub(crate) struct CheckinInfo {
+    pub identity: Arc<Identity>,
+}
+
+/// What a check-in needs to know of the consultation.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckinTicket {
+    pub queue: String,
+    pub clinic: Option<String>,
+    pub patient: Person,
+}
+
+/// The patient checked in: a scheduled consultation is waiting now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MarkWaiting;
+
+/// What admitting did: the consultation's queue, and the patient's sessions
+/// in the room that were told.
+#[derive(Debug, Clone)]
+pub(crate) struct AdmitOutcome {
+    pub queue: String,
+    pub told: Vec<Arc<str>>,
+}
+
+/// The no-show timeout of an admitted patient ran out: cancel the
+/// consultation unless the patient is there. Answers whether it cancelled.
+#[derive(Message)]
+#[rtype(result = "Result<bool, Refusal>")]
+pub(crate) struct NoShow;
 
 /// End the consultation; `identity` is `None` for the clinic's backend.
 #[derive(Message)]
@@ -183,6 +218,7 @@ pub struct Room {
     media: Arc<dyn MediaPolicy>,
     config: RoomConfig,
     registry: Addr<RoomRegistry>,
+    queues: Queues,
     idle_timer: Option<SpawnHandle>,
 }
 
@@ -193,6 +229,7 @@ impl Room {
         media: Arc<dyn MediaPolicy>,
         config: RoomConfig,
         registry: Addr<RoomRegistry>,
+        queues: Queues,
     ) -> Self {
         Room {
             id,
@@ -203,6 +240,7 @@ impl Room {
             media,
             config,
             registry,
+            queues,
             idle_timer: None,
         }
     }
@@ -304,6 +342,9 @@ impl Room {
             media,
         };
         let over_limit = state.over_mesh_limit(self.media.mesh_limit());
+        // An admitted patient who comes in is no no-show.
+        let showed = (state.status() == RoomStatus::Active && state.record().patient.id == user.id)
+            .then(|| state.record().queue.clone());
         Self::send_to(&session.outbox, &joined);
         self.outboxes.insert(session.id.clone(), session.outbox.clone());
         if let Some(idle) = self.idle_timer.take() {
@@ -315,6 +356,9 @@ impl Room {
         }
         if over_limit {
             self.apply_media_mode(MediaMode::Jitsi, "mesh_limit", None, ctx);
+        }
+        if let Some(queue) = showed {
+            self.queues.showed(&queue, &self.id);
         }
     }
 
@@ -688,7 +732,7 @@ impl Handler<SwitchMedia> for Room {
 
 /// Makes the consultation active and tells the patient's sessions.
 impl Handler<Admit> for Room {
-    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+    type Result = ResponseActFuture<Self, Result<AdmitOutcome, Refusal>>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
         let check = self.ready().and_then(|state| {
@@ -715,16 +759,23 @@ impl Handler<Admit> for Room {
                 return Err(Self::unavailable(err));
             }
             let patient = state.record().patient.id.clone();
+            let queue = state.record().queue.clone();
             let frame = ByteString::from(ServerFrame::Admitted { room: act.id.clone() }.to_json());
+            let mut told = Vec::new();
             for session in state.sessions_of(&patient) {
                 if let Some(outbox) = act.outboxes.get(session) {
                     let _ = outbox.push(frame.clone());
+                    told.push(session.clone());
                 }
+            }
+            // A patient who is here already has shown up.
+            if !told.is_empty() {
+                act.queues.showed(&queue, &act.id);
             }
             let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
             act.audit(by, "admit", serde_json::json!({ "patient": patient }));
             act.maybe_idle(ctx);
-            Ok(())
+            Ok(AdmitOutcome { queue, told })
         }))
     }
 }
@@ -826,5 +877,82 @@ impl Handler<GetRecord> for Room {
 
     fn handle(&mut self, _msg: GetRecord, _ctx: &mut Context<Self>) -> Option<RoomRecord> {
         self.state.as_ref().map(|s| s.record().clone())
+    }
+}
+
+/// Says which queue the patient checks in to, if they may.
+impl Handler<CheckinInfo> for Room {
+    type Result = Result<CheckinTicket, Refusal>;
+
+    fn handle(&mut self, msg: CheckinInfo, _ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.ready()?;
+        state.check(&msg.identity, Action::Checkin)?;
+        let record = state.record();
+        match record.status {
+            RoomStatus::Scheduled | RoomStatus::Waiting => Ok(CheckinTicket {
+                queue: record.queue.clone(),
+                clinic: record.clinic.clone(),
+                patient: record.patient.clone(),
+            }),
+            RoomStatus::Active => Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("{} has started: join it instead of checking in", record.id),
+            )),
+            RoomStatus::Ended | RoomStatus::Cancelled => {
+                Err(Refusal::new(ErrorCode::Conflict, format!("{} has ended", record.id)))
+            }
+        }
+    }
+}
+
+impl Handler<MarkWaiting> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _msg: MarkWaiting, _ctx: &mut Context<Self>) {
+        if let Some(state) = self.state.as_mut()
+            && state.status() == RoomStatus::Scheduled
+        {
+            state.set_status(RoomStatus::Waiting);
+        }
+    }
+}
+
+/// Cancels an active consultation whose patient never came.
+impl Handler<NoShow> for Room {
+    type Result = ResponseActFuture<Self, Result<bool, Refusal>>;
+
+    fn handle(&mut self, _msg: NoShow, _ctx: &mut Context<Self>) -> Self::Result {
+        let check = self.ready().map(|state| {
+            let record = state.record();
+            let absent = state.sessions_of(&record.patient.id).next().is_none();
+            let cancel = record.status == RoomStatus::Active && absent && state.begin_end().is_ok();
+            if cancel {
+                state.write_started();
+            }
+            cancel
+        });
+        match check {
+            Ok(true) => {}
+            Ok(false) => return Box::pin(fut::ready(Ok(false))),
+            Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
+        }
+        let at = Utc::now();
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let write = async move { store.set_status(&room, RoomStatus::Cancelled, at).await };
+        Box::pin(write.into_actor(self).map(move |result, act, ctx| {
+            let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
+            state.write_finished();
+            state.finish_end(false);
+            result.map_err(Self::unavailable)?;
+            state.set_status(RoomStatus::Cancelled);
+            let by = UserRef { id: "system".into(), name: "No-show".into() };
+            let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
+            act.broadcast(&frame, None, ctx);
+            act.audit(None, "no_show", serde_json::json!({}));
+            info!(room = %act.id, "consultation cancelled: the patient did not come");
+            act.maybe_idle(ctx);
+            Ok(true)
+        }))
     }
 }

@@ -1,10 +1,12 @@
-//! The storage port of rooms.
+//! The storage ports of rooms and queues.
 //!
-//! Rooms persist through this trait so that the embedded SQLite store and the
+//! Rooms and queues persist through these traits so that the embedded SQLite store and the
 //! PostgreSQL store of a cluster are two implementations, not two code paths
 //! in the rooms. Every method either did its whole job or returns an error:
 //! in particular [`RoomStore::append`] returns only after the message is
 //! durable, which is what makes an `ack` a promise.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -96,4 +98,93 @@ pub trait RoomStore: Send + Sync + 'static {
     /// entry that cannot be queued is logged and dropped, and never turns a
     /// successful action into an error.
     fn audit(&self, entry: AuditEntry);
+}
+
+/// Where a waiting-room entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// In the queue.
+    Waiting,
+    /// Admitted; the patient has not joined the consultation yet.
+    Admitted,
+    /// Admitted and joined: the queue is done with it.
+    Seen,
+    /// Offline for longer than the grace period.
+    Left,
+    /// Admitted but never joined within the no-show timeout.
+    NoShow,
+}
+
+impl EntryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Waiting => "waiting",
+            EntryState::Admitted => "admitted",
+            EntryState::Seen => "seen",
+            EntryState::Left => "left",
+            EntryState::NoShow => "no_show",
+        }
+    }
+}
+
+impl std::str::FromStr for EntryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "waiting" => EntryState::Waiting,
+            "admitted" => EntryState::Admitted,
+            "seen" => EntryState::Seen,
+            "left" => EntryState::Left,
+            "no_show" => EntryState::NoShow,
+            other => return Err(format!("unknown queue entry state {other:?}")),
+        })
+    }
+}
+
+/// A waiting-room entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub room: String,
+    pub ticket: String,
+    pub clinic: Option<String>,
+    pub patient: Person,
+    /// When the patient checked in (RFC 3339).
+    pub since: String,
+    pub state: EntryState,
+    /// When the state last changed.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A check-in as stored: the patient's ticket and place in the order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedIn {
+    pub ticket: String,
+    pub since: String,
+}
+
+/// What queues need from storage.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Puts the consultation's patient in `queue`. A patient who is waiting
+    /// already keeps their ticket and place; anyone else gets the queue's
+    /// next ticket of the day. A `scheduled` consultation becomes `waiting`.
+    async fn check_in(
+        &self,
+        room: &str,
+        queue: &str,
+        clinic: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<CheckedIn, StoreError>;
+    /// Moves an entry to another state.
+    async fn set_entry_state(&self, room: &str, state: EntryState, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The entries a queue starts from: the waiting ones of consultations
+    /// still waiting, and the admitted ones of active consultations, in
+    /// check-in order.
+    async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError>;
+    /// How long the queue's most recent ended consultations took, newest
+    /// first, at most `limit`.
+    async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError>;
+    /// Whether `doctor` is the doctor of any consultation in `queue`.
+    async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError>;
 }

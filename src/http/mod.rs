@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod openapi;
+pub mod queues;
 pub mod tokens;
 pub mod views;
 pub mod ws;
@@ -29,6 +30,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(consultations::post_message)
         .service(consultations::presence)
         .service(consultations::end)
+        .service(queues::get_queue)
         .service(tokens::create)
         .service(audit::list)
         .service(health::healthz)

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::views::*;
-use super::{audit, consultations, demo, health, tokens};
+use super::{audit, consultations, demo, health, queues, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{audit, consultations, demo, health, tokens};
         consultations::post_message,
         consultations::presence,
         consultations::end,
+        queues::get_queue,
         tokens::create,
         audit::list,
         health::healthz,
@@ -29,7 +30,7 @@ use super::{audit, consultations, demo, health, tokens};
         health::metrics,
         demo::create,
     ),
-    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse)),
+    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -312,3 +312,54 @@ pub struct DemoResponse {
     pub patient: DemoLink,
     pub doctor: DemoLink,
 }
+
+/// One waiting patient in `GET /v1/queues/{queue}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueEntryView {
+    /// The ticket the patient and the displays see, e.g. `A-012`.
+    pub ticket: String,
+    pub room: String,
+    pub patient: UserRefView,
+    /// When the patient checked in.
+    pub since: String,
+    /// Whether a session of the patient is connected.
+    pub online: bool,
+    /// Whether nothing is owed before the consultation.
+    pub paid: bool,
+}
+
+/// A user's id and name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserRefView {
+    pub id: String,
+    pub name: String,
+}
+
+/// `GET /v1/queues/{queue}`: the waiting patients in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub queue: String,
+    pub entries: Vec<QueueEntryView>,
+}
+
+impl QueueView {
+    /// The view of a `queue_state` frame with names (not a display's).
+    pub fn from_frame(frame: telehub_signaling::ServerFrame) -> Option<Self> {
+        let telehub_signaling::ServerFrame::QueueState { queue, entries, .. } = frame else { return None };
+        let entries = entries
+            .into_iter()
+            .filter_map(|e| {
+                let patient = e.patient?;
+                Some(QueueEntryView {
+                    ticket: e.ticket,
+                    room: e.room?,
+                    patient: UserRefView { id: patient.id, name: patient.name },
+                    since: e.since,
+                    online: e.online.unwrap_or(false),
+                    paid: e.paid.unwrap_or(true),
+                })
+            })
+            .collect();
+        Some(QueueView { queue, entries })
+    }
+}

@@ -10,7 +10,7 @@ pub mod sqlite;
 mod writer;
 
 use async_trait::async_trait;
-use telehub_actors::{Person, RoomRecord, RoomStore, StoreError};
+use telehub_actors::{Person, QueueStore, RoomRecord, RoomStore, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 
 /// A consultation to create.
@@ -90,7 +90,7 @@ pub struct AuditRecord {
 
 /// Everything the server stores.
 #[async_trait]
-pub trait Store: RoomStore {
+pub trait Store: RoomStore + QueueStore {
     /// Creates a consultation; a duplicate id is a `Conflict`.
     async fn create_consultation(&self, new: NewConsultation) -> Result<Consultation, StoreError>;
     /// A consultation by id.

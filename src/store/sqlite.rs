@@ -18,7 +18,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection};
-use telehub_actors::{Appended, AuditEntry, NewMessage, Person, RoomRecord, RoomStore, StoreError};
+use telehub_actors::{
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    StoredEntry,
+};
 use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender, format_time};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{error, info};
@@ -208,7 +211,101 @@ async fn apply_write(conn: &mut SqliteConnection, write: Write) -> Result<Outcom
                 .await?;
             Outcome::Done(reply, Ok(()))
         }
+        Write::CheckIn { room, queue, clinic, at, reply } => {
+            let checked = check_in(conn, &room, &queue, clinic.as_deref(), at).await?;
+            Outcome::CheckedIn(reply, Ok(checked))
+        }
+        Write::Entry { room, state, at, reply } => {
+            sqlx::query("UPDATE queue_entries SET state = ?, changed_at = ? WHERE room = ?")
+                .bind(state.as_str())
+                .bind(format_time(at))
+                .bind(&room)
+                .execute(&mut *conn)
+                .await?;
+            Outcome::Done(reply, Ok(()))
+        }
     })
+}
+
+/// Puts a patient in their queue inside the writer's transaction: the same
+/// ticket when they are waiting already, else the queue's next one of the
+/// day. Batches apply their writes one after the other, so two check-ins
+/// never draw one number.
+async fn check_in(
+    conn: &mut SqliteConnection,
+    room: &str,
+    queue: &str,
+    clinic: Option<&str>,
+    at: chrono::DateTime<Utc>,
+) -> Result<CheckedIn, sqlx::Error> {
+    let existing: Option<(String, String, String)> =
+        sqlx::query_as("SELECT ticket, checked_in_at, state FROM queue_entries WHERE room = ?")
+            .bind(room)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((ticket, since, state)) = existing
+        && state == EntryState::Waiting.as_str()
+    {
+        return Ok(CheckedIn { ticket, since });
+    }
+    let day = at.format("%Y-%m-%d").to_string();
+    let today: Option<(String, i64)> = sqlx::query_as("SELECT letter, last FROM queue_days WHERE queue = ? AND day = ?")
+        .bind(queue)
+        .bind(&day)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (letter, last) = match today {
+        Some(today) => today,
+        None => {
+            let queues: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic IS ? AND day = ?")
+                .bind(clinic)
+                .bind(&day)
+                .fetch_one(&mut *conn)
+                .await?;
+            let letter = ticket_letter(queues);
+            sqlx::query("INSERT INTO queue_days (queue, day, clinic, letter, last) VALUES (?, ?, ?, ?, 0)")
+                .bind(queue)
+                .bind(&day)
+                .bind(clinic)
+                .bind(&letter)
+                .execute(&mut *conn)
+                .await?;
+            (letter, 0)
+        }
+    };
+    let number = last % 999 + 1;
+    sqlx::query("UPDATE queue_days SET last = ? WHERE queue = ? AND day = ?")
+        .bind(number)
+        .bind(queue)
+        .bind(&day)
+        .execute(&mut *conn)
+        .await?;
+    let ticket = format!("{letter}-{number:03}");
+    let since = format_time(at);
+    sqlx::query(
+        "INSERT INTO queue_entries (room, queue, ticket, state, checked_in_at, changed_at)
+         VALUES (?1, ?2, ?3, 'waiting', ?4, ?4)
+         ON CONFLICT (room) DO UPDATE SET queue = excluded.queue, ticket = excluded.ticket, state = 'waiting',
+             checked_in_at = excluded.checked_in_at, changed_at = excluded.changed_at",
+    )
+    .bind(room)
+    .bind(queue)
+    .bind(&ticket)
+    .bind(&since)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE consultations SET status = 'waiting' WHERE id = ? AND status = 'scheduled'")
+        .bind(room)
+        .execute(&mut *conn)
+        .await?;
+    Ok(CheckedIn { ticket, since })
+}
+
+/// The letter of a clinic's `n`th queue of the day (from 0): A to Z, then
+/// round again.
+fn ticket_letter(n: i64) -> String {
+    let n = u8::try_from(n.rem_euclid(26)).unwrap_or(0);
+    char::from(b'A' + n).to_string()
 }
 
 /// Message ids: a random prefix per process and a counter. Unique without
@@ -506,6 +603,101 @@ impl RoomStore for SqliteStore {
             tracing::warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
         }
     }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn check_in(
+        &self,
+        room: &str,
+        queue: &str,
+        clinic: Option<&str>,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<CheckedIn, StoreError> {
+        let (room, queue, clinic) = (room.to_owned(), queue.to_owned(), clinic.map(str::to_owned));
+        submit(&self.writer, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
+    }
+
+    async fn set_entry_state(
+        &self,
+        room: &str,
+        state: EntryState,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.writer, |reply| Job::Write(Write::Entry { room, state, at, reply })).await
+    }
+
+    async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
+                    p.user_id AS patient_id, p.name AS patient_name
+             FROM queue_entries e
+             JOIN consultations c ON c.id = e.room
+             JOIN members p ON p.consultation_id = e.room AND p.role = 'patient'
+             WHERE e.queue = ?
+               AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
+                 OR (e.state = 'admitted' AND c.status = 'active'))
+             ORDER BY e.checked_in_at, e.ticket",
+        )
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.get("state");
+                let changed: String = row.get("changed_at");
+                Ok(StoredEntry {
+                    room: row.get("room"),
+                    ticket: row.get("ticket"),
+                    clinic: row.get("clinic"),
+                    patient: Person { id: row.get("patient_id"), name: row.get("patient_name") },
+                    since: row.get("checked_in_at"),
+                    state: state.parse().map_err(StoreError::Unavailable)?,
+                    changed_at: parse_time(&changed)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT started_at, ended_at FROM consultations
+             WHERE queue = ? AND status = 'ended' AND started_at IS NOT NULL AND ended_at IS NOT NULL
+             ORDER BY ended_at DESC LIMIT ?",
+        )
+        .bind(queue)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut lengths = Vec::with_capacity(rows.len());
+        for (started, ended) in rows {
+            let length = parse_time(&ended)? - parse_time(&started)?;
+            lengths.push(length.to_std().unwrap_or_default());
+        }
+        Ok(lengths)
+    }
+
+    async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM consultations c JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
+             WHERE c.queue = ? AND d.user_id = ? LIMIT 1",
+        )
+        .bind(queue)
+        .bind(doctor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(found.is_some())
+    }
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<Utc>, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| StoreError::Unavailable(format!("bad stored time {text:?}: {err}")))
 }
 
 #[async_trait]

@@ -8,7 +8,7 @@
 //! once, with no timer adding latency.
 
 use chrono::{DateTime, Utc};
-use telehub_actors::{Appended, AuditEntry, NewMessage, StoreError};
+use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,12 +25,21 @@ pub(crate) enum Write {
     Status { room: String, status: RoomStatus, at: DateTime<Utc>, reply: oneshot::Sender<Result<(), StoreError>> },
     Media { room: String, mode: MediaMode, reply: oneshot::Sender<Result<(), StoreError>> },
     Audit { entry: AuditEntry, reply: oneshot::Sender<Result<(), StoreError>> },
+    CheckIn {
+        room: String,
+        queue: String,
+        clinic: Option<String>,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<CheckedIn, StoreError>>,
+    },
+    Entry { room: String, state: EntryState, at: DateTime<Utc>, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
 /// The result of one [`Write`], held until the batch commits.
 pub(crate) enum Outcome {
     Marker(oneshot::Sender<Result<i64, StoreError>>, Result<i64, StoreError>),
     Done(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    CheckedIn(oneshot::Sender<Result<CheckedIn, StoreError>>, Result<CheckedIn, StoreError>),
 }
 
 impl Outcome {
@@ -39,6 +48,7 @@ impl Outcome {
         match self {
             Outcome::Marker(tx, r) => drop(tx.send(r)),
             Outcome::Done(tx, r) => drop(tx.send(r)),
+            Outcome::CheckedIn(tx, r) => drop(tx.send(r)),
         }
     }
 
@@ -47,6 +57,7 @@ impl Outcome {
         match self {
             Outcome::Marker(tx, _) => drop(tx.send(Err(err))),
             Outcome::Done(tx, _) => drop(tx.send(Err(err))),
+            Outcome::CheckedIn(tx, _) => drop(tx.send(Err(err))),
         }
     }
 }
@@ -56,9 +67,11 @@ impl Write {
     pub(crate) fn fail(self, err: StoreError) {
         match self {
             Write::ReadMarker { reply, .. } => drop(reply.send(Err(err))),
-            Write::Status { reply, .. } | Write::Media { reply, .. } | Write::Audit { reply, .. } => {
-                drop(reply.send(Err(err)))
-            }
+            Write::Status { reply, .. }
+            | Write::Media { reply, .. }
+            | Write::Audit { reply, .. }
+            | Write::Entry { reply, .. } => drop(reply.send(Err(err))),
+            Write::CheckIn { reply, .. } => drop(reply.send(Err(err))),
         }
     }
 }

@@ -1,0 +1,573 @@
+//! The queue actor: one per waiting room with someone in or watching it.
+//!
+//! A queue owns its [`QueueState`], the outboxes of the sessions that
+//! checked in or watch, and the timers of the waiting room: the grace period
+//! of a patient whose last session dropped, and the no-show timeout of a
+//! patient who was admitted but does not come. It loads its entries from
+//! the store when it starts, so a restarted hub has the same queue, and it
+//! stores every change before it tells anyone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use chrono::Utc;
+use telehub_signaling::{ErrorCode, Role, ServerFrame, format_time};
+use tracing::{debug, info, warn};
+
+use crate::queue_state::{Place, QueueState, View, Waiting, expected_length};
+use crate::queues::{ForgetQueue, QueueRegistry};
+use crate::registry::{NoShowAt, RoomRegistry};
+use crate::{EntryState, Outbox, Person, Push, QueueStore, Refusal, SessionRef, StoreError, StoredEntry};
+
+/// How a waiting room behaves.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// How long a patient whose last session dropped keeps their place.
+    pub grace: Duration,
+    /// How long an admitted patient has to join the consultation before it
+    /// is cancelled as a no-show; `None` waits for ever.
+    pub no_show: Option<Duration>,
+    /// The expected length of a consultation while the queue has no
+    /// finished ones to average.
+    pub per_consultation: Duration,
+    /// How many recent consultations the ETA averages.
+    pub recent: u32,
+    /// How long a queue with nobody in it stays before it stops.
+    pub idle_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            grace: Duration::from_secs(120),
+            no_show: Some(Duration::from_secs(300)),
+            per_consultation: Duration::from_secs(600),
+            recent: 10,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A patient's session checks in; the `queue` reply goes to its outbox.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct CheckIn {
+    pub room: String,
+    pub clinic: Option<String>,
+    pub patient: Person,
+    pub session: SessionRef,
+    pub reference: Option<String>,
+}
+
+/// A session watches the queue; the `queue_state` reply goes to its outbox.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct Watch {
+    pub session: SessionRef,
+    pub reference: Option<String>,
+}
+
+/// The consultation of `room` was admitted (and stored as active). Its
+/// sessions in `told` had `admitted` from the room already.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Admitted {
+    pub room: String,
+    pub told: Vec<Arc<str>>,
+}
+
+/// The admitted patient of `room` joined the consultation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Showed {
+    pub room: String,
+}
+
+/// A session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SessionGone {
+    pub session: Arc<str>,
+}
+
+/// The queue as the clinic's backend sees it.
+#[derive(Message)]
+#[rtype(result = "Result<ServerFrame, Refusal>")]
+pub(crate) struct Snapshot {
+    pub view: View,
+}
+
+/// One waiting room.
+pub struct Queue {
+    name: String,
+    state: Option<QueueState>,
+    unusable: Option<Refusal>,
+    outboxes: HashMap<Arc<str>, Outbox>,
+    /// The place each waiting patient was last told, to tell only changes.
+    told: HashMap<String, Place>,
+    grace: HashMap<String, SpawnHandle>,
+    no_show: HashMap<String, SpawnHandle>,
+    idle_timer: Option<SpawnHandle>,
+    store: Arc<dyn QueueStore>,
+    rooms: Addr<RoomRegistry>,
+    registry: Addr<QueueRegistry>,
+    config: QueueConfig,
+}
+
+impl Queue {
+    pub(crate) fn new(
+        name: String,
+        store: Arc<dyn QueueStore>,
+        rooms: Addr<RoomRegistry>,
+        registry: Addr<QueueRegistry>,
+        config: QueueConfig,
+    ) -> Self {
+        Queue {
+            name,
+            state: None,
+            unusable: None,
+            outboxes: HashMap::new(),
+            told: HashMap::new(),
+            grace: HashMap::new(),
+            no_show: HashMap::new(),
+            idle_timer: None,
+            store,
+            rooms,
+            registry,
+            config,
+        }
+    }
+
+    fn ready(&mut self) -> Result<&mut QueueState, Refusal> {
+        match (&mut self.state, &self.unusable) {
+            (Some(state), _) => Ok(state),
+            (None, Some(refusal)) => Err(refusal.clone()),
+            (None, None) => Err(Refusal::new(ErrorCode::Unavailable, "queue is loading")),
+        }
+    }
+
+    fn push(&self, session: &str, frame: ByteString) -> Push {
+        self.outboxes.get(session).map_or(Push::Closed, |outbox| outbox.push(frame))
+    }
+
+    /// Tells every waiting patient whose place changed, and every watcher
+    /// the queue as they may see it.
+    fn publish(&mut self) {
+        let Some(state) = self.state.as_ref() else { return };
+        let mut frames = Vec::new();
+        for (entry, place) in state.places() {
+            if self.told.get(&entry.room) != Some(&place) && entry.online() {
+                let frame = ByteString::from(state.queue_frame(entry, place, None).to_json());
+                frames.push((entry.room.clone(), place, entry.sessions.clone(), frame));
+            }
+        }
+        let mut views = Vec::new();
+        for (view, sessions) in state.watchers_by_view() {
+            let frame = ByteString::from(state.state_frame(view, None).to_json());
+            views.push((sessions.into_iter().cloned().collect::<Vec<_>>(), frame));
+        }
+        for (room, place, sessions, frame) in frames {
+            self.told.insert(room, place);
+            for session in sessions {
+                self.push(&session, frame.clone());
+            }
+        }
+        for (sessions, frame) in views {
+            for session in sessions {
+                self.push(&session, frame.clone());
+            }
+        }
+    }
+
+    /// Starts the grace period of a patient who went offline.
+    fn start_grace(&mut self, room: String, ctx: &mut Context<Self>) {
+        let key = room.clone();
+        let handle = ctx.run_later(self.config.grace, move |act, ctx| {
+            act.grace.remove(&room);
+            let offline = act.state.as_ref().and_then(|s| s.waiting(&room)).is_some_and(|w| !w.online());
+            if offline {
+                info!(queue = %act.name, %room, "patient left the waiting room after the grace period");
+                act.leave(room, EntryState::Left, ctx);
+            }
+        });
+        if let Some(old) = self.grace.insert(key, handle) {
+            ctx.cancel_future(old);
+        }
+    }
+
+    fn stop_grace(&mut self, room: &str, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.grace.remove(room) {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    /// Takes a waiting patient out of the queue for good, stores it, and
+    /// tells everyone.
+    fn leave(&mut self, room: String, why: EntryState, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        if state.remove(&room).is_none() {
+            return;
+        }
+        self.told.remove(&room);
+        let store = self.store.clone();
+        let stored_room = room.clone();
+        actix::spawn(async move {
+            if let Err(err) = store.set_entry_state(&stored_room, why, Utc::now()).await {
+                warn!(room = %stored_room, error = %err, "queue entry state not stored");
+            }
+        });
+        self.publish();
+        self.maybe_idle(ctx);
+    }
+
+    /// Starts the no-show timeout of an admitted patient.
+    fn start_no_show(&mut self, room: String, after: Duration, ctx: &mut Context<Self>) {
+        let key = room.clone();
+        let handle = ctx.run_later(after, move |act, ctx| {
+            act.no_show.remove(&room);
+            act.check_no_show(room, ctx);
+        });
+        if let Some(old) = self.no_show.insert(key, handle) {
+            ctx.cancel_future(old);
+        }
+    }
+
+    /// Asks the room whether its patient came; if not, the room cancels
+    /// the consultation and the entry is a no-show.
+    fn check_no_show(&mut self, room: String, ctx: &mut Context<Self>) {
+        let ask = self.rooms.send(NoShowAt { room: room.clone() });
+        let fut = ask.into_actor(self).map(move |result, act, ctx| {
+            let state = match result {
+                Ok(Ok(true)) => EntryState::NoShow,
+                Ok(Ok(false)) => EntryState::Seen,
+                // The room could not decide (storage down): ask again later.
+                Ok(Err(_)) | Err(_) => {
+                    act.start_no_show(room, Duration::from_secs(10), ctx);
+                    return;
+                }
+            };
+            if let Some(state) = act.state.as_mut() {
+                state.settle(&room);
+            }
+            let store = act.store.clone();
+            actix::spawn(async move {
+                if let Err(err) = store.set_entry_state(&room, state, Utc::now()).await {
+                    warn!(%room, error = %err, "queue entry state not stored");
+                }
+            });
+            act.maybe_idle(ctx);
+        });
+        ctx.spawn(fut);
+    }
+
+    /// Re-reads the recent consultation lengths; tells everyone if the ETA
+    /// changed.
+    fn refresh_lengths(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let (name, limit, default) = (self.name.clone(), self.config.recent, self.config.per_consultation);
+        let fut = async move { store.recent_lengths(&name, limit).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, _ctx| {
+            let lengths = match result {
+                Ok(lengths) => lengths,
+                Err(err) => {
+                    debug!(queue = %act.name, error = %err, "recent consultation lengths not read");
+                    return;
+                }
+            };
+            if let Some(state) = act.state.as_mut() {
+                state.set_per_consultation(expected_length(&lengths, default));
+            }
+            act.publish();
+        }));
+    }
+
+    /// Stops the queue after it has been idle for a while.
+    fn maybe_idle(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.state.as_ref().is_none_or(QueueState::is_idle) && self.grace.is_empty();
+        if !idle {
+            if let Some(timer) = self.idle_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            return;
+        }
+        if self.idle_timer.is_some() {
+            return;
+        }
+        self.idle_timer = Some(ctx.run_later(self.config.idle_timeout, |act, ctx| {
+            act.idle_timer = None;
+            if act.state.as_ref().is_none_or(QueueState::is_idle) && act.grace.is_empty() {
+                debug!(queue = %act.name, "queue idle, stopping");
+                act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn unavailable(err: StoreError) -> Refusal {
+        match err {
+            StoreError::NotFound(what) => Refusal::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::Conflict(message) => Refusal::new(ErrorCode::Conflict, message),
+            StoreError::Unavailable(message) => {
+                warn!(%message, "storage unavailable");
+                Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
+            }
+        }
+    }
+
+    /// Builds the state from stored entries: waiting patients start
+    /// offline with a fresh grace period (the hub may have been down while
+    /// they waited), admitted ones get what is left of their no-show time.
+    fn rebuild(&mut self, entries: Vec<StoredEntry>, ctx: &mut Context<Self>) {
+        let mut state = QueueState::new(self.name.clone(), self.config.per_consultation);
+        let mut offline = Vec::new();
+        let mut admitted = Vec::new();
+        for stored in entries {
+            let entry = Waiting {
+                room: stored.room.clone(),
+                ticket: stored.ticket,
+                clinic: stored.clinic,
+                patient: stored.patient,
+                since: stored.since,
+                paid: true,
+                sessions: Vec::new(),
+            };
+            match stored.state {
+                EntryState::Waiting => {
+                    offline.push(entry.room.clone());
+                    state.add(entry);
+                }
+                EntryState::Admitted => {
+                    admitted.push((entry.room.clone(), stored.changed_at));
+                    state.add_admitted(entry);
+                }
+                EntryState::Seen | EntryState::Left | EntryState::NoShow => {}
+            }
+        }
+        self.state = Some(state);
+        for room in offline {
+            self.start_grace(room, ctx);
+        }
+        if let Some(no_show) = self.config.no_show {
+            for (room, at) in admitted {
+                let passed = (Utc::now() - at).to_std().unwrap_or_default();
+                self.start_no_show(room, no_show.saturating_sub(passed), ctx);
+            }
+        }
+        self.refresh_lengths(ctx);
+        self.maybe_idle(ctx);
+    }
+}
+
+impl Actor for Queue {
+    type Context = Context<Self>;
+
+    /// Loads the queue before the first message is handled.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let load = async move { store.load_queue(&name).await };
+        ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
+            Ok(entries) => act.rebuild(entries, ctx),
+            Err(err) => {
+                act.unusable = Some(Self::unavailable(err));
+                act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+            }
+        }));
+    }
+}
+
+/// Puts a patient in the queue (or back to their place) and answers with
+/// their `queue` frame. Atomic: the next message waits for the store, so two
+/// check-ins of one patient cannot both take a ticket.
+impl Handler<CheckIn> for Queue {
+    type Result = AtomicResponse<Self, Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: CheckIn, ctx: &mut Context<Self>) -> Self::Result {
+        let known = match self.ready() {
+            Ok(state) if state.is_admitted(&msg.room) => Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("{} was admitted already: join the consultation", msg.room),
+            )),
+            Ok(state) => Ok(state.waiting(&msg.room).is_some()),
+            Err(refusal) => Err(refusal),
+        };
+        let known = match known {
+            Ok(known) => known,
+            Err(refusal) => return AtomicResponse::new(Box::pin(fut::ready(Err(refusal)))),
+        };
+        let session = msg.session.clone();
+        self.outboxes.insert(session.id.clone(), session.outbox.clone());
+        if known {
+            self.stop_grace(&msg.room, ctx);
+            self.answer_check_in(&msg.room, &session, msg.reference, ctx);
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        }
+        let store = self.store.clone();
+        let (room, queue, clinic) = (msg.room.clone(), self.name.clone(), msg.clinic.clone());
+        let write = async move { store.check_in(&room, &queue, clinic.as_deref(), Utc::now()).await };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, ctx| {
+            let checked = result.map_err(Self::unavailable)?;
+            let state = act.ready()?;
+            state.add(Waiting {
+                room: msg.room.clone(),
+                ticket: checked.ticket,
+                clinic: msg.clinic,
+                patient: msg.patient,
+                since: checked.since,
+                paid: true,
+                sessions: Vec::new(),
+            });
+            info!(queue = %act.name, room = %msg.room, "patient checked in");
+            act.answer_check_in(&msg.room, &session, msg.reference, ctx);
+            Ok(())
+        })))
+    }
+}
+
+impl Queue {
+    /// Attaches the session to its entry, sends it the `queue` reply, and
+    /// tells everyone else what changed.
+    fn answer_check_in(
+        &mut self,
+        room: &str,
+        session: &SessionRef,
+        reference: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(state) = self.state.as_mut() else { return };
+        state.attach(room, session.id.clone());
+        if let Some((entry, place)) = state.place_of(room) {
+            let frame = state.queue_frame(entry, place, reference);
+            self.push(&session.id, ByteString::from(frame.to_json()));
+            self.told.insert(room.to_owned(), place);
+        }
+        self.publish();
+        self.maybe_idle(ctx);
+    }
+}
+
+/// Adds a watcher after checking what it may see.
+impl Handler<Watch> for Queue {
+    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(refusal) = self.ready() {
+            return Box::pin(fut::ready(Err(refusal)));
+        }
+        let who = msg.session.identity.clone();
+        // Only a doctor's right depends on storage: the doctor's own queue
+        // (named after them by default), or one of their consultations'.
+        let serves: Pin<Box<dyn Future<Output = Result<bool, StoreError>>>> = if who.user.role == Role::Doctor {
+            let (store, queue, user) = (self.store.clone(), self.name.clone(), who.user.id.clone());
+            if queue == user { Box::pin(async { Ok(true) }) } else { Box::pin(async move { store.serves(&queue, &user).await }) }
+        } else {
+            Box::pin(async { Ok(false) })
+        };
+        Box::pin(serves.into_actor(self).map(move |serves, act, ctx| {
+            let serves = serves.map_err(Self::unavailable)?;
+            let view = View::of(&who, serves).map_err(|why| Refusal::new(ErrorCode::Forbidden, why))?;
+            let state = act.ready()?;
+            let frame = state.state_frame(&view, msg.reference);
+            state.watch(msg.session.id.clone(), view);
+            act.outboxes.insert(msg.session.id.clone(), msg.session.outbox.clone());
+            act.push(&msg.session.id, ByteString::from(frame.to_json()));
+            act.maybe_idle(ctx);
+            Ok(())
+        }))
+    }
+}
+
+/// Moves an admitted patient out of the line: `admitted` to their sessions,
+/// `called` to the displays, new places to everyone else.
+impl Handler<Admitted> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Admitted, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        let Some(entry) = state.admit(&msg.room) else { return };
+        let at = format_time(Utc::now());
+        let called = ServerFrame::Called { queue: self.name.clone(), ticket: entry.ticket.clone(), at };
+        let called = ByteString::from(called.to_json());
+        let displays: Vec<Arc<str>> = state.callers_of(&entry).into_iter().cloned().collect();
+        self.told.remove(&msg.room);
+        self.stop_grace(&msg.room, ctx);
+        let admitted = ByteString::from(ServerFrame::Admitted { room: msg.room.clone() }.to_json());
+        for session in entry.sessions.iter().filter(|s| !msg.told.contains(s)) {
+            self.push(session, admitted.clone());
+        }
+        for display in displays {
+            self.push(&display, called.clone());
+        }
+        let store = self.store.clone();
+        let room = msg.room.clone();
+        actix::spawn(async move {
+            if let Err(err) = store.set_entry_state(&room, EntryState::Admitted, Utc::now()).await {
+                warn!(%room, error = %err, "queue entry state not stored");
+            }
+        });
+        if let Some(no_show) = self.config.no_show {
+            self.start_no_show(msg.room, no_show, ctx);
+        }
+        self.publish();
+        self.refresh_lengths(ctx);
+    }
+}
+
+/// The admitted patient came: the queue is done with them.
+impl Handler<Showed> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Showed, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        if state.settle(&msg.room).is_none() {
+            return;
+        }
+        if let Some(handle) = self.no_show.remove(&msg.room) {
+            ctx.cancel_future(handle);
+        }
+        let store = self.store.clone();
+        actix::spawn(async move {
+            if let Err(err) = store.set_entry_state(&msg.room, EntryState::Seen, Utc::now()).await {
+                warn!(room = %msg.room, error = %err, "queue entry state not stored");
+            }
+        });
+        self.maybe_idle(ctx);
+    }
+}
+
+/// A session ended: patients it was the last session of start their grace
+/// period.
+impl Handler<SessionGone> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionGone, ctx: &mut Context<Self>) {
+        self.outboxes.remove(&msg.session);
+        let Some(state) = self.state.as_mut() else { return };
+        let offline = state.session_gone(&msg.session);
+        for room in &offline {
+            self.told.remove(room);
+            self.start_grace(room.clone(), ctx);
+        }
+        if !offline.is_empty() {
+            self.publish();
+        }
+        self.maybe_idle(ctx);
+    }
+}
+
+impl Handler<Snapshot> for Queue {
+    type Result = Result<ServerFrame, Refusal>;
+
+    fn handle(&mut self, msg: Snapshot, ctx: &mut Context<Self>) -> Self::Result {
+        let frame = self.ready()?.state_frame(&msg.view, None);
+        self.maybe_idle(ctx);
+        Ok(frame)
+    }
+}

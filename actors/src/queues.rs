@@ -1,0 +1,182 @@
+//! The registry of running queues, and the handle sessions use.
+//!
+//! Queues live beside the rooms: started on first use on the opener's
+//! arbiter (or the room pool, like rooms), forgotten once they stop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use telehub_signaling::{ErrorCode, ServerFrame};
+
+use crate::queue::{Admitted, CheckIn, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
+use crate::queue_state::View;
+use crate::{Person, QueueStore, Refusal, RoomRegistry, SessionRef};
+
+/// Get the running queue, starting it if needed.
+#[derive(Message)]
+#[rtype(result = "Addr<Queue>")]
+pub(crate) struct OpenQueue {
+    pub queue: String,
+    pub home: Option<ArbiterHandle>,
+}
+
+/// A queue stopped: forget it, if it is still this one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ForgetQueue {
+    pub queue: String,
+    pub addr: Addr<Queue>,
+}
+
+/// Knows every running queue of this node.
+pub struct QueueRegistry {
+    queues: HashMap<String, Addr<Queue>>,
+    store: Arc<dyn QueueStore>,
+    rooms: Addr<RoomRegistry>,
+    config: QueueConfig,
+}
+
+impl QueueRegistry {
+    pub(crate) fn new(store: Arc<dyn QueueStore>, rooms: Addr<RoomRegistry>, config: QueueConfig) -> Self {
+        QueueRegistry { queues: HashMap::new(), store, rooms, config }
+    }
+}
+
+impl Actor for QueueRegistry {
+    type Context = Context<Self>;
+}
+
+impl Handler<OpenQueue> for QueueRegistry {
+    type Result = MessageResult<OpenQueue>;
+
+    fn handle(&mut self, msg: OpenQueue, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(addr) = self.queues.get(&msg.queue)
+            && addr.connected()
+        {
+            return MessageResult(addr.clone());
+        }
+        let (name, store, rooms, config) =
+            (msg.queue.clone(), self.store.clone(), self.rooms.clone(), self.config.clone());
+        let registry = ctx.address();
+        let arbiter = msg.home.unwrap_or_else(Arbiter::current);
+        let addr = Queue::start_in_arbiter(&arbiter, move |_| Queue::new(name, store, rooms, registry, config));
+        self.queues.insert(msg.queue, addr.clone());
+        MessageResult(addr)
+    }
+}
+
+impl Handler<ForgetQueue> for QueueRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetQueue, _ctx: &mut Context<Self>) {
+        if self.queues.get(&msg.queue).is_some_and(|a| *a == msg.addr) {
+            self.queues.remove(&msg.queue);
+        }
+    }
+}
+
+/// The queues of this node, for sessions, rooms and the HTTP API.
+#[derive(Clone)]
+pub struct Queues {
+    registry: Addr<QueueRegistry>,
+}
+
+fn gone() -> Refusal {
+    Refusal::new(ErrorCode::Unavailable, "queue is restarting, retry")
+}
+
+impl Queues {
+    pub(crate) fn new(registry: Addr<QueueRegistry>) -> Self {
+        Queues { registry }
+    }
+
+    async fn open(&self, queue: &str) -> Result<Addr<Queue>, Refusal> {
+        let home = Arbiter::try_current();
+        self.registry.send(OpenQueue { queue: queue.to_owned(), home }).await.map_err(|_| gone())
+    }
+
+    /// Sends a request to a queue, retrying when it stopped between the
+    /// lookup and the request.
+    async fn ask<M, T>(&self, queue: &str, make: impl Fn() -> M) -> Result<T, Refusal>
+    where
+        M: Message<Result = Result<T, Refusal>> + Send + 'static,
+        T: Send + 'static,
+        Queue: Handler<M>,
+    {
+        for _ in 0..5 {
+            let addr = self.open(queue).await?;
+            match addr.send(make()).await {
+                Ok(result) => return result,
+                Err(MailboxError::Closed) => tokio::task::yield_now().await,
+                Err(MailboxError::Timeout) => return Err(gone()),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Checks a patient's session in to `queue`; the `queue` reply goes to
+    /// its outbox.
+    pub(crate) async fn check_in(
+        &self,
+        queue: &str,
+        room: &str,
+        clinic: Option<String>,
+        patient: Person,
+        session: &SessionRef,
+        reference: Option<String>,
+    ) -> Result<(), Refusal> {
+        self.ask(queue, || CheckIn {
+            room: room.to_owned(),
+            clinic: clinic.clone(),
+            patient: patient.clone(),
+            session: session.clone(),
+            reference: reference.clone(),
+        })
+        .await
+    }
+
+    /// Makes a session a watcher of `queue`; `queue_state` goes to its outbox.
+    pub async fn watch(&self, queue: &str, session: &SessionRef, reference: Option<String>) -> Result<(), Refusal> {
+        self.ask(queue, || Watch { session: session.clone(), reference: reference.clone() }).await
+    }
+
+    /// The queue with every name, as the clinic's backend sees it.
+    pub async fn snapshot(&self, queue: &str) -> Result<ServerFrame, Refusal> {
+        self.ask(queue, || Snapshot { view: View::Full }).await
+    }
+
+    /// The queue as the staff of `clinic` see it.
+    pub async fn snapshot_for_clinic(&self, queue: &str, clinic: &str) -> Result<ServerFrame, Refusal> {
+        self.ask(queue, || Snapshot { view: View::Clinic(clinic.to_owned()) }).await
+    }
+
+    /// Tells a queue that a consultation of it was admitted.
+    pub(crate) async fn admitted(&self, queue: &str, room: &str, told: Vec<Arc<str>>) {
+        if let Ok(addr) = self.open(queue).await {
+            addr.do_send(Admitted { room: room.to_owned(), told });
+        }
+    }
+
+    /// Tells a queue that an admitted patient joined their consultation.
+    pub(crate) fn showed(&self, queue: &str, room: &str) {
+        let this = self.clone();
+        let (queue, room) = (queue.to_owned(), room.to_owned());
+        actix::spawn(async move {
+            if let Ok(addr) = this.open(&queue).await {
+                addr.do_send(Showed { room });
+            }
+        });
+    }
+
+    /// A session that checked in to or watched `queue` ended.
+    pub fn session_gone(&self, queue: &str, session: Arc<str>) {
+        let this = self.clone();
+        let queue = queue.to_owned();
+        actix::spawn(async move {
+            if let Ok(addr) = this.open(&queue).await {
+                addr.do_send(SessionGone { session });
+            }
+        });
+    }
+}
