@@ -331,7 +331,10 @@ impl Settings {
             anyhow::ensure!(self.jwt_public_key.is_some(), "{} needs jwt_public_key", self.jwt_algorithm);
         }
         anyhow::ensure!(self.mesh_limit >= 2, "mesh_limit must be at least 2");
-        anyhow::ensure!(self.turn_ttl_s >= 60 && self.jitsi_ttl_s >= 60, "turn_ttl_s and jitsi_ttl_s must be at least 60");
+        anyhow::ensure!(
+            self.turn_ttl_s >= 60 && self.jitsi_ttl_s >= 60,
+            "turn_ttl_s and jitsi_ttl_s must be at least 60"
+        );
         let jitsi = [&self.jitsi_domain, &self.jitsi_app_id, &self.jitsi_app_secret];
         anyhow::ensure!(
             jitsi.iter().all(|v| v.is_some()) || jitsi.iter().all(|v| v.is_none()),

@@ -346,7 +346,8 @@ impl Session {
             ClientFrame::Checkin { reference, room } => {
                 if identity.user.role != Role::Patient {
                     let role = identity.user.role.as_str();
-                    return self.refuse(reference, Refusal::new(ErrorCode::Forbidden, format!("a {role} may not check in")));
+                    return self
+                        .refuse(reference, Refusal::new(ErrorCode::Forbidden, format!("a {role} may not check in")));
                 }
                 if let Err(refusal) = self.room_for_queues() {
                     return self.refuse(reference, refusal);
@@ -361,7 +362,8 @@ impl Session {
             }
             ClientFrame::Watch { reference, queue } => {
                 if identity.user.role == Role::Patient {
-                    return self.refuse(reference, Refusal::new(ErrorCode::Forbidden, "a patient may not watch queues"));
+                    return self
+                        .refuse(reference, Refusal::new(ErrorCode::Forbidden, "a patient may not watch queues"));
                 }
                 if !self.queues.contains(&queue)
                     && let Err(refusal) = self.room_for_queues()

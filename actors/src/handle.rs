@@ -5,8 +5,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, SignalData, UserRef};
 
-use crate::registry::{CountRooms, Open, Peek};
 use crate::queues::QueueRegistry;
+use crate::registry::{CountRooms, Open, Peek};
 use crate::room::{
     Admit, Chat, CheckinInfo, End, GetPresence, GetRecord, Join, Leave, MarkRead, MarkWaiting, PostSystem, Relay,
     SwitchMedia, Typing,

@@ -37,8 +37,8 @@ pub use rights::{Action, Identity, may};
 pub use room::{Room, RoomConfig};
 pub use state::{Refusal, RoomState};
 pub use store::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoredEntry,
-    StoreError,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    StoredEntry,
 };
 
 /// A session as rooms know it: its id, who it is, and where its frames go.

@@ -466,7 +466,11 @@ impl Handler<Watch> for Queue {
         // (named after them by default), or one of their consultations'.
         let serves: Pin<Box<dyn Future<Output = Result<bool, StoreError>>>> = if who.user.role == Role::Doctor {
             let (store, queue, user) = (self.store.clone(), self.name.clone(), who.user.id.clone());
-            if queue == user { Box::pin(async { Ok(true) }) } else { Box::pin(async move { store.serves(&queue, &user).await }) }
+            if queue == user {
+                Box::pin(async { Ok(true) })
+            } else {
+                Box::pin(async move { store.serves(&queue, &user).await })
+            }
         } else {
             Box::pin(async { Ok(false) })
         };

@@ -148,7 +148,8 @@ impl QueueState {
 
     /// Adds a stored entry (at start, or a fresh check-in), in order.
     pub fn add(&mut self, entry: Waiting) {
-        let at = self.waiting.partition_point(|w| (w.since.as_str(), w.ticket.as_str()) <= (&entry.since, &entry.ticket));
+        let at =
+            self.waiting.partition_point(|w| (w.since.as_str(), w.ticket.as_str()) <= (&entry.since, &entry.ticket));
         self.waiting.insert(at, entry);
     }
 

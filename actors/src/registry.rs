@@ -146,9 +146,9 @@ impl Handler<NoShowAt> for RoomRegistry {
     fn handle(&mut self, msg: NoShowAt, ctx: &mut Context<Self>) -> Self::Result {
         let addr = self.open(msg.room, None, ctx);
         Box::pin(async move {
-            addr.send(NoShow).await.unwrap_or_else(|_| {
-                Err(Refusal::new(telehub_signaling::ErrorCode::Unavailable, "room is restarting"))
-            })
+            addr.send(NoShow)
+                .await
+                .unwrap_or_else(|_| Err(Refusal::new(telehub_signaling::ErrorCode::Unavailable, "room is restarting")))
         })
     }
 }

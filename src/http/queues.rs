@@ -38,6 +38,7 @@ pub async fn get_queue(
             _ => return Err(ApiError::forbidden(format!("no access to queue {queue}"))),
         },
     };
-    let view = QueueView::from_frame(frame).ok_or_else(|| ApiError::new(telehub_signaling::ErrorCode::Internal, "a queue answered with another frame"))?;
+    let view = QueueView::from_frame(frame)
+        .ok_or_else(|| ApiError::new(telehub_signaling::ErrorCode::Internal, "a queue answered with another frame"))?;
     Ok(HttpResponse::Ok().json(view))
 }

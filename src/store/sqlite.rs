@@ -249,11 +249,12 @@ async fn check_in(
         return Ok(CheckedIn { ticket, since });
     }
     let day = at.format("%Y-%m-%d").to_string();
-    let today: Option<(String, i64)> = sqlx::query_as("SELECT letter, last FROM queue_days WHERE queue = ? AND day = ?")
-        .bind(queue)
-        .bind(&day)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let today: Option<(String, i64)> =
+        sqlx::query_as("SELECT letter, last FROM queue_days WHERE queue = ? AND day = ?")
+            .bind(queue)
+            .bind(&day)
+            .fetch_optional(&mut *conn)
+            .await?;
     let (letter, last) = match today {
         Some(today) => today,
         None => {

@@ -21,10 +21,27 @@ pub(crate) enum Job {
 
 /// A write other than a message.
 pub(crate) enum Write {
-    ReadMarker { room: String, user: String, seq: i64, reply: oneshot::Sender<Result<i64, StoreError>> },
-    Status { room: String, status: RoomStatus, at: DateTime<Utc>, reply: oneshot::Sender<Result<(), StoreError>> },
-    Media { room: String, mode: MediaMode, reply: oneshot::Sender<Result<(), StoreError>> },
-    Audit { entry: AuditEntry, reply: oneshot::Sender<Result<(), StoreError>> },
+    ReadMarker {
+        room: String,
+        user: String,
+        seq: i64,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    Status {
+        room: String,
+        status: RoomStatus,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Media {
+        room: String,
+        mode: MediaMode,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Audit {
+        entry: AuditEntry,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     CheckIn {
         room: String,
         queue: String,
@@ -32,7 +49,12 @@ pub(crate) enum Write {
         at: DateTime<Utc>,
         reply: oneshot::Sender<Result<CheckedIn, StoreError>>,
     },
-    Entry { room: String, state: EntryState, at: DateTime<Utc>, reply: oneshot::Sender<Result<(), StoreError>> },
+    Entry {
+        room: String,
+        state: EntryState,
+        at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The result of one [`Write`], held until the batch commits.

@@ -138,6 +138,13 @@ impl TestApp {
         body
     }
 
+    /// The consultation's stored status.
+    pub async fn consultation_status(&self, id: &str) -> String {
+        let (status, body) = self.get(&format!("/v1/consultations/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["status"].as_str().unwrap().to_owned()
+    }
+
     /// Creates consultation `room`; its doctor joins, then its patient; the
     /// doctor has seen the patient arrive. Returns (doctor, patient).
     pub async fn pair(&self, room: &str) -> (Client, Client) {

@@ -1,0 +1,299 @@
+//! The waiting room: check-in, positions, watchers, admit, grace period,
+//! no-show, restart, and who may see what.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Creates consultation `room` in queue `q-ana` of clinic `clinic`, for
+/// patient `p-<room>` and doctor `d-ana`.
+async fn queued(app: &TestApp, room: &str, clinic: &str) {
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": room, "clinic": clinic, "queue": "q-ana",
+                   "patient": {"id": format!("p-{room}"), "name": format!("Patient {room}")},
+                   "doctor": {"id": "d-ana", "name": "Ana"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn patient(app: &TestApp, room: &str) -> Client {
+    Client::connect(app, &token(&format!("p-{room}"), &format!("Patient {room}"), "patient", 3600)).await
+}
+
+async fn doctor(app: &TestApp) -> Client {
+    Client::connect(app, &token("d-ana", "Ana", "doctor", 3600)).await
+}
+
+/// A display or staff member of `clinic`.
+async fn clinic_client(app: &TestApp, role: &str, clinic: &str) -> Client {
+    let claims = json!({"sub": format!("{role}-{clinic}"), "name": "Lobby", "role": role, "clinic": clinic,
+                        "exp": chrono::Utc::now().timestamp() + 3600});
+    Client::connect(app, &token_with(claims, SECRET)).await
+}
+
+async fn check_in(client: &mut Client, room: &str) -> Value {
+    let queue = client.request(json!({"type": "checkin", "room": room})).await;
+    assert_eq!(queue["type"], "queue", "{queue}");
+    queue
+}
+
+async fn watch(client: &mut Client, queue: &str) -> Value {
+    let state = client.request(json!({"type": "watch", "queue": queue})).await;
+    assert_eq!(state["type"], "queue_state", "{state}");
+    state
+}
+
+fn tickets(state: &Value) -> Vec<&str> {
+    state["entries"].as_array().unwrap().iter().map(|e| e["ticket"].as_str().unwrap()).collect()
+}
+
+/// Waits for a `queue_state` with `n` entries (earlier ones may be stale).
+async fn state_with(client: &mut Client, n: usize) -> Value {
+    loop {
+        let state = client.recv_type("queue_state").await;
+        if state["entries"].as_array().unwrap().len() == n {
+            return state;
+        }
+    }
+}
+
+/// Waits for a `queue` frame that puts the patient at `position`.
+async fn place(client: &mut Client, position: u64) -> Value {
+    loop {
+        let queue = client.recv_type("queue").await;
+        if queue["position"] == position {
+            return queue;
+        }
+    }
+}
+
+#[tokio::test]
+async fn patients_wait_in_order_and_move_up_when_one_is_admitted() {
+    let app = spawn_app().await;
+    for room in ["c-w1", "c-w2", "c-w3"] {
+        queued(&app, room, "k1").await;
+    }
+    let mut p1 = patient(&app, "c-w1").await;
+    let mut p2 = patient(&app, "c-w2").await;
+    let mut p3 = patient(&app, "c-w3").await;
+
+    let first = check_in(&mut p1, "c-w1").await;
+    assert_eq!(first["queue"], "q-ana");
+    assert_eq!(first["room"], "c-w1");
+    assert_eq!(
+        (first["ticket"].as_str().unwrap(), &first["position"], &first["ahead"]),
+        ("A-001", &json!(1), &json!(0))
+    );
+    assert_eq!(first["eta_s"], 0);
+    let second = check_in(&mut p2, "c-w2").await;
+    assert_eq!((second["ticket"].as_str().unwrap(), &second["position"]), ("A-002", &json!(2)));
+    assert_eq!(second["eta_s"], 600, "one consultation ahead, at the default estimate");
+    let third = check_in(&mut p3, "c-w3").await;
+    assert_eq!(
+        (third["ticket"].as_str().unwrap(), &third["ahead"], &third["eta_s"]),
+        ("A-003", &json!(2), &json!(1200))
+    );
+    assert_eq!(app.consultation_status("c-w1").await, "waiting");
+
+    // The doctor sees names; a display of the clinic sees tickets only.
+    let mut doctor = doctor(&app).await;
+    let seen = watch(&mut doctor, "q-ana").await;
+    assert_eq!(tickets(&seen), ["A-001", "A-002", "A-003"]);
+    let entry = &seen["entries"][0];
+    assert_eq!(entry["room"], "c-w1");
+    assert_eq!(entry["patient"], json!({"id": "p-c-w1", "name": "Patient c-w1"}));
+    assert_eq!((&entry["online"], &entry["paid"]), (&json!(true), &json!(true)));
+    let mut display = clinic_client(&app, "display", "k1").await;
+    let board = watch(&mut display, "q-ana").await;
+    assert_eq!(tickets(&board), ["A-001", "A-002", "A-003"]);
+    for entry in board["entries"].as_array().unwrap() {
+        let keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["since", "ticket"], "a display sees no name, id or room: {entry}");
+    }
+
+    // Admitting the first: the patient is told, displays call the ticket,
+    // everyone else moves up.
+    doctor.join("c-w1", None).await;
+    // Without a `ref`: success is silent, so no frame is skipped waiting for it.
+    doctor.send(json!({"type": "admit", "room": "c-w1"})).await;
+    assert_eq!(p1.recv_type("admitted").await, json!({"type": "admitted", "room": "c-w1"}));
+    let called = display.recv_type("called").await;
+    assert_eq!((&called["queue"], &called["ticket"]), (&json!("q-ana"), &json!("A-001")));
+    assert!(called["at"].is_string());
+    let moved = place(&mut p2, 1).await;
+    assert_eq!((&moved["ahead"], &moved["eta_s"], &moved["ticket"]), (&json!(0), &json!(0), &json!("A-002")));
+    assert_eq!(place(&mut p3, 2).await["ahead"], 1);
+    assert_eq!(tickets(&state_with(&mut doctor, 2).await), ["A-002", "A-003"]);
+    assert_eq!(tickets(&state_with(&mut display, 2).await), ["A-002", "A-003"]);
+    assert_eq!(app.consultation_status("c-w1").await, "active");
+
+    // The clinic's backend sees the same queue over HTTP.
+    let (status, body) = app.get("/v1/queues/q-ana").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(body["entries"][0]["patient"]["name"], "Patient c-w2");
+
+    // The admitted patient joins; checking in again is refused.
+    p1.join("c-w1", None).await;
+    let again = p1.request(json!({"type": "checkin", "room": "c-w1"})).await;
+    assert_eq!(again["code"], "conflict", "{again}");
+}
+
+#[tokio::test]
+async fn who_may_check_in_watch_and_admit() {
+    let app = spawn_app().await;
+    queued(&app, "c-r1", "k1").await;
+    queued(&app, "c-r2", "k1").await;
+    let mut p1 = patient(&app, "c-r1").await;
+    check_in(&mut p1, "c-r1").await;
+
+    let code = |v: Value| v["code"].as_str().unwrap_or(v["type"].as_str().unwrap()).to_owned();
+    // A patient: not another's consultation, no admit, no watching.
+    assert_eq!(code(p1.request(json!({"type": "checkin", "room": "c-r2"})).await), "forbidden");
+    assert_eq!(code(p1.request(json!({"type": "checkin", "room": "c-none"})).await), "not_found");
+    assert_eq!(code(p1.request(json!({"type": "admit", "room": "c-r1"})).await), "forbidden");
+    assert_eq!(code(p1.request(json!({"type": "watch", "queue": "q-ana"})).await), "forbidden");
+    // A doctor: watches the queues they serve, never checks in.
+    let mut ana = doctor(&app).await;
+    assert_eq!(code(ana.request(json!({"type": "checkin", "room": "c-r1"})).await), "forbidden");
+    assert_eq!(code(ana.request(json!({"type": "watch", "queue": "d-ana"})).await), "queue_state", "own id");
+    let mut other = Client::connect(&app, &token("d-other", "Bob", "doctor", 3600)).await;
+    assert_eq!(code(other.request(json!({"type": "watch", "queue": "q-ana"})).await), "forbidden");
+    // A display: watches, nothing else; never another clinic's patients.
+    let mut display = clinic_client(&app, "display", "k1").await;
+    assert_eq!(code(display.request(json!({"type": "checkin", "room": "c-r1"})).await), "forbidden");
+    assert_eq!(code(display.request(json!({"type": "join", "room": "c-r1"})).await), "forbidden");
+    assert_eq!(code(display.request(json!({"type": "admit", "room": "c-r1"})).await), "forbidden");
+    let mut elsewhere = clinic_client(&app, "display", "k2").await;
+    assert_eq!(tickets(&watch(&mut elsewhere, "q-ana").await), Vec::<&str>::new());
+    let nameless = token_with(
+        json!({"sub": "lobby", "name": "Lobby", "role": "display", "exp": chrono::Utc::now().timestamp() + 60}),
+        SECRET,
+    );
+    let mut nameless = Client::connect(&app, &nameless).await;
+    assert_eq!(code(nameless.request(json!({"type": "watch", "queue": "q-ana"})).await), "forbidden");
+    // Staff of the clinic see names and may admit.
+    let mut staff = clinic_client(&app, "staff", "k1").await;
+    let seen = watch(&mut staff, "q-ana").await;
+    assert_eq!(seen["entries"][0]["patient"]["id"], "p-c-r1");
+    assert_eq!(code(staff.request(json!({"type": "admit", "room": "c-r1"})).await), "ok");
+    assert_eq!(p1.recv_type("admitted").await["room"], "c-r1");
+    // Over HTTP a display token reads nothing.
+    let display_token = token_with(
+        json!({"sub": "lobby", "name": "Lobby", "role": "display", "clinic": "k1", "exp": chrono::Utc::now().timestamp() + 60}),
+        SECRET,
+    );
+    let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(display_token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn a_patient_who_drops_keeps_their_place_and_ticket() {
+    let app = spawn_app().await;
+    queued(&app, "c-g1", "k1").await;
+    queued(&app, "c-g2", "k1").await;
+    let mut p1 = patient(&app, "c-g1").await;
+    let ticket = check_in(&mut p1, "c-g1").await["ticket"].clone();
+    let mut p2 = patient(&app, "c-g2").await;
+    check_in(&mut p2, "c-g2").await;
+    let mut doctor = doctor(&app).await;
+    watch(&mut doctor, "q-ana").await;
+
+    drop(p1);
+    let state = doctor.recv_type("queue_state").await;
+    assert_eq!(tickets(&state), ["A-001", "A-002"], "still in line during the grace period");
+    assert_eq!(state["entries"][0]["online"], false);
+
+    let mut back = patient(&app, "c-g1").await;
+    let again = check_in(&mut back, "c-g1").await;
+    assert_eq!((&again["ticket"], &again["position"]), (&ticket, &json!(1)), "same ticket, same place");
+    let state = doctor.recv_type("queue_state").await;
+    assert_eq!(state["entries"][0]["online"], true);
+}
+
+#[tokio::test]
+async fn a_patient_gone_past_the_grace_period_leaves_the_line() {
+    let app = spawn_app_with(|s| s.queue_grace_s = 1).await;
+    queued(&app, "c-l1", "k1").await;
+    queued(&app, "c-l2", "k1").await;
+    let mut p1 = patient(&app, "c-l1").await;
+    check_in(&mut p1, "c-l1").await;
+    let mut p2 = patient(&app, "c-l2").await;
+    assert_eq!(check_in(&mut p2, "c-l2").await["position"], 2);
+    let mut doctor = doctor(&app).await;
+    watch(&mut doctor, "q-ana").await;
+
+    drop(p1);
+    assert_eq!(tickets(&state_with(&mut doctor, 1).await), ["A-002"]);
+    assert_eq!(place(&mut p2, 1).await["ticket"], "A-002");
+
+    // Coming back after that is a new check-in, at the back of the line.
+    let mut back = patient(&app, "c-l1").await;
+    let again = check_in(&mut back, "c-l1").await;
+    assert_eq!((&again["ticket"], &again["position"]), (&json!("A-003"), &json!(2)));
+}
+
+#[tokio::test]
+async fn an_admitted_patient_who_never_comes_is_a_no_show() {
+    let app = spawn_app_with(|s| s.no_show_s = 1).await;
+    queued(&app, "c-n1", "k1").await;
+    let mut p1 = patient(&app, "c-n1").await;
+    check_in(&mut p1, "c-n1").await;
+    let mut doctor = doctor(&app).await;
+    doctor.join("c-n1", None).await;
+    assert_eq!(doctor.request(json!({"type": "admit", "room": "c-n1"})).await["type"], "ok");
+    p1.recv_type("admitted").await;
+
+    let ended = doctor.recv_type("ended").await;
+    assert_eq!(ended["by"], json!({"id": "system", "name": "No-show"}));
+    assert_eq!(app.consultation_status("c-n1").await, "cancelled");
+    let chat = doctor.request(json!({"type": "chat", "room": "c-n1", "client_id": "x", "text": "hello?"})).await;
+    assert_eq!(chat["code"], "conflict");
+}
+
+#[tokio::test]
+async fn the_queue_is_rebuilt_after_a_restart() {
+    let app = spawn_app().await;
+    queued(&app, "c-s1", "k1").await;
+    queued(&app, "c-s2", "k1").await;
+    let mut p1 = patient(&app, "c-s1").await;
+    check_in(&mut p1, "c-s1").await;
+    let mut p2 = patient(&app, "c-s2").await;
+    check_in(&mut p2, "c-s2").await;
+    drop((p1, p2));
+
+    let app = app.restart().await;
+    let mut doctor = doctor(&app).await;
+    let state = watch(&mut doctor, "q-ana").await;
+    assert_eq!(tickets(&state), ["A-001", "A-002"]);
+    assert_eq!(state["entries"][1]["online"], false, "nobody has reconnected yet");
+    let mut p2 = patient(&app, "c-s2").await;
+    let again = check_in(&mut p2, "c-s2").await;
+    assert_eq!((&again["ticket"], &again["position"]), (&json!("A-002"), &json!(2)));
+    // Numbering goes on from the stored counter.
+    queued(&app, "c-s3", "k1").await;
+    let mut p3 = patient(&app, "c-s3").await;
+    assert_eq!(check_in(&mut p3, "c-s3").await["ticket"], "A-003");
+}
+
+#[tokio::test]
+async fn each_queue_of_a_clinic_gets_its_own_letter() {
+    let app = spawn_app().await;
+    queued(&app, "c-a1", "k1").await;
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": "c-b1", "clinic": "k1", "queue": "q-bob",
+                   "patient": {"id": "p-c-b1", "name": "Dewi"}, "doctor": {"id": "d-bob", "name": "Bob"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut first = patient(&app, "c-a1").await;
+    assert_eq!(check_in(&mut first, "c-a1").await["ticket"], "A-001");
+    let mut second = patient(&app, "c-b1").await;
+    let other = check_in(&mut second, "c-b1").await;
+    assert_eq!((&other["queue"], &other["ticket"]), (&json!("q-bob"), &json!("B-001")));
+}
