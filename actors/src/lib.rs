@@ -27,7 +27,7 @@ mod state;
 mod store;
 
 pub use handle::{RoomHandle, Rooms};
-pub use media::{MediaPolicy, StaticMedia};
+pub use media::MediaPolicy;
 pub use outbox::{Outbox, OutboxReceiver, Push, outbox};
 pub use queue::{Queue, QueueConfig};
 pub use queue_state::{Place, QueueState, View, Waiting};

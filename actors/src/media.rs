@@ -1,7 +1,8 @@
 //! What a room tells each session about media: ICE servers, Jitsi access.
 //!
 //! The room decides the mode; the policy turns it into per-session
-//! credentials. Credentials are per session because TURN and Jitsi tokens
+//! credentials. The server implements it from its settings
+//! (`src/media.rs`: TURN REST credentials, Jitsi tokens). Credentials are per session because TURN and Jitsi tokens
 //! name the user they were issued to.
 
 use telehub_signaling::{IceServer, JitsiInfo, UserInfo};
@@ -17,21 +18,5 @@ pub trait MediaPolicy: Send + Sync + 'static {
     /// to Jitsi.
     fn mesh_limit(&self) -> usize {
         4
-    }
-}
-
-/// A fixed list of ICE servers and no Jitsi: the embedded default.
-#[derive(Debug, Clone, Default)]
-pub struct StaticMedia {
-    pub ice_servers: Vec<IceServer>,
-}
-
-impl MediaPolicy for StaticMedia {
-    fn ice_servers(&self, _user: &UserInfo) -> Vec<IceServer> {
-        self.ice_servers.clone()
-    }
-
-    fn jitsi(&self, _room: &str, _user: &UserInfo) -> Option<JitsiInfo> {
-        None
     }
 }
