@@ -1,52 +1,26 @@
-//! Demo mode: the pages and `POST /v1/demo/consultation`.
+//! Demo mode: the launcher page and `POST /v1/demo/consultation`.
 //!
 //! Demo mode runs only on loopback without a configured secret. It lets a
-//! person try a consultation in two browser tabs with nothing set up.
+//! person try a consultation (waiting room, call, chat, display) in a few
+//! browser tabs with nothing set up.
 
 use actix_web::{HttpResponse, get, post, web};
 
-use super::consultations::{create_consultation, new_consultation_id};
+use super::consultations::{check_id, create_consultation, new_consultation_id};
 use super::error::{ApiError, ErrorBody};
 use super::tokens::sign;
 use super::views::*;
 use crate::app::AppState;
 
-const INDEX_HTML: &str = include_str!("../../web/demo/index.html");
-const ROOM_HTML: &str = include_str!("../../web/demo/room.html");
-const APP_JS: &str = include_str!("../../web/demo/app.js");
-const STYLE_CSS: &str = include_str!("../../web/demo/style.css");
-
 fn demo_only(app: &AppState) -> Result<(), ApiError> {
     if app.demo { Ok(()) } else { Err(ApiError::not_found("demo mode is off")) }
 }
 
-fn page(app: &AppState, content_type: &str, body: &'static str) -> Result<HttpResponse, ApiError> {
-    demo_only(app)?;
-    Ok(HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
-        .body(body))
-}
-
+/// The launcher.
 #[get("/")]
 pub async fn index(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    page(&app, "text/html; charset=utf-8", INDEX_HTML)
-}
-
-#[get("/demo/room")]
-pub async fn room(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    page(&app, "text/html; charset=utf-8", ROOM_HTML)
-}
-
-#[get("/demo/app.js")]
-pub async fn app_js(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    page(&app, "text/javascript; charset=utf-8", APP_JS)
-}
-
-#[get("/demo/style.css")]
-pub async fn style_css(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    page(&app, "text/css; charset=utf-8", STYLE_CSS)
+    demo_only(&app)?;
+    super::pages::launcher(&app)
 }
 
 /// Demo mode only: create a consultation and a link for each side.
@@ -63,6 +37,14 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
     let suffix = &id[2..8];
     let patient_name = request.patient_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Budi".into());
     let doctor_name = request.doctor_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Dr. Ana".into());
+    let doctor_id = match request.doctor_id {
+        Some(doctor) if doctor.starts_with("demo-doctor-") => {
+            check_id("doctor_id", &doctor)?;
+            doctor
+        }
+        Some(_) => return Err(ApiError::bad_request("doctor_id must be the doctor of a demo consultation")),
+        None => format!("demo-doctor-{suffix}"),
+    };
     let consultation = create_consultation(
         &app,
         CreateConsultation {
@@ -73,7 +55,7 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
                 phone: None,
                 email: None,
             },
-            doctor: PersonIn { id: format!("demo-doctor-{suffix}"), name: doctor_name.clone() },
+            doctor: PersonIn { id: doctor_id.clone(), name: doctor_name.clone() },
             clinic: Some("demo".into()),
             queue: None,
             scheduled_at: None,
@@ -81,22 +63,23 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
         },
     )
     .await?;
-    let link = |sub: String, name: String, role: &str| -> Result<DemoLink, ApiError> {
-        let token = sign(
-            &app,
-            TokenRequest {
-                sub,
-                name,
-                role: role.into(),
-                clinic: Some("demo".into()),
-                rooms: Some(vec![id.clone()]),
-                ttl_s: Some(12 * 3600),
-            },
-        )?
-        .token;
-        Ok(DemoLink { url: format!("/demo/room?room={id}&token={token}"), token })
+    // The patient's token names this consultation only; the doctor's and
+    // the display's reach the doctor's queue and its consultations.
+    let token = |sub: String, name: String, role: &str, rooms: Option<Vec<String>>| -> Result<String, ApiError> {
+        let request =
+            TokenRequest { sub, name, role: role.into(), clinic: Some("demo".into()), rooms, ttl_s: Some(12 * 3600) };
+        Ok(sign(&app, request)?.token)
     };
-    let patient = link(consultation.patient.id.clone(), patient_name, "patient")?;
-    let doctor = link(consultation.doctor.id.clone(), doctor_name, "doctor")?;
-    Ok(HttpResponse::Created().json(DemoResponse { consultation: consultation.into(), patient, doctor }))
+    let queue = consultation.queue.clone();
+    let link = |url: String, token: String| DemoLink { url: format!("{url}#token={token}"), token };
+    let patient = link(
+        format!("/patient?room={id}"),
+        token(consultation.patient.id.clone(), patient_name, "patient", Some(vec![id.clone()]))?,
+    );
+    let doctor = link(format!("/doctor?queue={queue}"), token(doctor_id.clone(), doctor_name, "doctor", None)?);
+    let display = link(
+        format!("/display?queue={queue}"),
+        token(format!("demo-display-{suffix}"), "Waiting-room display".into(), "display", None)?,
+    );
+    Ok(HttpResponse::Created().json(DemoResponse { consultation: consultation.into(), patient, doctor, display }))
 }

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod openapi;
+pub mod pages;
 pub mod queues;
 pub mod tokens;
 pub mod views;
@@ -37,11 +38,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(health::readyz)
         .service(health::metrics)
         .service(openapi::document)
+        .service(pages::patient)
+        .service(pages::doctor)
+        .service(pages::display)
+        .service(pages::asset)
+        .service(pages::sdk)
         .service(demo::create)
         .service(demo::index)
-        .service(demo::room)
-        .service(demo::app_js)
-        .service(demo::style_css)
         .default_service(web::to(not_found));
 }
 

@@ -295,6 +295,9 @@ pub struct HealthView {
 pub struct DemoRequest {
     pub patient_name: Option<String>,
     pub doctor_name: Option<String>,
+    /// A doctor of an earlier demo consultation (`demo-doctor-…`): the new
+    /// patient joins that doctor's waiting room.
+    pub doctor_id: Option<String>,
 }
 
 /// One side of a demo consultation.
@@ -305,12 +308,14 @@ pub struct DemoLink {
     pub token: String,
 }
 
-/// A demo consultation and its two links.
+/// A demo consultation and the links of its patient, its doctor and the
+/// doctor's waiting-room display.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DemoResponse {
     pub consultation: ConsultationView,
     pub patient: DemoLink,
     pub doctor: DemoLink,
+    pub display: DemoLink,
 }
 
 /// One waiting patient in `GET /v1/queues/{queue}`.

@@ -190,7 +190,7 @@ async fn tokens_audit_presence_and_operations() {
 }
 
 #[tokio::test]
-async fn demo_mode_creates_a_consultation_with_two_working_links() {
+async fn demo_mode_creates_a_consultation_with_working_links() {
     let app = spawn_app_with(|s| {
         s.jwt_secret = None;
         s.api_key = None;
@@ -199,21 +199,79 @@ async fn demo_mode_creates_a_consultation_with_two_working_links() {
     let page = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    for asset in ["/demo/room", "/demo/app.js", "/demo/style.css"] {
-        assert_eq!(app.http.get(app.url(asset)).send().await.unwrap().status(), 200, "{asset}");
-    }
     let response =
         app.http.post(app.url("/v1/demo/consultation")).json(&json!({"patient_name": "Sari"})).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let demo: Value = response.json().await.unwrap();
     let room = demo["consultation"]["id"].as_str().unwrap().to_owned();
-    assert!(demo["patient"]["url"].as_str().unwrap().starts_with(&format!("/demo/room?room={room}&token=")));
-    let mut patient = Client::connect(&app, demo["patient"]["token"].as_str().unwrap()).await;
-    let mut doctor = Client::connect(&app, demo["doctor"]["token"].as_str().unwrap()).await;
-    patient.join(&room, None).await;
+    let doctor_id = demo["consultation"]["doctor"]["id"].as_str().unwrap().to_owned();
+    let token = |side: &str| demo[side]["token"].as_str().unwrap().to_owned();
+    assert_eq!(demo["patient"]["url"], format!("/patient?room={room}#token={}", token("patient")));
+    assert_eq!(demo["doctor"]["url"], format!("/doctor?queue={doctor_id}#token={}", token("doctor")));
+    assert_eq!(demo["display"]["url"], format!("/display?queue={doctor_id}#token={}", token("display")));
+
+    // The three sides work: the patient checks in, the display sees the
+    // ticket, the doctor lets the patient in and they chat.
+    let mut patient = Client::connect(&app, &token("patient")).await;
+    assert_eq!(patient.request(json!({"type": "checkin", "room": &room})).await["ticket"], "A-001");
+    let mut display = Client::connect(&app, &token("display")).await;
+    let board = display.request(json!({"type": "watch", "queue": &doctor_id})).await;
+    assert_eq!(board["entries"], json!([{"ticket": "A-001", "since": board["entries"][0]["since"]}]));
+    let mut doctor = Client::connect(&app, &token("doctor")).await;
     doctor.join(&room, None).await;
+    doctor.send(json!({"type": "admit", "room": &room})).await;
+    assert_eq!(patient.recv_type("admitted").await["room"], room.as_str());
+    patient.join(&room, None).await;
     patient.chat(&room, "1", "hello from the demo").await;
     assert_eq!(doctor.recv_type("message").await["from"]["name"], "Sari");
+
+    // Another patient of the same doctor waits in the same line.
+    let response = app
+        .http
+        .post(app.url("/v1/demo/consultation"))
+        .json(&json!({"patient_name": "Dewi", "doctor_id": doctor_id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(second["consultation"]["queue"], doctor_id.as_str());
+    let response =
+        app.http.post(app.url("/v1/demo/consultation")).json(&json!({"doctor_id": "d-real"})).send().await.unwrap();
+    assert_eq!(response.status(), 400, "only demo doctors can be reused");
     // The API key is random in demo mode: a guess is refused.
     assert_eq!(app.get("/v1/consultations/x").await.0, 401);
+}
+
+#[tokio::test]
+async fn pages_and_the_sdk_are_served_with_a_content_security_policy() {
+    let app = spawn_app_with(|s| {
+        s.jitsi_domain = Some("meet.example.org".into());
+        s.jitsi_app_id = Some("telehub".into());
+        s.jitsi_app_secret = Some("secret".into());
+    })
+    .await;
+    for (path, kind) in [
+        ("/patient", "text/html"),
+        ("/doctor", "text/html"),
+        ("/display", "text/html"),
+        ("/assets/style.css", "text/css"),
+        ("/assets/patient.js", "text/javascript"),
+        ("/sdk/telehub.js", "text/javascript"),
+        ("/sdk/call.js", "text/javascript"),
+        ("/sdk/telehub.d.ts", "text/plain"),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{path}: {:?}", headers["content-type"]);
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self' https://meet.example.org"), "{csp}");
+        assert!(csp.contains("frame-src https://meet.example.org"), "{csp}");
+    }
+    for missing in ["/sdk/test", "/sdk/..%2FCargo.toml", "/assets/.hidden", "/sdk/nothing.js"] {
+        assert_eq!(app.http.get(app.url(missing)).send().await.unwrap().status(), 404, "{missing}");
+    }
+    // Outside demo mode there is no launcher.
+    assert_eq!(app.http.get(app.url("/")).send().await.unwrap().status(), 404);
 }

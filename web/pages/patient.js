@@ -1,0 +1,87 @@
+// The patient's page: check in, wait with a ticket, position and ETA, then
+// the consultation (video, chat) once the doctor lets the patient in.
+//
+// Link: /patient?room=<consultation>#token=<patient token>
+
+import { Call } from '/sdk/call.js';
+import { $, ChatPanel, alertUser, claims, connectClient, localMedia, minutes, params, showConnection, startCall } from './common.js';
+
+const { token, room } = params();
+
+async function main() {
+  if (!token || !room) {
+    alertUser('This link is incomplete: it needs a consultation and a token. Ask the clinic for your link.');
+    return;
+  }
+  const name = claims(token).name;
+  if (name) $('h1').textContent = `Welcome, ${name}`;
+  const client = connectClient(token);
+  showConnection(client);
+  client.on('queue', showPlace);
+  client.on('admitted', (a) => a.room === room && enter(client));
+  client.on('ended', (e) => e.room === room && ended(e));
+  await client.connect();
+  try {
+    showPlace(await client.checkin(room));
+  } catch (err) {
+    // Active already (admitted earlier, or a reload during the call): go in.
+    if (err.code === 'conflict') return enter(client);
+    alertUser(`Could not check in: ${err.message}`);
+  }
+}
+
+function showPlace(queue) {
+  if (queue.room !== room) return;
+  $('#waiting').hidden = false;
+  $('#ticket').textContent = queue.ticket;
+  $('#position').textContent =
+    queue.ahead === 0 ? 'You are next.' : `Number ${queue.position} in line: ${queue.ahead} ${queue.ahead === 1 ? 'patient' : 'patients'} before you.`;
+  $('#position').dataset.position = String(queue.position);
+  $('#eta').textContent = `Expected wait: ${minutes(queue.eta_s)}.`;
+}
+
+let entered = false;
+
+async function enter(client) {
+  if (entered) return;
+  entered = true;
+  chime();
+  $('#waiting').hidden = true;
+  $('#consultation').hidden = false;
+  const chat = new ChatPanel(client, room, $('#consultation'));
+  try {
+    const stream = await localMedia();
+    const joined = await client.join(room);
+    if (joined.status === 'ended' || joined.status === 'cancelled') {
+      chat.setEnabled(false, 'The consultation has ended');
+      return;
+    }
+    startCall(client, room, Call, stream);
+    $('#chat-input').focus();
+  } catch (err) {
+    alertUser(`Could not join the consultation: ${err.message}`);
+  }
+  client.on('ended', () => chat.setEnabled(false, 'The consultation has ended'));
+}
+
+function ended(frame) {
+  $('#ended').hidden = false;
+  $('#ended-text').textContent = frame.by?.id === 'system' ? 'The consultation was closed.' : `${frame.by?.name ?? 'The doctor'} ended the consultation.`;
+  globalThis.telehub?.call?.hangup();
+}
+
+/** A short tone, so a patient in another tab hears that it is their turn. */
+function chime() {
+  try {
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    tone.frequency.value = 660;
+    tone.connect(audio.destination);
+    tone.start();
+    tone.stop(audio.currentTime + 0.25);
+  } catch {
+    // No audio allowed before a user gesture: the page change is enough.
+  }
+}
+
+main();
