@@ -308,17 +308,6 @@ impl Queue {
         }));
     }
 
-    fn unavailable(err: StoreError) -> Refusal {
-        match err {
-            StoreError::NotFound(what) => Refusal::new(ErrorCode::NotFound, format!("{what} not found")),
-            StoreError::Conflict(message) => Refusal::new(ErrorCode::Conflict, message),
-            StoreError::Unavailable(message) => {
-                warn!(%message, "storage unavailable");
-                Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
-            }
-        }
-    }
-
     /// Builds the state from stored entries: waiting patients start
     /// offline with a fresh grace period (the hub may have been down while
     /// they waited), admitted ones get what is left of their no-show time.
@@ -375,7 +364,7 @@ impl Actor for Queue {
         ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
             Ok(entries) => act.rebuild(entries, ctx),
             Err(err) => {
-                act.unusable = Some(Self::unavailable(err));
+                act.unusable = Some(Refusal::from(err));
                 act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             }
@@ -413,7 +402,7 @@ impl Handler<CheckIn> for Queue {
         let (room, queue, clinic) = (msg.room.clone(), self.name.clone(), msg.clinic.clone());
         let write = async move { store.check_in(&room, &queue, clinic.as_deref(), Utc::now()).await };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, ctx| {
-            let checked = result.map_err(Self::unavailable)?;
+            let checked = result.map_err(Refusal::from)?;
             let state = act.ready()?;
             state.add(Waiting {
                 room: msg.room.clone(),
@@ -475,7 +464,7 @@ impl Handler<Watch> for Queue {
             Box::pin(async { Ok(false) })
         };
         Box::pin(serves.into_actor(self).map(move |serves, act, ctx| {
-            let serves = serves.map_err(Self::unavailable)?;
+            let serves = serves.map_err(Refusal::from)?;
             let view = View::of(&who, serves).map_err(|why| Refusal::new(ErrorCode::Forbidden, why))?;
             let state = act.ready()?;
             let frame = state.state_frame(&view, msg.reference);

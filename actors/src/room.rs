@@ -410,17 +410,6 @@ impl Room {
         });
         self.idle_timer = Some(handle);
     }
-
-    fn unavailable(err: StoreError) -> Refusal {
-        match err {
-            StoreError::NotFound(what) => Refusal::new(ErrorCode::NotFound, format!("{what} not found")),
-            StoreError::Conflict(message) => Refusal::new(ErrorCode::Conflict, message),
-            StoreError::Unavailable(message) => {
-                warn!(%message, "storage unavailable");
-                Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
-            }
-        }
-    }
 }
 
 impl Actor for Room {
@@ -448,7 +437,7 @@ impl Actor for Room {
                 Ok(None) => {
                     act.unusable = Some(Refusal::new(ErrorCode::NotFound, format!("no consultation {}", act.id)));
                 }
-                Err(err) => act.unusable = Some(Self::unavailable(err)),
+                Err(err) => act.unusable = Some(Refusal::from(err)),
             }
             // Forget the room at once so that the next attempt loads afresh
             // (the consultation may be created, or storage come back), but
@@ -499,7 +488,7 @@ impl Handler<Join> for Room {
                 Ok(loaded) => loaded,
                 Err(err) => {
                     act.maybe_idle(ctx);
-                    return Err(Self::unavailable(err));
+                    return Err(Refusal::from(err));
                 }
             };
             let state = act.state.as_ref().expect("checked above");
@@ -599,7 +588,7 @@ impl Handler<ChatStored> for Room {
                     self.deliver(ready, ctx);
                 }
             }
-            Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+            Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
         }
         self.maybe_idle(ctx);
     }
@@ -670,7 +659,7 @@ impl Handler<ReadStored> for Room {
                 self.broadcast(&frame, Some(&session.id), ctx);
                 Self::reply_ok(&session.outbox, reference);
             }
-            Err(err) => Self::reply_error(&session.outbox, reference, Self::unavailable(err)),
+            Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
         }
         self.maybe_idle(ctx);
     }
@@ -756,7 +745,7 @@ impl Handler<Admit> for Room {
             state.write_finished();
             if let Err(err) = result {
                 state.set_status(before);
-                return Err(Self::unavailable(err));
+                return Err(Refusal::from(err));
             }
             let patient = state.record().patient.id.clone();
             let queue = state.record().queue.clone();
@@ -804,7 +793,7 @@ impl Handler<End> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(result.is_ok());
-            result.map_err(Self::unavailable)?;
+            result.map_err(Refusal::from)?;
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
             act.broadcast(&frame, None, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
@@ -843,7 +832,7 @@ impl Handler<PostSystem> for Room {
             if let Some(state) = act.state.as_mut() {
                 state.write_finished();
             }
-            let stored = result.map_err(Self::unavailable)?;
+            let stored = result.map_err(Refusal::from)?;
             let event = MessageEvent {
                 room: act.id.clone(),
                 seq: stored.seq,
@@ -944,7 +933,7 @@ impl Handler<NoShow> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(false);
-            result.map_err(Self::unavailable)?;
+            result.map_err(Refusal::from)?;
             state.set_status(RoomStatus::Cancelled);
             let by = UserRef { id: "system".into(), name: "No-show".into() };
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };

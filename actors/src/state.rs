@@ -26,6 +26,22 @@ impl Refusal {
     }
 }
 
+/// What a client is told when storage fails: `unavailable` says nothing was
+/// stored and a retry is safe.
+impl From<crate::StoreError> for Refusal {
+    fn from(err: crate::StoreError) -> Self {
+        use crate::StoreError;
+        match err {
+            StoreError::NotFound(what) => Refusal::new(ErrorCode::NotFound, format!("{what} not found")),
+            StoreError::Conflict(message) => Refusal::new(ErrorCode::Conflict, message),
+            StoreError::Unavailable(message) => {
+                tracing::warn!(%message, "storage unavailable");
+                Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
+            }
+        }
+    }
+}
+
 /// A session present in the room.
 #[derive(Debug, Clone)]
 struct Present {
