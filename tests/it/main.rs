@@ -15,4 +15,6 @@ mod signaling;
 mod slow;
 mod storage;
 mod tokens;
+mod turn;
 mod waiting_room;
+mod webrtc;
