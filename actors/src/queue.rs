@@ -7,7 +7,7 @@
 //! the store when it starts, so a restarted hub has the same queue, and it
 //! stores every change before it tells anyone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -112,6 +112,9 @@ pub struct Queue {
     told: HashMap<String, Place>,
     grace: HashMap<String, SpawnHandle>,
     no_show: HashMap<String, SpawnHandle>,
+    /// Patients who came into their consultation before this queue heard
+    /// of the admission (the two messages come from different places).
+    early_shows: HashSet<String>,
     idle_timer: Option<SpawnHandle>,
     store: Arc<dyn QueueStore>,
     rooms: Addr<RoomRegistry>,
@@ -135,6 +138,7 @@ impl Queue {
             told: HashMap::new(),
             grace: HashMap::new(),
             no_show: HashMap::new(),
+            early_shows: HashSet::new(),
             idle_timer: None,
             store,
             rooms,
@@ -214,6 +218,7 @@ impl Queue {
             return;
         }
         self.told.remove(&room);
+        self.early_shows.remove(&room);
         let store = self.store.clone();
         let stored_room = room.clone();
         actix::spawn(async move {
@@ -498,14 +503,26 @@ impl Handler<Admitted> for Queue {
         for display in displays {
             self.push(&display, called.clone());
         }
+        // A patient already in the consultation has shown up: no timeout.
+        let here = !msg.told.is_empty() || self.early_shows.remove(&msg.room);
+        let stored = if here {
+            if let Some(state) = self.state.as_mut() {
+                state.settle(&msg.room);
+            }
+            EntryState::Seen
+        } else {
+            EntryState::Admitted
+        };
         let store = self.store.clone();
         let room = msg.room.clone();
         actix::spawn(async move {
-            if let Err(err) = store.set_entry_state(&room, EntryState::Admitted, Utc::now()).await {
+            if let Err(err) = store.set_entry_state(&room, stored, Utc::now()).await {
                 warn!(%room, error = %err, "queue entry state not stored");
             }
         });
-        if let Some(no_show) = self.config.no_show {
+        if let Some(no_show) = self.config.no_show
+            && !here
+        {
             self.start_no_show(msg.room, no_show, ctx);
         }
         self.publish();
@@ -519,6 +536,12 @@ impl Handler<Showed> for Queue {
 
     fn handle(&mut self, msg: Showed, ctx: &mut Context<Self>) {
         let Some(state) = self.state.as_mut() else { return };
+        if state.waiting(&msg.room).is_some() {
+            // The admission is on its way here: remember, so that it starts
+            // no timeout.
+            self.early_shows.insert(msg.room);
+            return;
+        }
         if state.settle(&msg.room).is_none() {
             return;
         }

@@ -143,7 +143,8 @@ pub(crate) struct CheckinTicket {
 pub(crate) struct MarkWaiting;
 
 /// What admitting did: the consultation's queue, and the patient's sessions
-/// in the room that were told.
+/// in the room that were told (when there are any, the patient has shown up
+/// already: no no-show timeout for them).
 #[derive(Debug, Clone)]
 pub(crate) struct AdmitOutcome {
     pub queue: String,
@@ -756,10 +757,6 @@ impl Handler<Admit> for Room {
                     let _ = outbox.push(frame.clone());
                     told.push(session.clone());
                 }
-            }
-            // A patient who is here already has shown up.
-            if !told.is_empty() {
-                act.queues.showed(&queue, &act.id);
             }
             let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
             act.audit(by, "admit", serde_json::json!({ "patient": patient }));

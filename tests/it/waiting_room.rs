@@ -297,3 +297,31 @@ async fn each_queue_of_a_clinic_gets_its_own_letter() {
     let other = check_in(&mut second, "c-b1").await;
     assert_eq!((&other["queue"], &other["ticket"]), (&json!("q-bob"), &json!("B-001")));
 }
+
+#[tokio::test]
+async fn a_patient_already_in_the_room_when_admitted_is_never_a_no_show() {
+    let app = spawn_app_with(|s| s.no_show_s = 1).await;
+    queued(&app, "c-h1", "k1").await;
+    queued(&app, "c-h2", "k1").await;
+    let mut first = patient(&app, "c-h1").await;
+    check_in(&mut first, "c-h1").await;
+    let mut second = patient(&app, "c-h2").await;
+    check_in(&mut second, "c-h2").await;
+    // The first patient waits inside the consultation room itself.
+    first.join("c-h1", None).await;
+    let mut doctor = doctor(&app).await;
+    doctor.join("c-h1", None).await;
+    doctor.join("c-h2", None).await;
+    doctor.send(json!({"type": "admit", "room": "c-h1"})).await;
+    first.recv_type("admitted").await;
+    drop(first);
+    doctor.recv_type("presence").await;
+
+    // The second is admitted later and never comes: its timeout, started
+    // after any the first could have had, runs out.
+    doctor.send(json!({"type": "admit", "room": "c-h2"})).await;
+    let ended = doctor.recv_type("ended").await;
+    assert_eq!(ended["room"], "c-h2", "only the absent patient is a no-show: {ended}");
+    assert_eq!(app.consultation_status("c-h2").await, "cancelled");
+    assert_eq!(app.consultation_status("c-h1").await, "active");
+}
