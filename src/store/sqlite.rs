@@ -19,15 +19,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
-    StoredEntry,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
-use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender, format_time};
+use telehub_signaling::{MediaMode, MessageEvent, RoomStatus, format_time};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{error, info};
 
+use super::rows::{
+    ConsultationRow, EntryRow, MESSAGE_COLUMNS, MessageIds, MessageRow, next_number, parse_time, ticket, ticket_letter,
+};
 use super::writer::{Job, Outcome, Write, next_batch, submit};
-use super::{AuditQuery, AuditRecord, Consultation, Contact, NewConsultation, Store, unavailable};
+use super::{AuditQuery, AuditRecord, Consultation, LOAD_QUEUE, NewConsultation, Store, unavailable};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -274,14 +276,14 @@ async fn check_in(
             (letter, 0)
         }
     };
-    let number = last % 999 + 1;
+    let number = next_number(last);
     sqlx::query("UPDATE queue_days SET last = ? WHERE queue = ? AND day = ?")
         .bind(number)
         .bind(queue)
         .bind(&day)
         .execute(&mut *conn)
         .await?;
-    let ticket = format!("{letter}-{number:03}");
+    let ticket = ticket(&letter, number);
     let since = format_time(at);
     sqlx::query(
         "INSERT INTO queue_entries (room, queue, ticket, state, checked_in_at, changed_at)
@@ -300,32 +302,6 @@ async fn check_in(
         .execute(&mut *conn)
         .await?;
     Ok(CheckedIn { ticket, since })
-}
-
-/// The letter of a clinic's `n`th queue of the day (from 0): A to Z, then
-/// round again.
-fn ticket_letter(n: i64) -> String {
-    let n = u8::try_from(n.rem_euclid(26)).unwrap_or(0);
-    char::from(b'A' + n).to_string()
-}
-
-/// Message ids: a random prefix per process and a counter. Unique without
-/// a system call per message, which a random UUID per message would cost.
-struct MessageIds {
-    prefix: u64,
-    counter: std::sync::atomic::AtomicU64,
-}
-
-impl MessageIds {
-    fn get() -> &'static MessageIds {
-        static IDS: std::sync::OnceLock<MessageIds> = std::sync::OnceLock::new();
-        IDS.get_or_init(|| MessageIds { prefix: rand::random(), counter: std::sync::atomic::AtomicU64::new(0) })
-    }
-
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("m_{:016x}{:010x}", self.prefix, n)
-    }
 }
 
 /// The identity of a message for idempotency.
@@ -508,22 +484,6 @@ async fn insert_rows(
     Ok(())
 }
 
-fn message_from_row(row: &SqliteRow) -> MessageEvent {
-    let kind: String = row.get("kind");
-    MessageEvent {
-        room: row.get("room"),
-        seq: row.get("seq"),
-        id: row.get("id"),
-        client_id: row.get("client_id"),
-        from: Sender { id: row.get("sender_id"), name: row.get("sender_name"), role: row.get("sender_role") },
-        kind: if kind == "system" { MessageKind::System } else { MessageKind::Text },
-        text: row.get("text"),
-        at: row.get("at"),
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at";
-
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
         c.created_at, c.started_at, c.ended_at,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
@@ -534,30 +494,6 @@ const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.s
      JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
      WHERE c.id = ?";
 
-fn consultation_from_row(row: &SqliteRow) -> Result<Consultation, StoreError> {
-    let status: String = row.get("status");
-    let mode: String = row.get("media_mode");
-    Ok(Consultation {
-        id: row.get("id"),
-        status: status.parse().map_err(StoreError::Unavailable)?,
-        patient: Contact {
-            id: row.get("patient_id"),
-            name: row.get("patient_name"),
-            phone: row.get("patient_phone"),
-            email: row.get("patient_email"),
-        },
-        doctor: Person { id: row.get("doctor_id"), name: row.get("doctor_name") },
-        clinic: row.get("clinic"),
-        queue: row.get("queue"),
-        scheduled_at: row.get("scheduled_at"),
-        media_mode: mode.parse().map_err(StoreError::Unavailable)?,
-        created_at: row.get("created_at"),
-        started_at: row.get("started_at"),
-        ended_at: row.get("ended_at"),
-        last_seq: row.get("last_seq"),
-    })
-}
-
 #[async_trait]
 impl RoomStore for SqliteStore {
     async fn load_room(&self, room: &str) -> Result<Option<RoomRecord>, StoreError> {
@@ -566,17 +502,27 @@ impl RoomStore for SqliteStore {
 
     async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?");
-        let rows =
-            sqlx::query(&sql).bind(room).bind(after).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
-        Ok(rows.iter().map(message_from_row).collect())
+        let rows = sqlx::query_as::<_, MessageRow>(&sql)
+            .bind(room)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(MessageEvent::from).collect())
     }
 
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
         let sql = format!(
             "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
         );
-        let rows = sqlx::query(&sql).bind(room).bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
-        Ok(rows.iter().map(message_from_row).collect())
+        let rows = sqlx::query_as::<_, MessageRow>(&sql)
+            .bind(room)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.into_iter().map(MessageEvent::from).collect())
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
@@ -630,36 +576,9 @@ impl QueueStore for SqliteStore {
     }
 
     async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
-                    p.user_id AS patient_id, p.name AS patient_name
-             FROM queue_entries e
-             JOIN consultations c ON c.id = e.room
-             JOIN members p ON p.consultation_id = e.room AND p.role = 'patient'
-             WHERE e.queue = ?
-               AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
-                 OR (e.state = 'admitted' AND c.status = 'active'))
-             ORDER BY e.checked_in_at, e.ticket",
-        )
-        .bind(queue)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.get("state");
-                let changed: String = row.get("changed_at");
-                Ok(StoredEntry {
-                    room: row.get("room"),
-                    ticket: row.get("ticket"),
-                    clinic: row.get("clinic"),
-                    patient: Person { id: row.get("patient_id"), name: row.get("patient_name") },
-                    since: row.get("checked_in_at"),
-                    state: state.parse().map_err(StoreError::Unavailable)?,
-                    changed_at: parse_time(&changed)?,
-                })
-            })
-            .collect()
+        let rows =
+            sqlx::query_as::<_, EntryRow>(LOAD_QUEUE).bind(queue).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.into_iter().map(StoredEntry::try_from).collect()
     }
 
     async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError> {
@@ -693,12 +612,6 @@ impl QueueStore for SqliteStore {
         .map_err(unavailable)?;
         Ok(found.is_some())
     }
-}
-
-fn parse_time(text: &str) -> Result<chrono::DateTime<Utc>, StoreError> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|err| StoreError::Unavailable(format!("bad stored time {text:?}: {err}")))
 }
 
 #[async_trait]
@@ -751,8 +664,12 @@ impl Store for SqliteStore {
     }
 
     async fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError> {
-        let row = sqlx::query(CONSULTATION_SELECT).bind(id).fetch_optional(&self.pool).await.map_err(unavailable)?;
-        row.as_ref().map(consultation_from_row).transpose()
+        let row = sqlx::query_as::<_, ConsultationRow>(CONSULTATION_SELECT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(Consultation::try_from).transpose()
     }
 
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -815,6 +732,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use telehub_signaling::{MessageKind, Sender};
+
     use super::*;
 
     fn message(sender: &str, client_id: &str) -> NewMessage {

@@ -1,0 +1,164 @@
+//! What both stores read from their tables, and small helpers they share.
+//!
+//! The rows derive `sqlx::FromRow`, so the SQLite and PostgreSQL stores map
+//! the same columns to the same types with one piece of code. Times are
+//! RFC 3339 strings in both.
+
+use chrono::{DateTime, Utc};
+use telehub_actors::{EntryState, Person, StoreError, StoredEntry};
+use telehub_signaling::{MessageEvent, MessageKind, Sender};
+
+use super::{Consultation, Contact};
+
+/// The columns of [`MessageRow`], for SELECT lists.
+pub(crate) const MESSAGE_COLUMNS: &str =
+    "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at";
+
+/// One stored chat message.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct MessageRow {
+    room: String,
+    seq: i64,
+    id: String,
+    sender_id: String,
+    sender_name: String,
+    sender_role: String,
+    client_id: Option<String>,
+    kind: String,
+    text: String,
+    at: String,
+}
+
+impl From<MessageRow> for MessageEvent {
+    fn from(row: MessageRow) -> Self {
+        MessageEvent {
+            room: row.room,
+            seq: row.seq,
+            id: row.id,
+            client_id: row.client_id,
+            from: Sender { id: row.sender_id, name: row.sender_name, role: row.sender_role },
+            kind: if row.kind == "system" { MessageKind::System } else { MessageKind::Text },
+            text: row.text,
+            at: row.at,
+        }
+    }
+}
+
+/// A consultation with its patient and doctor (and, from the query, its
+/// last `seq`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ConsultationRow {
+    id: String,
+    status: String,
+    clinic: Option<String>,
+    queue: String,
+    scheduled_at: Option<String>,
+    media_mode: String,
+    created_at: String,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    patient_id: String,
+    patient_name: String,
+    patient_phone: Option<String>,
+    patient_email: Option<String>,
+    doctor_id: String,
+    doctor_name: String,
+    last_seq: i64,
+}
+
+impl TryFrom<ConsultationRow> for Consultation {
+    type Error = StoreError;
+
+    fn try_from(row: ConsultationRow) -> Result<Self, StoreError> {
+        Ok(Consultation {
+            id: row.id,
+            status: row.status.parse().map_err(StoreError::Unavailable)?,
+            patient: Contact {
+                id: row.patient_id,
+                name: row.patient_name,
+                phone: row.patient_phone,
+                email: row.patient_email,
+            },
+            doctor: Person { id: row.doctor_id, name: row.doctor_name },
+            clinic: row.clinic,
+            queue: row.queue,
+            scheduled_at: row.scheduled_at,
+            media_mode: row.media_mode.parse().map_err(StoreError::Unavailable)?,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            ended_at: row.ended_at,
+            last_seq: row.last_seq,
+        })
+    }
+}
+
+/// A waiting-room entry with its consultation's clinic and patient.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EntryRow {
+    room: String,
+    ticket: String,
+    state: String,
+    checked_in_at: String,
+    changed_at: String,
+    clinic: Option<String>,
+    patient_id: String,
+    patient_name: String,
+}
+
+impl TryFrom<EntryRow> for StoredEntry {
+    type Error = StoreError;
+
+    fn try_from(row: EntryRow) -> Result<Self, StoreError> {
+        Ok(StoredEntry {
+            room: row.room,
+            ticket: row.ticket,
+            clinic: row.clinic,
+            patient: Person { id: row.patient_id, name: row.patient_name },
+            since: row.checked_in_at,
+            state: row.state.parse::<EntryState>().map_err(StoreError::Unavailable)?,
+            changed_at: parse_time(&row.changed_at)?,
+        })
+    }
+}
+
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| StoreError::Unavailable(format!("bad stored time {text:?}: {err}")))
+}
+
+/// The letter of a clinic's `n`th queue of the day (from 0): A to Z, then
+/// round again.
+pub(crate) fn ticket_letter(n: i64) -> String {
+    let n = u8::try_from(n.rem_euclid(26)).unwrap_or(0);
+    char::from(b'A' + n).to_string()
+}
+
+/// A ticket from its letter and number.
+pub(crate) fn ticket(letter: &str, number: i64) -> String {
+    format!("{letter}-{number:03}")
+}
+
+/// The next ticket number of a day after `last`: 1 to 999, then 1 again.
+pub(crate) fn next_number(last: i64) -> i64 {
+    last % 999 + 1
+}
+
+/// Message ids: a random prefix per process and a counter. Unique without
+/// a system call per message, which a random UUID per message would cost.
+pub(crate) struct MessageIds {
+    prefix: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl MessageIds {
+    pub(crate) fn get() -> &'static MessageIds {
+        static IDS: std::sync::OnceLock<MessageIds> = std::sync::OnceLock::new();
+        IDS.get_or_init(|| MessageIds { prefix: rand::random(), counter: std::sync::atomic::AtomicU64::new(0) })
+    }
+
+    pub(crate) fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("m_{:016x}{:010x}", self.prefix, n)
+    }
+}
