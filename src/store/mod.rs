@@ -6,6 +6,7 @@
 //! group-commit [`writer`], so many rooms share one transaction and one
 //! fsync.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod writer;
@@ -121,7 +122,7 @@ pub async fn connect(url: &str, busy: std::time::Duration) -> anyhow::Result<std
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, busy).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("PostgreSQL storage is not built yet; use a sqlite:// URL")
+        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url, busy).await?))
     } else {
         anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…")
     }

@@ -47,11 +47,44 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// A node on a fresh database: SQLite in the test's folder, or, when
+/// `TELEHUB_TEST_POSTGRES` names a PostgreSQL server (scripts/test starts
+/// one and runs the suite again against it), a new database there.
 pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut settings = test_settings(&dir);
+    if let Some(server) = postgres_server() {
+        settings.database_url = fresh_postgres_database(&server).await;
+    }
+    change(&mut settings);
+    start(settings, dir).await
+}
+
+/// A node on SQLite whatever the suite runs against, for tests of SQLite
+/// itself (its file locks, say).
+pub async fn spawn_sqlite_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut settings = test_settings(&dir);
     change(&mut settings);
     start(settings, dir).await
+}
+
+/// The PostgreSQL server the suite runs against, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("TELEHUB_TEST_POSTGRES").ok().filter(|url| !url.is_empty())
+}
+
+/// Creates an empty database on `server` and returns its URL. A server that
+/// was named but does not answer fails the test: it never falls back.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(server)
+        .await
+        .unwrap_or_else(|err| panic!("TELEHUB_TEST_POSTGRES={server} does not answer: {err}"));
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    let (base, _) = server.rsplit_once('/').expect("a postgres:// URL with a database");
+    format!("{base}/{name}")
 }
 
 /// Starts a node on its own thread and actix system; waits until it answers.

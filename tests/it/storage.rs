@@ -6,9 +6,10 @@ use sqlx::Connection;
 
 use crate::helpers::*;
 
+/// SQLite's own lock; a PostgreSQL that goes away has its own test.
 #[tokio::test]
 async fn a_locked_database_answers_unavailable_and_recovers() {
-    let app = spawn_app_with(|s| s.database_busy_ms = 200).await;
+    let app = spawn_sqlite_app_with(|s| s.database_busy_ms = 200).await;
     app.consultation("c-db").await;
     let mut patient = app.patient("c-db").await;
     patient.join("c-db", None).await;

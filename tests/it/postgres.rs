@@ -1,0 +1,109 @@
+//! Two nodes on one PostgreSQL database: what the store must hold when
+//! several nodes write to one room. (Delivery across nodes needs the broker;
+//! this is about what is stored and acknowledged.)
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A PostgreSQL server: the suite's, or one started for this test.
+struct Server {
+    url: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn get() -> Server {
+        if let Some(url) = postgres_server() {
+            return Server { url, dir: None };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+        let out = std::process::Command::new(script).arg("start").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "PostgreSQL did not start: {}", String::from_utf8_lossy(&out.stderr));
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Server { url, dir: Some(dir) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+            let _ = std::process::Command::new(script).arg("stop").arg(dir.path()).status();
+        }
+    }
+}
+
+async fn node(database_url: &str) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut settings = test_settings(&dir);
+    settings.database_url = database_url.to_owned();
+    start(settings, dir).await
+}
+
+/// Sends `n` chat frames without waiting, then collects their acks.
+async fn burst(client: &mut Client, room: &str, prefix: &str, n: usize) -> Vec<Value> {
+    for i in 0..n {
+        let frame = json!({"type": "chat", "ref": format!("{prefix}{i}"), "room": room, "client_id": format!("{prefix}{i}"), "text": format!("{prefix} {i}")});
+        client.send(frame).await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < n {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("ack") => acks.push(frame),
+            Some("error") => panic!("refused: {frame}"),
+            _ => {}
+        }
+    }
+    acks
+}
+
+#[tokio::test]
+async fn two_nodes_writing_to_one_room_get_gapless_unique_seqs_and_idempotent_resends() {
+    let server = Server::get();
+    let database = fresh_postgres_database(&server.url).await;
+    let a = node(&database).await;
+    let b = node(&database).await;
+    a.consultation("c-pg").await;
+
+    let mut patient = a.patient("c-pg").await;
+    patient.join("c-pg", None).await;
+    let mut doctor = b.doctor("c-pg").await;
+    doctor.join("c-pg", None).await;
+    // Both nodes write at once, each under its own group commit.
+    let (from_a, from_b) = tokio::join!(burst(&mut patient, "c-pg", "p", 40), burst(&mut doctor, "c-pg", "d", 40));
+    let mut seqs: Vec<i64> = from_a.iter().chain(&from_b).map(|ack| ack["seq"].as_i64().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=80).collect::<Vec<_>>(), "every ack has its own seq, with no gap");
+
+    // What is stored is what was acknowledged, as either node reads it.
+    for app in [&a, &b] {
+        let (status, page) = app.get("/v1/consultations/c-pg/messages?after=0&limit=500").await;
+        assert_eq!(status, 200, "{page}");
+        let stored: Vec<(i64, String)> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["seq"].as_i64().unwrap(), m["client_id"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(stored.len(), 80);
+        for ack in from_a.iter().chain(&from_b) {
+            let client_id = ack["ref"].as_str().unwrap();
+            assert!(stored.contains(&(ack["seq"].as_i64().unwrap(), client_id.to_owned())), "{ack}");
+        }
+    }
+
+    // The patient resends through the other node: the original ack, nothing new.
+    let mut again = b.patient("c-pg").await;
+    again.join("c-pg", None).await;
+    let resent = again.chat("c-pg", "p7", "p 7").await;
+    let original = from_a.iter().find(|ack| ack["ref"] == "p7").unwrap();
+    assert_eq!((&resent["seq"], &resent["id"]), (&original["seq"], &original["id"]));
+    let next = again.chat("c-pg", "p-new", "after the resend").await;
+    assert_eq!(next["seq"], 81, "the resend took no number");
+    drop(server);
+}
