@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Starts a throwaway PostgreSQL for the tests, on a free loopback port, with
-# its data and socket in a fresh temporary folder; prints the URL of a
-# superuser connection. Stop it with `scripts/postgres.sh stop DIR`.
+# A throwaway PostgreSQL for the tests, on a free loopback port, with its
+# data and socket in a folder of the caller's; `start` prints the URL of a
+# superuser connection.
 #
 #   url=$(scripts/postgres.sh start "$dir")   # dir: an empty folder
+#   scripts/postgres.sh pause "$dir"          # shut the server down (fast)
+#   scripts/postgres.sh resume "$dir"         # start it again, same port
 #   scripts/postgres.sh stop "$dir"
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres`
 # user of Debian's packages (created if missing).
 set -euo pipefail
-cmd=${1:?start or stop}
+cmd=${1:?start, pause, resume or stop}
 dir=${2:?a folder for the cluster}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bin/initdb" ] || { echo "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); run scripts/test" >&2; exit 1; }
@@ -24,23 +26,34 @@ as_owner() {
     fi
 }
 
+run_server() {
+    # Durability is not what these tests measure; fsync off keeps them fast.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "-p $(cat "$dir/port") -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" \
+        start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
+}
+
 case $cmd in
 start)
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$dir"
+    echo "$port" >"$dir/port"
     as_owner "$bin/initdb" -D "$dir/data" -U telehub --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
-    # Durability is not what these tests measure; fsync off keeps them fast.
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" \
-        start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
+    run_server
     echo "postgres://telehub@127.0.0.1:$port/postgres"
+    ;;
+pause)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+resume)
+    run_server
     ;;
 stop)
     as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
     ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|pause|resume|stop DIR" >&2
     exit 2
     ;;
 esac

@@ -8,31 +8,43 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// A PostgreSQL server: the suite's, or one started for this test.
+/// A PostgreSQL server: the suite's, or one of this test's own.
 struct Server {
     url: String,
     dir: Option<tempfile::TempDir>,
 }
 
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
+
 impl Server {
+    /// The suite's server if it has one, else one started for this test.
     fn get() -> Server {
-        if let Some(url) = postgres_server() {
-            return Server { url, dir: None };
+        match postgres_server() {
+            Some(url) => Server { url, dir: None },
+            None => Server::own(),
         }
+    }
+
+    /// A server of this test's own, which it may stop and start.
+    fn own() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
-        let out = std::process::Command::new(script).arg("start").arg(dir.path()).output().unwrap();
+        let out = std::process::Command::new(SCRIPT).arg("start").arg(dir.path()).output().unwrap();
         assert!(out.status.success(), "PostgreSQL did not start: {}", String::from_utf8_lossy(&out.stderr));
         let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         Server { url, dir: Some(dir) }
+    }
+
+    fn run(&self, command: &str) {
+        let dir = self.dir.as_ref().expect("only a server of this test's own is stopped and started");
+        let status = std::process::Command::new(SCRIPT).arg(command).arg(dir.path()).status().unwrap();
+        assert!(status.success(), "postgres.sh {command} failed");
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh");
-            let _ = std::process::Command::new(script).arg("stop").arg(dir.path()).status();
+            let _ = std::process::Command::new(SCRIPT).arg("stop").arg(dir.path()).status();
         }
     }
 }
@@ -106,4 +118,37 @@ async fn two_nodes_writing_to_one_room_get_gapless_unique_seqs_and_idempotent_re
     let next = again.chat("c-pg", "p-new", "after the resend").await;
     assert_eq!(next["seq"], 81, "the resend took no number");
     drop(server);
+}
+
+#[tokio::test]
+async fn while_postgresql_is_down_chat_is_unavailable_and_nothing_is_acked() {
+    let server = Server::own();
+    let database = fresh_postgres_database(&server.url).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut settings = test_settings(&dir);
+    settings.database_url = database;
+    settings.database_busy_ms = 500;
+    let app = start(settings, dir).await;
+    let (mut doctor, mut patient) = app.pair("c-down").await;
+    assert_eq!(patient.chat("c-down", "1", "before").await["seq"], 1);
+    doctor.recv_type("message").await;
+    patient.recv_type("message").await;
+
+    server.run("pause");
+    let refused =
+        patient.request(json!({"type": "chat", "room": "c-down", "client_id": "2", "text": "while down"})).await;
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("unavailable")), "{refused}");
+    // Nothing was stored, so nothing went out; the node still answers.
+    doctor.assert_quiet().await;
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "not ready without its database");
+
+    server.run("resume");
+    // The same frame again: stored now, with the next number.
+    let ack = patient.chat("c-down", "2", "while down").await;
+    assert_eq!(ack["seq"], 2, "the refused attempt took no number");
+    let seen = doctor.recv_type("message").await;
+    assert_eq!((&seen["seq"], &seen["text"]), (&json!(2), &json!("while down")));
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
 }
