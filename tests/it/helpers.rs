@@ -226,7 +226,12 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(app: &TestApp, token: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(app.ws_url(token)).await.expect("upgrade");
+        Client::connect_to(&app.ws_url(token)).await
+    }
+
+    /// Connects to any WebSocket URL of a hub (through a proxy, say).
+    pub async fn connect_to(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
         let mut client = Client { ws, session: String::new(), next_ref: 0 };
         let welcome = client.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");

@@ -8,6 +8,7 @@ mod end;
 mod helpers;
 mod history;
 mod media;
+mod nginx;
 mod postgres;
 mod presence;
 mod rights;
