@@ -28,13 +28,13 @@ use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, RoomStatus, format_time};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::rows::{
     ConsultationRow, EntryRow, MESSAGE_COLUMNS, MessageIds, MessageRow, next_number, parse_time, ticket, ticket_letter,
 };
-use super::writer::{Job, Outcome, Write, next_batch, submit};
+use super::writer::{Job, Outcome, Write, Writes, next_batch};
 use super::{AuditQuery, AuditRecord, Consultation, LOAD_QUEUE, NewConsultation, Store, unavailable};
 
 /// Most jobs in one transaction.
@@ -43,8 +43,7 @@ const MAX_BATCH: usize = 1024;
 /// PostgreSQL storage.
 pub struct PostgresStore {
     pool: PgPool,
-    writer: mpsc::Sender<Job>,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writes: Writes,
 }
 
 impl PostgresStore {
@@ -61,10 +60,9 @@ impl PostgresStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
         info!(host = ?options.get_host(), "postgres store open");
-        let task = tokio::spawn(run_writer(options, rx));
-        Ok(PostgresStore { pool, writer: tx, writer_task: Mutex::new(Some(task)) })
+        let writes = Writes::start(|rx| run_writer(options, rx));
+        Ok(PostgresStore { pool, writes })
     }
 }
 
@@ -458,29 +456,23 @@ impl RoomStore for PostgresStore {
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        submit(&self.writer, |reply| Job::Append { message, reply }).await
+        self.writes.append(message).await
     }
 
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
-        let (room, user) = (room.to_owned(), user.to_owned());
-        submit(&self.writer, |reply| Job::Write(Write::ReadMarker { room, user, seq, reply })).await
+        self.writes.read_marker(room, user, seq).await
     }
 
     async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Status { room, status, at, reply })).await
+        self.writes.status(room, status, at).await
     }
 
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Media { room, mode, reply })).await
+        self.writes.media(room, mode).await
     }
 
     fn audit(&self, entry: AuditEntry) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        if let Err(err) = self.writer.try_send(Job::Write(Write::Audit { entry, reply })) {
-            warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
-        }
+        self.writes.audit(entry);
     }
 }
 
@@ -493,8 +485,7 @@ impl QueueStore for PostgresStore {
         clinic: Option<&str>,
         at: chrono::DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError> {
-        let (room, queue, clinic) = (room.to_owned(), queue.to_owned(), clinic.map(str::to_owned));
-        submit(&self.writer, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
+        self.writes.check_in(room, queue, clinic, at).await
     }
 
     async fn set_entry_state(
@@ -503,8 +494,7 @@ impl QueueStore for PostgresStore {
         state: EntryState,
         at: chrono::DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Entry { room, state, at, reply })).await
+        self.writes.entry_state(room, state, at).await
     }
 
     async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
@@ -626,7 +616,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.writer.is_closed() {
+        if self.writes.is_stopped() {
             return Err(StoreError::Unavailable("writer stopped".into()));
         }
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
@@ -634,20 +624,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
-        let entry = AuditEntry {
-            at: Utc::now(),
-            room: None,
-            user: None,
-            action: "shutdown".into(),
-            detail: serde_json::json!({}),
-        };
-        let result = submit(&self.writer, |reply| Job::Write(Write::Audit { entry, reply })).await;
-        if let Err(err) = result {
-            error!(error = %err, "pending writes may be lost at shutdown");
-        }
+        self.writes.finish().await;
         self.pool.close().await;
-        if let Some(task) = self.writer_task.lock().await.take() {
-            task.abort();
-        }
     }
 }

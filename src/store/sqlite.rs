@@ -22,13 +22,13 @@ use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, RoomStatus, format_time};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::rows::{
     ConsultationRow, EntryRow, MESSAGE_COLUMNS, MessageIds, MessageRow, next_number, parse_time, ticket, ticket_letter,
 };
-use super::writer::{Job, Outcome, Write, next_batch, submit};
+use super::writer::{Job, Outcome, Write, Writes, next_batch};
 use super::{AuditQuery, AuditRecord, Consultation, LOAD_QUEUE, NewConsultation, Store, unavailable};
 
 /// Most jobs in one transaction.
@@ -40,8 +40,7 @@ const MAX_CACHED_ROOMS: usize = 20_000;
 /// SQLite storage.
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: mpsc::Sender<Job>,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writes: Writes,
 }
 
 impl SqliteStore {
@@ -70,11 +69,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let conn = options.connect().await?;
-        let (tx, rx) = mpsc::channel(16 * 1024);
-        let task = tokio::spawn(run_writer(conn, rx));
+        let writes = Writes::start(|rx| run_writer(conn, rx));
         tokio::spawn(checkpoints(pool.clone()));
         info!(database = %options.get_filename().display(), "sqlite store open");
-        Ok(SqliteStore { pool, writer: tx, writer_task: Mutex::new(Some(task)) })
+        Ok(SqliteStore { pool, writes })
     }
 }
 
@@ -526,29 +524,23 @@ impl RoomStore for SqliteStore {
     }
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        submit(&self.writer, |reply| Job::Append { message, reply }).await
+        self.writes.append(message).await
     }
 
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
-        let (room, user) = (room.to_owned(), user.to_owned());
-        submit(&self.writer, |reply| Job::Write(Write::ReadMarker { room, user, seq, reply })).await
+        self.writes.read_marker(room, user, seq).await
     }
 
     async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Status { room, status, at, reply })).await
+        self.writes.status(room, status, at).await
     }
 
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Media { room, mode, reply })).await
+        self.writes.media(room, mode).await
     }
 
     fn audit(&self, entry: AuditEntry) {
-        let (reply, _) = tokio::sync::oneshot::channel();
-        if let Err(err) = self.writer.try_send(Job::Write(Write::Audit { entry, reply })) {
-            tracing::warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
-        }
+        self.writes.audit(entry);
     }
 }
 
@@ -561,8 +553,7 @@ impl QueueStore for SqliteStore {
         clinic: Option<&str>,
         at: chrono::DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError> {
-        let (room, queue, clinic) = (room.to_owned(), queue.to_owned(), clinic.map(str::to_owned));
-        submit(&self.writer, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
+        self.writes.check_in(room, queue, clinic, at).await
     }
 
     async fn set_entry_state(
@@ -571,8 +562,7 @@ impl QueueStore for SqliteStore {
         state: EntryState,
         at: chrono::DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let room = room.to_owned();
-        submit(&self.writer, |reply| Job::Write(Write::Entry { room, state, at, reply })).await
+        self.writes.entry_state(room, state, at).await
     }
 
     async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
@@ -702,7 +692,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.writer.is_closed() {
+        if self.writes.is_stopped() {
             return Err(StoreError::Unavailable("writer stopped".into()));
         }
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
@@ -710,23 +700,8 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        // The writer serves jobs in order, so once this entry is stored every
-        // write queued before it is stored too.
-        let entry = AuditEntry {
-            at: Utc::now(),
-            room: None,
-            user: None,
-            action: "shutdown".into(),
-            detail: serde_json::json!({}),
-        };
-        let result = submit(&self.writer, |reply| Job::Write(Write::Audit { entry, reply })).await;
-        if let Err(err) = result {
-            error!(error = %err, "pending writes may be lost at shutdown");
-        }
+        self.writes.finish().await;
         self.pool.close().await;
-        if let Some(task) = self.writer_task.lock().await.take() {
-            task.abort();
-        }
     }
 }
 

@@ -122,3 +122,88 @@ pub(crate) async fn submit<T>(
     tx.send(make(reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
     rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
 }
+
+/// A store's handle on its writer task: every write either store makes,
+/// as a job for the group commit.
+pub(crate) struct Writes {
+    tx: mpsc::Sender<Job>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Writes {
+    /// Runs `writer` (which serves the receiving end) as a task.
+    pub(crate) fn start<F>(writer: impl FnOnce(mpsc::Receiver<Job>) -> F) -> Writes
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let task = tokio::spawn(writer(rx));
+        Writes { tx, task: tokio::sync::Mutex::new(Some(task)) }
+    }
+
+    pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        submit(&self.tx, |reply| Job::Append { message, reply }).await
+    }
+
+    pub(crate) async fn read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        submit(&self.tx, |reply| Job::Write(Write::ReadMarker { room, user, seq, reply })).await
+    }
+
+    pub(crate) async fn status(&self, room: &str, status: RoomStatus, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.tx, |reply| Job::Write(Write::Status { room, status, at, reply })).await
+    }
+
+    pub(crate) async fn media(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.tx, |reply| Job::Write(Write::Media { room, mode, reply })).await
+    }
+
+    /// Queues an audit entry without waiting; see `RoomStore::audit`.
+    pub(crate) fn audit(&self, entry: AuditEntry) {
+        let (reply, _) = oneshot::channel();
+        if let Err(err) = self.tx.try_send(Job::Write(Write::Audit { entry, reply })) {
+            tracing::warn!(error = %err, "audit entry dropped: the writer is saturated or stopped");
+        }
+    }
+
+    pub(crate) async fn check_in(
+        &self,
+        room: &str,
+        queue: &str,
+        clinic: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<CheckedIn, StoreError> {
+        let (room, queue, clinic) = (room.to_owned(), queue.to_owned(), clinic.map(str::to_owned));
+        submit(&self.tx, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
+    }
+
+    pub(crate) async fn entry_state(&self, room: &str, state: EntryState, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let room = room.to_owned();
+        submit(&self.tx, |reply| Job::Write(Write::Entry { room, state, at, reply })).await
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Stores a `shutdown` audit entry and waits for it: the writer serves
+    /// jobs in order, so every write queued before it is stored too. Then
+    /// stops the task.
+    pub(crate) async fn finish(&self) {
+        let entry = AuditEntry {
+            at: Utc::now(),
+            room: None,
+            user: None,
+            action: "shutdown".into(),
+            detail: serde_json::json!({}),
+        };
+        if let Err(err) = submit(&self.tx, |reply| Job::Write(Write::Audit { entry, reply })).await {
+            tracing::error!(error = %err, "pending writes may be lost at shutdown");
+        }
+        if let Some(task) = self.task.lock().await.take() {
+            task.abort();
+        }
+    }
+}
