@@ -524,7 +524,7 @@ mod tests {
         .unwrap();
         match cli.command {
             crate::cli::Command::Chat(args) => args,
-            crate::cli::Command::Idle(_) => unreachable!(),
+            _ => unreachable!("the flags name the chat scenario"),
         }
     }
 

@@ -30,6 +30,19 @@ pub enum Command {
     /// Many joined sessions held idle: join rate, failures and the hub's
     /// memory per session.
     Idle(IdleArgs),
+    /// Runs a minimal broadcast server instead of driving one: a few lines
+    /// of tokio-tungstenite that answer the same setup calls and relay chat
+    /// with an ack, without storage or any of the hub's checks. The chat
+    /// scenario against it shows what this machine and this load generator
+    /// can do at all, the baseline for the hub's figures.
+    Baseline(BaselineArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub bind: String,
 }
 
 /// Where the hub is, how many rooms to set up there, and how to connect.

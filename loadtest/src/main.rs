@@ -8,6 +8,8 @@
 //!   once and in order.
 //! - `idle`: many joined sessions held open, for the join rate and the hub's
 //!   memory per session.
+//! - `baseline`: not a scenario but a minimal broadcast server (`mock_hub`),
+//!   to measure what the machine and the generator can do without the hub.
 //!
 //! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
 //! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
@@ -21,7 +23,6 @@ mod chat;
 mod cli;
 mod client;
 mod idle;
-#[cfg(test)]
 mod mock_hub;
 mod stats;
 mod verify;
@@ -43,6 +44,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Chat(args) => chat::run(args).await,
         cli::Command::Idle(args) => idle::run(args).await,
+        cli::Command::Baseline(args) => mock_hub::run(&args.bind).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

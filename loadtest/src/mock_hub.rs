@@ -3,8 +3,11 @@
 //! join, chat with ack and broadcast) to drive a run end to end, with
 //! faults to inject so the checks can be seen to catch them.
 //!
-//! It is not the real hub and says nothing about its behaviour; it only
-//! shows that the load tester measures, verifies and exits as it should.
+//! It is not the real hub and says nothing about its behaviour; it shows
+//! that the load tester measures, verifies and exits as it should, and,
+//! run as `telehub-loadtest baseline`, what a bare tokio-tungstenite relay
+//! does under the chat scenario on the same machine (no storage, no rights,
+//! no outbox limits): the floor against which the hub's costs are read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,10 +44,23 @@ struct State {
 }
 
 /// A running mock hub.
+#[cfg(test)]
 pub struct MockHub {
     pub url: String,
 }
 
+/// Serves as the baseline until the process is stopped.
+pub async fn run(bind: &str) -> anyhow::Result<bool> {
+    let listener = TcpListener::bind(bind).await?;
+    eprintln!("baseline broadcast server on http://{}", listener.local_addr()?);
+    let state = Arc::new(State::default());
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(serve(stream, Arc::clone(&state), Faults::default()));
+    }
+}
+
+#[cfg(test)]
 impl MockHub {
     pub async fn start(faults: Faults) -> MockHub {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,6 +12,9 @@
 #               every message is delivered to both sessions of its room)
 #   saturation  the same connections, stepping the offered rate up
 #   idle        10,000 joined idle sessions: hub RSS per session, join rate
+#   baseline    the chat step against `telehub-loadtest baseline`, a bare
+#               tokio-tungstenite relay without storage: what this machine
+#               and this generator can do at all (not in the default steps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -83,6 +86,27 @@ for step in $steps; do
         "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$SATURATION" \
             --duration 10s --warmup 3s --drain 30s --json "$OUT/saturation.json" || true
         stop_hub
+        ;;
+    baseline)
+        echo "== baseline: $ROOMS rooms, offered $RATE sends/s against a bare relay"
+        bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        "$LOAD" baseline --bind "127.0.0.1:$bport" >"$OUT/baseline-server.log" 2>&1 &
+        relay=$!
+        for _ in $(seq 1 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$bport") 2>/dev/null && break
+            sleep 0.1
+        done
+        "$LOAD" chat --url "http://127.0.0.1:$bport" --api-key unused --rooms "$ROOMS" --rate "$RATE" \
+            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/baseline.json" &
+        load=$!
+        (sleep 10 && python3 scripts/bench/cpu.py 8 "$relay" "$load" >"$OUT/cpu-baseline.txt" 2>&1) &
+        cpu=$!
+        wait "$load" || status=1
+        wait "$cpu" || true
+        echo "CPU during the measured window (cores of 2):"
+        cat "$OUT/cpu-baseline.txt"
+        kill "$relay" 2>/dev/null || true
+        wait "$relay" 2>/dev/null || true
         ;;
     idle)
         echo "== idle: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions"

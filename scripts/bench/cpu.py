@@ -19,7 +19,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def snapshot(pids):
     used = collections.Counter()
     for pid in pids:
-        for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue  # the process ended (a run shorter than the window)
+        for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/stat") as f:
                     stat = f.read()
