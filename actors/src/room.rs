@@ -341,6 +341,7 @@ impl Room {
             history: history.into_iter().map(telehub_signaling::HistoryItem::Message).collect(),
             history_complete: complete,
             media,
+            read: state.read_marks(),
         };
         let over_limit = state.over_mesh_limit(self.media.mesh_limit());
         // An admitted patient who comes in is no no-show.
@@ -422,16 +423,22 @@ impl Actor for Room {
         ctx.set_mailbox_capacity(1024);
         let store = self.store.clone();
         let id = self.id.clone();
-        let load = async move { store.load_room(&id).await };
-        ctx.wait(load.into_actor(self).map(|result, act, ctx| {
+        let load = async move {
+            let Some(record) = store.load_room(&id).await? else { return Ok(None) };
+            let markers = store.read_markers(&id).await?;
+            Ok(Some((record, markers)))
+        };
+        ctx.wait(load.into_actor(self).map(|result: Result<_, StoreError>, act, ctx| {
             match result {
-                Ok(Some(record)) => {
-                    act.state = Some(RoomState::new(
+                Ok(Some((record, markers))) => {
+                    let mut state = RoomState::new(
                         record,
                         act.config.recent_capacity,
                         act.config.history_default,
                         act.config.history_max,
-                    ));
+                    );
+                    state.set_read_markers(markers);
+                    act.state = Some(state);
                     act.maybe_idle(ctx);
                     return;
                 }

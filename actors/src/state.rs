@@ -309,6 +309,26 @@ impl RoomState {
         self.recent.push_back(message);
     }
 
+    /// The stored read markers, loaded with the room.
+    pub fn set_read_markers(&mut self, markers: impl IntoIterator<Item = (String, i64)>) {
+        self.read_markers.extend(markers);
+    }
+
+    /// Every user's read marker, by user id.
+    pub fn read_marks(&self) -> Vec<telehub_signaling::ReadMarker> {
+        let mut marks: Vec<_> = self
+            .read_markers
+            .iter()
+            .filter(|(_, seq)| **seq > 0)
+            .map(|(user, seq)| telehub_signaling::ReadMarker {
+                user: telehub_signaling::UserId { id: user.clone() },
+                seq: *seq,
+            })
+            .collect();
+        marks.sort_by(|a, b| a.user.id.cmp(&b.user.id));
+        marks
+    }
+
     /// Moves a user's read marker. Markers never move back, and never past
     /// the newest message; returns the new marker if it moved.
     pub fn read(&mut self, user: &str, seq: i64) -> Option<i64> {

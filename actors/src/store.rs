@@ -87,6 +87,8 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
     /// Stores a message durably, or finds the original of a resend.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    /// Every user's read marker in the room.
+    async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError>;
     /// Moves a user's read marker forward (never back); returns the marker.
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError>;
     /// Changes the consultation's status.

@@ -20,7 +20,7 @@ pub use client::{ClientFrame, MediaEvent, RefOnly};
 pub use error::{ErrorCode, FrameError};
 pub use limits::Limits;
 pub use negotiation::{is_polite, polite_of};
-pub use server::{HistoryItem, JitsiInfo, MediaInfo, MessageEvent, PresenceEvent, QueueEntry, ServerFrame};
+pub use server::{HistoryItem, JitsiInfo, MediaInfo, MessageEvent, PresenceEvent, QueueEntry, ReadMarker, ServerFrame};
 pub use signal::{Candidate, Description, DescriptionKind, SignalData, SignalKind};
 pub use types::{
     IceServer, MediaMode, MessageKind, Peer, PeerState, Role, RoomStatus, Sender, UserId, UserInfo, UserRef,

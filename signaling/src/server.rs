@@ -24,6 +24,10 @@ pub enum ServerFrame {
         history: Vec<HistoryItem>,
         history_complete: bool,
         media: MediaInfo,
+        /// Every user's read marker in the room, so that read receipts
+        /// survive a reload (an extension of the contract).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        read: Vec<ReadMarker>,
     },
     /// A session joined or left a room.
     Presence { room: String, event: PresenceEvent, peer: Peer },
@@ -166,6 +170,13 @@ pub struct JitsiInfo {
     pub jwt: String,
 }
 
+/// How far a user has read a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    pub user: UserId,
+    pub seq: i64,
+}
+
 /// One waiting patient, as a doctor or staff member sees them; a display
 /// sees only `ticket` and `since`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +250,8 @@ mod tests {
                 "peers":[{"session":"s_1","user":{"id":"u42","name":"Ana","role":"doctor"},"state":"online","since":"2026-11-24T10:15:00.123Z"}],
                 "history":[{"type":"message","room":"c-1001","seq":58,"id":"m_1","client_id":"6f1e","from":{"id":"u7","name":"Budi","role":"patient"},"kind":"text","text":"Hello doctor","at":"2026-11-24T10:15:00.123Z"}],
                 "history_complete":true,
-                "media":{"mode":"p2p","ice_servers":[{"urls":["stun:stun.example.org:3478"]},{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1700000000:u42","credential":"c2VjcmV0"}]}}"#,
+                "media":{"mode":"p2p","ice_servers":[{"urls":["stun:stun.example.org:3478"]},{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1700000000:u42","credential":"c2VjcmV0"}]},
+                "read":[{"user":{"id":"u7"},"seq":57}]}"#,
             ServerFrame::Joined {
                 reference: r("1"),
                 room: "c-1001".into(),
@@ -265,6 +277,7 @@ mod tests {
                     ],
                     jitsi: None,
                 },
+                read: vec![ReadMarker { user: UserId { id: "u7".into() }, seq: 57 }],
             },
         );
     }

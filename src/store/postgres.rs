@@ -459,6 +459,14 @@ impl RoomStore for PostgresStore {
         self.writes.append(message).await
     }
 
+    async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as("SELECT user_id, seq FROM read_markers WHERE room = $1")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
         self.writes.read_marker(room, user, seq).await
     }

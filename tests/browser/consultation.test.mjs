@@ -158,6 +158,8 @@ test('a whole consultation: waiting room, call, chat, reload, Jitsi fallback', {
   }
   const seqs = await patient.locator('#messages li[data-seq]').evaluateAll((items) => items.map((i) => Number(i.dataset.seq)));
   assert.deepEqual(seqs, [1, 2, 3]);
+  // The doctor's read marker comes back with the history: still "Seen".
+  await stored(patient, 'I have had a fever').locator('.meta', { hasText: 'Seen' }).waitFor();
   await callConnected(patient, doctor);
 
   // A forced ICE failure moves both pages to Jitsi, each with its own token.

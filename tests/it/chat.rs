@@ -168,3 +168,31 @@ async fn resends_in_one_burst_are_stored_once() {
     assert_eq!(messages, (1..=6).collect::<Vec<_>>(), "one copy of the resent message and five others, gapless");
     patient.assert_quiet().await;
 }
+
+#[tokio::test]
+async fn read_markers_come_back_in_joined_also_after_a_restart() {
+    let app = spawn_app().await;
+    let (mut doctor, mut patient) = app.pair("c-marks").await;
+    for i in 0..3 {
+        patient.chat("c-marks", &format!("m{i}"), "hello").await;
+    }
+    let read = doctor.request(json!({"type": "read", "room": "c-marks", "seq": 2})).await;
+    assert_eq!(read["type"], "ok", "{read}");
+    patient.recv_type("read").await;
+
+    let mut again = app.patient("c-marks").await;
+    let joined = again.join("c-marks", None).await;
+    assert_eq!(joined["read"], json!([{"user": {"id": "d-c-marks"}, "seq": 2}]));
+
+    drop((doctor, patient, again));
+    let app = app.restart().await;
+    let mut after = app.patient("c-marks").await;
+    let joined = after.join("c-marks", None).await;
+    assert_eq!(joined["read"], json!([{"user": {"id": "d-c-marks"}, "seq": 2}]), "loaded from storage");
+    // A marker below the stored one does not move it back, even in a new room.
+    let mut doctor = app.doctor("c-marks").await;
+    doctor.join("c-marks", None).await;
+    after.recv_type("presence").await;
+    assert_eq!(doctor.request(json!({"type": "read", "room": "c-marks", "seq": 1})).await["type"], "ok");
+    after.assert_quiet().await;
+}

@@ -143,7 +143,8 @@ export class ChatPanel {
     const signal = this.#abort.signal;
     this.#list.replaceChildren();
     this.#typingLine.textContent = '';
-    this.setEnabled(true);
+    // Enabled once the room is joined: the hub takes chat from members only.
+    this.setEnabled(false, 'Joining the consultation…');
     $('#chat-form', root).addEventListener(
       'submit',
       (event) => {

@@ -88,6 +88,7 @@ async function open(client, room, patientName) {
       chat.setEnabled(false, 'This consultation has ended');
       return;
     }
+    chat.setEnabled(true);
     current.call = startCall(client, room, Call, stream);
     const patient = joined.peers.find((p) => p.user.role === 'patient');
     if (!patientName && patient) $('#consultation-title').textContent = `Consultation with ${patient.user.name}`;

@@ -56,6 +56,7 @@ async function enter(client) {
       chat.setEnabled(false, 'The consultation has ended');
       return;
     }
+    chat.setEnabled(true);
     startCall(client, room, Call, stream);
     $('#chat-input').focus();
   } catch (err) {

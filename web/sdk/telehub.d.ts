@@ -175,6 +175,8 @@ export interface JoinedFrame {
   history: MessageFrame[];
   history_complete: boolean;
   media: MediaInfo;
+  /** Every user's read marker (a hub extension); each is also emitted as a `read` event. */
+  read?: { user: { id: string }; seq: number }[];
 }
 
 export interface PresenceFrame { type: 'presence'; room: string; event: 'join' | 'leave'; peer: Peer }

@@ -1089,6 +1089,11 @@ export class TelehubClient {
     for (const item of frame.history ?? []) {
       if (item.type === 'message') this.#accept(room, item);
     }
+    // Read markers as they stand, after the messages they refer to, so
+    // that a page shows its receipts again after a reload.
+    for (const mark of frame.read ?? []) {
+      this.#events.emit('read', { type: 'read', room: room.name, user: mark.user, seq: mark.seq });
+    }
     if (room.lastSeq < frame.seq) {
       if (frame.history_complete === false && room.lastSeq > before) {
         // More than one page was missed: ask for the next page. Live

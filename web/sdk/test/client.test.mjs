@@ -690,3 +690,13 @@ test('a refused checkin is not renewed', async () => {
   await reconnect(env, 's_2');
   assert.equal(env.ws.frames('checkin').length, 0);
 });
+
+test('read markers in joined are emitted as read events, after the history', async () => {
+  const env = setup();
+  const events = [];
+  env.client.on('message', (m) => events.push(`message ${m.seq}`));
+  env.client.on('read', (r) => events.push(`read ${r.user.id} ${r.seq} ${r.room}`));
+  await connected(env);
+  await joinRoom(env, ROOM, { seq: 2, history: [message(ROOM, 1), message(ROOM, 2)], read: [{ user: { id: 'u7' }, seq: 2 }] });
+  assert.deepEqual(events, ['message 1', 'message 2', `read u7 2 ${ROOM}`]);
+});

@@ -203,8 +203,9 @@ export function message(room, seq, extra = {}) {
 }
 
 /** A `joined` reply to a join frame the client sent. */
-export function joined(join, { seq = 0, history = [], complete = true, peers = [], media } = {}) {
+export function joined(join, { seq = 0, history = [], complete = true, peers = [], media, read } = {}) {
   return {
+    ...(read ? { read } : {}),
     type: 'joined',
     ref: join.ref,
     room: join.room,
