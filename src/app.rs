@@ -28,6 +28,8 @@ pub struct AppState {
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     pub metrics: Arc<Metrics>,
+    /// The HTTP API's rate limit per caller.
+    pub http_limiter: Arc<crate::http::limit::HttpLimiter>,
 }
 
 /// A counter or gauge for `/metrics`.

@@ -53,6 +53,10 @@ pub struct Settings {
     pub rate_per_s: f64,
     /// Frames a session may send in a burst.
     pub rate_burst: f64,
+    /// HTTP API requests a caller may make per second, sustained.
+    pub http_rate_per_s: f64,
+    /// HTTP API requests a caller may make in a burst.
+    pub http_rate_burst: f64,
     /// Seconds an empty room stays in memory.
     pub room_idle_s: u64,
     /// Threads that run rooms; 0 means one per core.
@@ -112,6 +116,8 @@ impl Default for Settings {
             outbox_frames: 512,
             rate_per_s: 50.0,
             rate_burst: 100.0,
+            http_rate_per_s: 500.0,
+            http_rate_burst: 1000.0,
             room_idle_s: 30,
             room_threads: 0,
             http_workers: 0,
@@ -219,6 +225,10 @@ pub struct Args {
     pub rate_per_s: Option<f64>,
     #[arg(long, env = "TELEHUB_RATE_BURST")]
     pub rate_burst: Option<f64>,
+    #[arg(long, env = "TELEHUB_HTTP_RATE_PER_S")]
+    pub http_rate_per_s: Option<f64>,
+    #[arg(long, env = "TELEHUB_HTTP_RATE_BURST")]
+    pub http_rate_burst: Option<f64>,
     #[arg(long, env = "TELEHUB_ROOM_IDLE_S")]
     pub room_idle_s: Option<u64>,
     #[arg(long, env = "TELEHUB_ROOM_THREADS")]
@@ -294,7 +304,7 @@ impl Settings {
         );
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
-        set!(queue_grace_s, no_show_s, consultation_estimate_s);
+        set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst);
         set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
         // An empty variable means unset, as operators expect.
         for secret in [
@@ -331,6 +341,10 @@ impl Settings {
             anyhow::ensure!(self.jwt_public_key.is_some(), "{} needs jwt_public_key", self.jwt_algorithm);
         }
         anyhow::ensure!(self.mesh_limit >= 2, "mesh_limit must be at least 2");
+        anyhow::ensure!(
+            self.http_rate_per_s > 0.0 && self.http_rate_burst >= 1.0,
+            "http_rate_per_s must be positive and http_rate_burst at least 1"
+        );
         anyhow::ensure!(
             self.turn_ttl_s >= 60 && self.jitsi_ttl_s >= 60,
             "turn_ttl_s and jitsi_ttl_s must be at least 60"

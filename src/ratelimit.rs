@@ -23,6 +23,11 @@ impl TokenBucket {
         self.at = now;
     }
 
+    /// When a token was last taken (or the bucket made).
+    pub fn last_used(&self) -> Instant {
+        self.at
+    }
+
     /// Takes a token, or says how long until one is there.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         self.refill(now);

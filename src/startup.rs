@@ -49,6 +49,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         (settings.jwt_secret.clone(), settings.api_key.clone())
     };
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
+    let http_rate = (settings.http_rate_per_s, settings.http_rate_burst);
     let store: Arc<dyn Store> =
         store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
     let room_config = RoomConfig { idle_timeout: Duration::from_secs(settings.room_idle_s), ..RoomConfig::default() };
@@ -82,6 +83,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
         metrics: Arc::new(Metrics::default()),
+        http_limiter: Arc::new(crate::http::limit::HttpLimiter::new(http_rate.0, http_rate.1)),
     })
 }
 
@@ -100,6 +102,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(middleware::from_fn(http::limit::limit))
             .wrap(middleware::NormalizePath::trim())
             .configure(http::routes)
     })

@@ -7,6 +7,7 @@ pub mod consultations;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod limit;
 pub mod openapi;
 pub mod pages;
 pub mod queues;

@@ -275,3 +275,28 @@ async fn pages_and_the_sdk_are_served_with_a_content_security_policy() {
     // Outside demo mode there is no launcher.
     assert_eq!(app.http.get(app.url("/")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn the_api_answers_429_over_the_rate_limit_per_caller() {
+    let app = spawn_app_with(|s| {
+        // One token per 10 s: the three requests below fall in one window
+        // however slow the machine.
+        s.http_rate_per_s = 0.1;
+        s.http_rate_burst = 2.0;
+    })
+    .await;
+    assert_eq!(app.get("/v1/consultations/none").await.0, 404);
+    assert_eq!(app.get("/v1/consultations/none").await.0, 404);
+    let response = app.http.get(app.url("/v1/consultations/none")).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["retry_ms"].as_u64().unwrap() > 0);
+    // Another caller has its own budget; health checks are never counted.
+    let staff = token("s-1", "Sam", "staff", 60);
+    let other = app.http.get(app.url("/v1/consultations/none")).bearer_auth(staff).send().await.unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
+}
