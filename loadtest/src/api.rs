@@ -46,12 +46,22 @@ impl Api {
         Ok(Api { http, base: target.url.trim_end_matches('/').to_owned(), api_key: target.api_key.clone() })
     }
 
-    /// POSTs JSON and returns the JSON answer of a 2xx response.
+    /// POSTs JSON and returns the JSON answer of a 2xx response. A 429
+    /// (the hub's rate limit per caller) is waited out as `retry_ms` says,
+    /// as a well-behaved backend would, and the call repeated.
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let response =
-            self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.api_key).json(body).send().await?;
-        let status = response.status();
-        let text = response.text().await?;
+        let url = format!("{}{path}", self.base);
+        let (status, text) = loop {
+            let response = self.http.post(&url).bearer_auth(&self.api_key).json(body).send().await?;
+            let status = response.status();
+            let text = response.text().await?;
+            if status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                break (status, text);
+            }
+            let retry_ms =
+                serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["retry_ms"].as_u64()).unwrap_or(100);
+            tokio::time::sleep(std::time::Duration::from_millis(retry_ms.clamp(1, 10_000))).await;
+        };
         anyhow::ensure!(status.is_success(), "POST {path}: {status}: {}", text.trim());
         serde_json::from_str(&text)
             .map_err(|err| anyhow::anyhow!("POST {path}: {status} with a body that is not JSON ({err}): {text}"))

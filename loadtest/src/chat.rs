@@ -651,4 +651,14 @@ mod tests {
         assert!(report["duplicated"].as_u64().unwrap() > 0, "{report:#}");
         assert_eq!(report["lost"], 0);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn setup_waits_out_the_hubs_rate_limit() {
+        // Every third setup call is refused with 429: without waiting and
+        // retrying, the setup would fail and the run with it.
+        let faults = crate::mock_hub::Faults { throttle_every: Some(3), ..Default::default() };
+        let (passed, report, _) = run_against(faults, "500ms").await;
+        assert!(passed, "{report:#}");
+        assert_eq!(report["sessions"], 8);
+    }
 }

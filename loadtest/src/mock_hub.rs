@@ -28,6 +28,9 @@ pub struct Faults {
     pub drop_every: Option<i64>,
     /// Deliver every message twice to the second member of a room.
     pub duplicate: bool,
+    /// Answer every this-many-th HTTP call `429 rate_limited`, as the hub's
+    /// rate limit would.
+    pub throttle_every: Option<usize>,
 }
 
 #[derive(Default)]
@@ -41,6 +44,7 @@ struct State {
     rooms: Mutex<HashMap<String, Room>>,
     consultations: AtomicUsize,
     sessions: AtomicUsize,
+    http_calls: AtomicUsize,
 }
 
 /// A running mock hub.
@@ -86,12 +90,12 @@ async fn serve(stream: TcpStream, state: Arc<State>, faults: Faults) {
     if first[..n].starts_with(b"GET /v1/ws") {
         websocket(stream, state, faults).await;
     } else {
-        http(stream, state).await;
+        http(stream, state, faults).await;
     }
 }
 
 /// Answers keep-alive HTTP/1.1 requests until the client hangs up.
-async fn http(stream: TcpStream, state: Arc<State>) {
+async fn http(stream: TcpStream, state: Arc<State>, faults: Faults) {
     let mut stream = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
@@ -117,7 +121,11 @@ async fn http(stream: TcpStream, state: Arc<State>) {
             return;
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = if request_line.starts_with("POST /v1/consultations ") {
+        let call = state.http_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let throttled = faults.throttle_every.is_some_and(|n| call % n == 0);
+        let (status, answer) = if throttled {
+            ("429 Too Many Requests", json!({"error": {"code": "rate_limited", "message": "slow down", "retry_ms": 1}}))
+        } else if request_line.starts_with("POST /v1/consultations ") {
             let n = state.consultations.fetch_add(1, Ordering::SeqCst);
             ("201 Created", json!({"id": format!("c-{n}"), "patient": body["patient"], "doctor": body["doctor"]}))
         } else if request_line.starts_with("POST /v1/tokens ") {
