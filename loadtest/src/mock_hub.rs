@@ -122,7 +122,7 @@ async fn http(stream: TcpStream, state: Arc<State>, faults: Faults) {
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let call = state.http_calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let throttled = faults.throttle_every.is_some_and(|n| call % n == 0);
+        let throttled = faults.throttle_every.is_some_and(|n| call.is_multiple_of(n));
         let (status, answer) = if throttled {
             ("429 Too Many Requests", json!({"error": {"code": "rate_limited", "message": "slow down", "retry_ms": 1}}))
         } else if request_line.starts_with("POST /v1/consultations ") {
