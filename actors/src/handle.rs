@@ -7,6 +7,7 @@ use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, Si
 
 use crate::queues::QueueRegistry;
 use crate::registry::{CountRooms, Open, Peek};
+use crate::retry::ask_fresh;
 use crate::room::{
     Admit, Chat, CheckinInfo, End, GetPresence, GetRecord, Join, Leave, MarkRead, MarkWaiting, PostSystem, Relay,
     SwitchMedia, Typing,
@@ -15,9 +16,6 @@ use crate::{
     Identity, MediaPolicy, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry,
     RoomStore, SessionRef,
 };
-
-/// How often a caller retries a room that stopped under its feet.
-const ATTEMPTS: usize = 5;
 
 /// The rooms of this node.
 #[derive(Clone)]
@@ -96,15 +94,7 @@ impl Rooms {
         T: Send + 'static,
         Room: Handler<M>,
     {
-        for _ in 0..ATTEMPTS {
-            let addr = self.open(room).await?;
-            match addr.send(make()).await {
-                Ok(result) => return result,
-                Err(MailboxError::Closed) => tokio::task::yield_now().await,
-                Err(MailboxError::Timeout) => return Err(gone()),
-            }
-        }
-        Err(gone())
+        ask_fresh(|| self.open(room), make, gone).await?.1
     }
 
     /// Joins a session to a room; `joined` goes to its outbox.
@@ -115,16 +105,9 @@ impl Rooms {
         since: Option<i64>,
         reference: Option<String>,
     ) -> Result<RoomHandle, Refusal> {
-        for _ in 0..ATTEMPTS {
-            let addr = self.open(room).await?;
-            let join = Join { session: session.clone(), since, reference: reference.clone() };
-            match addr.send(join).await {
-                Ok(result) => return result.map(|()| RoomHandle { addr }),
-                Err(MailboxError::Closed) => tokio::task::yield_now().await,
-                Err(MailboxError::Timeout) => return Err(gone()),
-            }
-        }
-        Err(gone())
+        let join = || Join { session: session.clone(), since, reference: reference.clone() };
+        let (addr, result) = ask_fresh(|| self.open(room), join, gone).await?;
+        result.map(|()| RoomHandle { addr })
     }
 
     /// Reports a media event or asks for a mode.

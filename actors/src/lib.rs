@@ -21,6 +21,7 @@ mod queue;
 mod queue_state;
 mod queues;
 mod registry;
+mod retry;
 mod rights;
 mod room;
 mod state;

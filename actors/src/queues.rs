@@ -11,6 +11,7 @@ use telehub_signaling::{ErrorCode, ServerFrame};
 
 use crate::queue::{Admitted, CheckIn, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
 use crate::queue_state::View;
+use crate::retry::ask_fresh;
 use crate::{Person, QueueStore, Refusal, RoomRegistry, SessionRef};
 
 /// Get the running queue, starting it if needed.
@@ -104,15 +105,7 @@ impl Queues {
         T: Send + 'static,
         Queue: Handler<M>,
     {
-        for _ in 0..5 {
-            let addr = self.open(queue).await?;
-            match addr.send(make()).await {
-                Ok(result) => return result,
-                Err(MailboxError::Closed) => tokio::task::yield_now().await,
-                Err(MailboxError::Timeout) => return Err(gone()),
-            }
-        }
-        Err(gone())
+        ask_fresh(|| self.open(queue), make, gone).await?.1
     }
 
     /// Checks a patient's session in to `queue`; the `queue` reply goes to

@@ -53,18 +53,6 @@ pub struct Consultation {
     pub last_seq: i64,
 }
 
-/// The entries a queue starts from (see `QueueStore::load_queue`), in both
-/// stores' SQL.
-pub(crate) const LOAD_QUEUE: &str = "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
-        p.user_id AS patient_id, p.name AS patient_name
-     FROM queue_entries e
-     JOIN consultations c ON c.id = e.room
-     JOIN members p ON p.consultation_id = e.room AND p.role = 'patient'
-     WHERE e.queue = $1
-       AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
-         OR (e.state = 'admitted' AND c.status = 'active'))
-     ORDER BY e.checked_in_at, e.ticket";
-
 impl Consultation {
     /// The part of the record that rooms use.
     pub fn room_record(&self) -> RoomRecord {

@@ -8,11 +8,84 @@ use chrono::{DateTime, Utc};
 use telehub_actors::{EntryState, Person, StoreError, StoredEntry};
 use telehub_signaling::{MessageEvent, MessageKind, Sender};
 
-use super::{Consultation, Contact};
+use super::{AuditRecord, Consultation, Contact};
 
 /// The columns of [`MessageRow`], for SELECT lists.
-pub(crate) const MESSAGE_COLUMNS: &str =
-    "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at";
+macro_rules! message_columns {
+    () => {
+        "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at"
+    };
+}
+
+// Reads that both stores make with the same SQL: sqlx binds `$n` on SQLite
+// as on PostgreSQL, and counts and seqs are 64-bit integers in both.
+
+/// Up to `$3` messages of room `$1` after seq `$2`, in order.
+pub(crate) const MESSAGES_AFTER: &str =
+    concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+
+/// The last `$2` messages of room `$1`, in order.
+pub(crate) const LAST_MESSAGES: &str = concat!(
+    "SELECT * FROM (SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = $1 ORDER BY seq DESC LIMIT $2) newest ORDER BY seq"
+);
+
+/// Every user's read marker in room `$1`.
+pub(crate) const READ_MARKERS: &str = "SELECT user_id, seq FROM read_markers WHERE room = $1";
+
+/// The entries a queue starts from (see `QueueStore::load_queue`).
+pub(crate) const LOAD_QUEUE: &str = "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
+        p.user_id AS patient_id, p.name AS patient_name
+     FROM queue_entries e
+     JOIN consultations c ON c.id = e.room
+     JOIN members p ON p.consultation_id = e.room AND p.role = 'patient'
+     WHERE e.queue = $1
+       AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
+         OR (e.state = 'admitted' AND c.status = 'active'))
+     ORDER BY e.checked_in_at, e.ticket";
+
+/// Start and end of the last `$2` ended consultations of queue `$1`.
+pub(crate) const RECENT_ENDED: &str = "SELECT started_at, ended_at FROM consultations
+     WHERE queue = $1 AND status = 'ended' AND started_at IS NOT NULL AND ended_at IS NOT NULL
+     ORDER BY ended_at DESC LIMIT $2";
+
+/// 1 when doctor `$2` has a consultation in queue `$1`, else 0.
+pub(crate) const SERVES: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultations c
+     JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
+     WHERE c.queue = $1 AND d.user_id = $2 LIMIT 1) found";
+
+/// The lengths of consultations from their (start, end) times.
+pub(crate) fn lengths(rows: Vec<(String, String)>) -> Result<Vec<std::time::Duration>, StoreError> {
+    rows.iter()
+        .map(|(started, ended)| Ok((parse_time(ended)? - parse_time(started)?).to_std().unwrap_or_default()))
+        .collect()
+}
+
+/// One line of the audit trail as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: i64,
+    at: String,
+    room: Option<String>,
+    user_id: Option<String>,
+    action: String,
+    detail: String,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(row: AuditRow) -> Self {
+        AuditRecord {
+            id: row.id,
+            at: row.at,
+            room: row.room,
+            user: row.user_id,
+            action: row.action,
+            // Stored as JSON text; anything else is shown as the text it is.
+            detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::String(row.detail)),
+        }
+    }
+}
 
 /// One stored chat message.
 #[derive(Debug, sqlx::FromRow)]

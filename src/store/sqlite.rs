@@ -26,10 +26,11 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::rows::{
-    ConsultationRow, EntryRow, MESSAGE_COLUMNS, MessageIds, MessageRow, next_number, parse_time, ticket, ticket_letter,
+    AuditRow, ConsultationRow, EntryRow, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds, MessageRow,
+    READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, ticket, ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, Writes, next_batch};
-use super::{AuditQuery, AuditRecord, Consultation, LOAD_QUEUE, NewConsultation, Store, unavailable};
+use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, Store, unavailable};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -499,11 +500,10 @@ impl RoomStore for SqliteStore {
     }
 
     async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? AND seq > ? ORDER BY seq LIMIT ?");
-        let rows = sqlx::query_as::<_, MessageRow>(&sql)
+        let rows = sqlx::query_as::<_, MessageRow>(MESSAGES_AFTER)
             .bind(room)
             .bind(after)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -511,12 +511,9 @@ impl RoomStore for SqliteStore {
     }
 
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
-        let sql = format!(
-            "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-        );
-        let rows = sqlx::query_as::<_, MessageRow>(&sql)
+        let rows = sqlx::query_as::<_, MessageRow>(LAST_MESSAGES)
             .bind(room)
-            .bind(limit)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -528,11 +525,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as("SELECT user_id, seq FROM read_markers WHERE room = ?")
-            .bind(room)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)
+        sqlx::query_as(READ_MARKERS).bind(room).fetch_all(&self.pool).await.map_err(unavailable)
     }
 
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
@@ -580,35 +573,19 @@ impl QueueStore for SqliteStore {
     }
 
     async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT started_at, ended_at FROM consultations
-             WHERE queue = ? AND status = 'ended' AND started_at IS NOT NULL AND ended_at IS NOT NULL
-             ORDER BY ended_at DESC LIMIT ?",
-        )
-        .bind(queue)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let mut lengths = Vec::with_capacity(rows.len());
-        for (started, ended) in rows {
-            let length = parse_time(&ended)? - parse_time(&started)?;
-            lengths.push(length.to_std().unwrap_or_default());
-        }
-        Ok(lengths)
+        let rows = sqlx::query_as(RECENT_ENDED)
+            .bind(queue)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        lengths(rows)
     }
 
     async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM consultations c JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
-             WHERE c.queue = ? AND d.user_id = ? LIMIT 1",
-        )
-        .bind(queue)
-        .bind(doctor)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(found.is_some())
+        let found: i64 =
+            sqlx::query_scalar(SERVES).bind(queue).bind(doctor).fetch_one(&self.pool).await.map_err(unavailable)?;
+        Ok(found > 0)
     }
 }
 
@@ -671,7 +648,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, AuditRow>(
             "SELECT id, at, room, user_id, action, detail FROM audit_log
              WHERE (?1 IS NULL OR room = ?1) AND (?2 IS NULL OR user_id = ?2) AND id > ?3
              ORDER BY id LIMIT ?4",
@@ -679,24 +656,11 @@ impl Store for SqliteStore {
         .bind(&query.room)
         .bind(&query.user)
         .bind(query.after.unwrap_or(0))
-        .bind(query.limit)
+        .bind(i64::from(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let detail: String = row.get("detail");
-                AuditRecord {
-                    id: row.get("id"),
-                    at: row.get("at"),
-                    room: row.get("room"),
-                    user: row.get("user_id"),
-                    action: row.get("action"),
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
-                }
-            })
-            .collect())
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
