@@ -60,6 +60,24 @@ stop_hub() {
 }
 trap stop_hub EXIT
 
+# The chat scenario at $RATE against URL, with the CPU of every thread of
+# SERVER_PID and of the generator over 8 s inside the measured window (setup
+# and the 5 s warm-up take about 7 s). Reports go to $OUT/NAME.json and
+# $OUT/cpu-NAME.txt; fails when the run fails its checks.
+chat_with_cpu() {
+    local name=$1 url=$2 server=$3 load cpu result=0
+    "$LOAD" chat --url "$url" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
+        --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/$name.json" &
+    load=$!
+    (sleep 10 && python3 scripts/bench/cpu.py 8 "$server" "$load" >"$OUT/cpu-$name.txt" 2>&1) &
+    cpu=$!
+    wait "$load" || result=1
+    wait "$cpu" || true
+    echo "CPU during the measured window (cores of 2):"
+    cat "$OUT/cpu-$name.txt"
+    return "$result"
+}
+
 # A failed check (lost messages, failed sessions) is reported at the end, after
 # every step has run.
 status=0
@@ -68,17 +86,7 @@ for step in $steps; do
     chat)
         echo "== chat: $ROOMS rooms, offered $RATE sends/s (x2 deliveries)"
         start_hub chat
-        "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
-            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/chat.json" &
-        load=$!
-        # CPU per thread over 8 s inside the measured window (setup and
-        # the 5 s warm-up take about 7 s).
-        (sleep 10 && python3 scripts/bench/cpu.py 8 "$hub" "$load" >"$OUT/cpu-chat.txt" 2>&1) &
-        cpu=$!
-        wait "$load" || status=1
-        wait "$cpu" || true
-        echo "CPU during the measured window (cores of 2):"
-        cat "$OUT/cpu-chat.txt"
+        chat_with_cpu chat "http://127.0.0.1:$port" "$hub" || status=1
         grep VmRSS "/proc/$hub/status" || true
         stop_hub
         ;;
@@ -98,15 +106,7 @@ for step in $steps; do
             (exec 3<>"/dev/tcp/127.0.0.1/$bport") 2>/dev/null && break
             sleep 0.1
         done
-        "$LOAD" chat --url "http://127.0.0.1:$bport" --api-key unused --rooms "$ROOMS" --rate "$RATE" \
-            --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/baseline.json" &
-        load=$!
-        (sleep 10 && python3 scripts/bench/cpu.py 8 "$relay" "$load" >"$OUT/cpu-baseline.txt" 2>&1) &
-        cpu=$!
-        wait "$load" || status=1
-        wait "$cpu" || true
-        echo "CPU during the measured window (cores of 2):"
-        cat "$OUT/cpu-baseline.txt"
+        chat_with_cpu baseline "http://127.0.0.1:$bport" "$relay" || status=1
         kill "$relay" 2>/dev/null || true
         wait "$relay" 2>/dev/null || true
         ;;

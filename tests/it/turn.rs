@@ -20,7 +20,7 @@ use telehub::config::Settings;
 use webrtc::peer_connection::{RTCIceCandidateType, RTCIceServer};
 
 use crate::helpers::*;
-use crate::webrtc::{First, Peer, PeerConfig, carries, opened, payload};
+use crate::webrtc::{First, Peer, PeerConfig, both_ways};
 
 /// How many relay ports coturn may hand out: two allocations per test, and
 /// room to skip a port that something else took meanwhile.
@@ -229,11 +229,7 @@ async fn a_relay_only_call_succeeds_with_the_hubs_credentials() {
         assert!(gathered.iter().all(|kind| *kind == RTCIceCandidateType::Relay), "{}: {gathered:?}", peer.session);
     }
 
-    let at_doctor = doctor.remote_channel().await;
-    opened(&from_patient).await;
-    opened(&at_doctor).await;
-    carries(&from_patient, &at_doctor, &payload(1)).await;
-    carries(&at_doctor, &from_patient, &payload(2)).await;
+    both_ways(&from_patient, &mut doctor).await;
 }
 
 #[tokio::test]

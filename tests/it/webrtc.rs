@@ -418,6 +418,16 @@ pub async fn carries(from: &Arc<dyn DataChannel>, to: &Arc<dyn DataChannel>, byt
     }
 }
 
+/// The patient opened `from_patient` towards `doctor`: once both ends are
+/// open, bytes go through it both ways unchanged.
+pub async fn both_ways(from_patient: &Arc<dyn DataChannel>, doctor: &mut Peer) {
+    let at_doctor = doctor.remote_channel().await;
+    opened(from_patient).await;
+    opened(&at_doctor).await;
+    carries(from_patient, &at_doctor, &payload(1)).await;
+    carries(&at_doctor, from_patient, &payload(2)).await;
+}
+
 /// Every byte value, then a few in the other order: something a text
 /// channel or a careless copy would damage.
 pub fn payload(tag: u8) -> Vec<u8> {
@@ -438,12 +448,7 @@ async fn two_peers_connect_through_the_hub_and_exchange_bytes() {
     patient.connected().await;
     doctor.connected().await;
     assert_eq!(doctor.selected_pair().await, (RTCIceCandidateType::Host, RTCIceCandidateType::Host));
-
-    let at_doctor = doctor.remote_channel().await;
-    opened(&from_patient).await;
-    opened(&at_doctor).await;
-    carries(&from_patient, &at_doctor, &payload(1)).await;
-    carries(&at_doctor, &from_patient, &payload(2)).await;
+    both_ways(&from_patient, &mut doctor).await;
 }
 
 #[tokio::test]

@@ -279,11 +279,30 @@ export class ChatPanel {
 }
 
 /**
+ * Joins a consultation for its chat panel and call, in the order the call
+ * needs: camera first, then `join`, then the call in the same turn. Chat
+ * opens once joined; an ended consultation stays read-only and has no call.
+ * Returns the `joined` frame and the call (null when ended).
+ */
+export async function joinConsultation(client, room, chat, Call) {
+  const stream = await localMedia();
+  const joined = await client.join(room);
+  if (joined.status === 'ended' || joined.status === 'cancelled') {
+    chat.setEnabled(false, 'The consultation has ended');
+    return { joined, call: null };
+  }
+  chat.setEnabled(true);
+  const call = startCall(client, room, Call, stream);
+  $('#chat-input').focus();
+  return { joined, call };
+}
+
+/**
  * The camera and microphone, asked for before joining: a call must be
  * listening from the moment the room knows this session, or the other
  * side's first offer would find nobody to answer it.
  */
-export async function localMedia() {
+async function localMedia() {
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
     $('#local-video').srcObject = stream;
@@ -302,7 +321,7 @@ export async function localMedia() {
  * state, and the Jitsi fallback. Call it right after `join` resolves, in
  * the same turn, so that no signal arrives before the call listens.
  */
-export function startCall(client, room, Call, localStream) {
+function startCall(client, room, Call, localStream) {
   const stage = $('#video');
   const state = $('#call-state');
   const mode = $('#media-mode');

@@ -6,7 +6,7 @@
 // `&room=<consultation>` the page opens that consultation at once.
 
 import { Call } from '/sdk/call.js';
-import { $, ChatPanel, alertUser, claims, clock, connectClient, el, localMedia, params, showConnection, startCall } from './common.js';
+import { $, ChatPanel, alertUser, claims, clock, connectClient, el, joinConsultation, params, showConnection } from './common.js';
 
 const { token, queue: queueParam, room: roomParam } = params();
 
@@ -82,17 +82,15 @@ async function open(client, room, patientName) {
   const chat = new ChatPanel(client, room, section);
   current = { room, chat, call: null };
   try {
-    const stream = await localMedia();
-    const joined = await client.join(room);
-    if (joined.status === 'ended' || joined.status === 'cancelled') {
-      chat.setEnabled(false, 'This consultation has ended');
+    const { joined, call } = await joinConsultation(client, room, chat, Call);
+    // Another consultation may have been opened while this one joined.
+    if (current?.room !== room) {
+      call?.hangup();
       return;
     }
-    chat.setEnabled(true);
-    current.call = startCall(client, room, Call, stream);
+    current.call = call;
     const patient = joined.peers.find((p) => p.user.role === 'patient');
     if (!patientName && patient) $('#consultation-title').textContent = `Consultation with ${patient.user.name}`;
-    $('#chat-input').focus();
   } catch (err) {
     alertUser(`Could not open the consultation: ${err.message}`);
   }

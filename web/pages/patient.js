@@ -4,7 +4,7 @@
 // Link: /patient?room=<consultation>#token=<patient token>
 
 import { Call } from '/sdk/call.js';
-import { $, ChatPanel, alertUser, claims, connectClient, localMedia, minutes, params, showConnection, startCall } from './common.js';
+import { $, ChatPanel, alertUser, claims, connectClient, joinConsultation, minutes, params, showConnection } from './common.js';
 
 const { token, room } = params();
 
@@ -50,15 +50,8 @@ async function enter(client) {
   $('#consultation').hidden = false;
   const chat = new ChatPanel(client, room, $('#consultation'));
   try {
-    const stream = await localMedia();
-    const joined = await client.join(room);
-    if (joined.status === 'ended' || joined.status === 'cancelled') {
-      chat.setEnabled(false, 'The consultation has ended');
-      return;
-    }
-    chat.setEnabled(true);
-    startCall(client, room, Call, stream);
-    $('#chat-input').focus();
+    const { call } = await joinConsultation(client, room, chat, Call);
+    if (!call) return;
   } catch (err) {
     alertUser(`Could not join the consultation: ${err.message}`);
   }
