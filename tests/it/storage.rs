@@ -35,6 +35,9 @@ async fn a_locked_database_answers_unavailable_and_recovers() {
     assert_eq!(other.join("c-db", None).await["seq"], 1);
     let (status, body) = app.post("/v1/consultations/c-db/messages", json!({"text": "system while locked"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")));
+    // Checking in stores a ticket: refused the same way, nothing half done.
+    let checkin = other.request(json!({"type": "checkin", "room": "c-db"})).await;
+    assert_eq!((checkin["type"].as_str(), checkin["code"].as_str()), (Some("error"), Some("unavailable")), "{checkin}");
 
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     drop(locker);

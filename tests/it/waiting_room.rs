@@ -188,6 +188,22 @@ async fn who_may_check_in_watch_and_admit() {
     );
     let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(display_token).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    // With a k1 patient waiting, staff of another clinic read an empty line
+    // while the backend sees them; a doctor who does not serve the queue
+    // reads nothing.
+    let mut p2 = patient(&app, "c-r2").await;
+    check_in(&mut p2, "c-r2").await;
+    assert_eq!(app.get("/v1/queues/q-ana").await.1["entries"].as_array().unwrap().len(), 1);
+    let elsewhere = token_with(
+        json!({"sub": "s-2", "name": "Sam", "role": "staff", "clinic": "k2", "exp": chrono::Utc::now().timestamp() + 60}),
+        SECRET,
+    );
+    let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(elsewhere).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["entries"], json!([]));
+    let bob = token("d-other", "Bob", "doctor", 60);
+    let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(bob).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
 }
 
 #[tokio::test]
