@@ -19,6 +19,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub rooms: Rooms,
     pub store: Arc<dyn Store>,
+    /// The cluster's broker; `None` on a node of its own.
+    pub broker: Option<Arc<crate::broker::RedisBroker>>,
     pub limits: Arc<Limits>,
     /// The API key in force (configured, or demo mode's random one).
     pub api_key: Option<Arc<str>>,

@@ -30,6 +30,12 @@ pub struct Settings {
     /// How long a write waits for a database lock before it fails with
     /// `unavailable` (SQLite).
     pub database_busy_ms: u64,
+    /// Redis for a cluster of nodes (`redis://host:6379`); unset runs one
+    /// node on its own. Needs a PostgreSQL `database_url`.
+    pub redis_url: Option<String>,
+    /// In a cluster, how long a node's sessions stay listed after the node
+    /// stops refreshing them (it refreshes every third of this).
+    pub cluster_ttl_ms: u64,
     /// HS256 secret for client tokens. Unset on loopback means demo mode.
     pub jwt_secret: Option<String>,
     /// `HS256` (default), `RS256` or `ES256`.
@@ -104,6 +110,8 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             database_url: "sqlite://./data/telehub.db".into(),
             database_busy_ms: 5000,
+            redis_url: None,
+            cluster_ttl_ms: 6000,
             jwt_secret: None,
             jwt_algorithm: "HS256".into(),
             jwt_public_key: None,
@@ -151,6 +159,8 @@ impl std::fmt::Debug for Settings {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_busy_ms", &self.database_busy_ms)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("cluster_ttl_ms", &self.cluster_ttl_ms)
             .field("jwt_secret", &redact(&self.jwt_secret))
             .field("jwt_algorithm", &self.jwt_algorithm)
             .field("jwt_public_key", &self.jwt_public_key.as_ref().map(|_| "<set>"))
@@ -201,6 +211,10 @@ pub struct Args {
     pub database_url: Option<String>,
     #[arg(long, env = "TELEHUB_DATABASE_BUSY_MS")]
     pub database_busy_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "TELEHUB_CLUSTER_TTL_MS")]
+    pub cluster_ttl_ms: Option<u64>,
     #[arg(long, env = "TELEHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     #[arg(long, env = "TELEHUB_JWT_ALGORITHM")]
@@ -304,8 +318,9 @@ impl Settings {
         );
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
-        set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst);
+        set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst, cluster_ttl_ms);
         set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
+        set_opt!(redis_url);
         // An empty variable means unset, as operators expect.
         for secret in [
             &mut self.jwt_secret,
@@ -315,6 +330,7 @@ impl Settings {
             &mut self.jitsi_domain,
             &mut self.jitsi_app_id,
             &mut self.jitsi_app_secret,
+            &mut self.redis_url,
         ] {
             if secret.as_deref().is_some_and(str::is_empty) {
                 *secret = None;
@@ -349,6 +365,15 @@ impl Settings {
             self.turn_ttl_s >= 60 && self.jitsi_ttl_s >= 60,
             "turn_ttl_s and jitsi_ttl_s must be at least 60"
         );
+        if self.redis_url.is_some() {
+            anyhow::ensure!(
+                self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://"),
+                "redis_url is set but database_url is not PostgreSQL: the nodes of a cluster share one \
+                 PostgreSQL database (SQLite is a single node's file); set TELEHUB_DATABASE_URL=postgres://… \
+                 or unset TELEHUB_REDIS_URL to run one node"
+            );
+        }
+        anyhow::ensure!(self.cluster_ttl_ms >= 300, "cluster_ttl_ms must be at least 300");
         let jitsi = [&self.jitsi_domain, &self.jitsi_app_id, &self.jitsi_app_secret];
         anyhow::ensure!(
             jitsi.iter().all(|v| v.is_some()) || jitsi.iter().all(|v| v.is_none()),
@@ -432,6 +457,15 @@ mod tests {
         };
         let printed = format!("{s:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("k-secret") && !printed.contains("pw@"), "{printed}");
+    }
+
+    #[test]
+    fn redis_needs_postgres() {
+        let s = Settings { redis_url: Some("redis://127.0.0.1:6379".into()), ..Settings::default() };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        let s = Settings { database_url: "postgres://u@db/telehub".into(), ..s };
+        assert!(s.validate().is_ok());
     }
 
     #[test]

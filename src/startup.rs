@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, middleware, web};
-use telehub_actors::{QueueConfig, RoomConfig, Rooms};
+use telehub_actors::{Broker, QueueConfig, RoomConfig, Rooms};
 use telehub_signaling::Limits;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::app::{AppState, Metrics};
 use crate::auth::TokenKeys;
+use crate::broker::RedisBroker;
 use crate::config::Settings;
 use crate::http;
 use crate::media::ConfiguredMedia;
@@ -52,6 +53,12 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let http_rate = (settings.http_rate_per_s, settings.http_rate_burst);
     let store: Arc<dyn Store> =
         store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
+    let broker = match &settings.redis_url {
+        Some(url) => {
+            Some(RedisBroker::start(url, &settings.node_id, Duration::from_millis(settings.cluster_ttl_ms)).await?)
+        }
+        None => None,
+    };
     let room_config = RoomConfig { idle_timeout: Duration::from_secs(settings.room_idle_s), ..RoomConfig::default() };
     let queue_config = QueueConfig {
         grace: Duration::from_secs(settings.queue_grace_s),
@@ -66,6 +73,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         room_config,
         queue_config,
         settings.room_threads(),
+        broker.clone().map(|b| b as Arc<dyn Broker>),
     );
     let limits = Limits {
         max_frame_bytes: settings.max_frame_bytes,
@@ -77,6 +85,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         tokens: Arc::new(tokens),
         rooms,
         store,
+        broker,
         limits: Arc::new(limits),
         api_key: api_key.map(Into::into),
         demo,
@@ -135,6 +144,9 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
         warn!(left = app.sessions.len(), "sessions still open after the grace period");
     }
     handle.stop(true).await;
+    if let Some(broker) = &app.broker {
+        broker.close().await;
+    }
     app.store.close().await;
     info!("stopped");
     Ok(())

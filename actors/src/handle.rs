@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, Peer, SignalData, UserRef};
+use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, SignalData, UserRef};
 
 use crate::queues::QueueRegistry;
 use crate::registry::{CountRooms, Open, Peek};
@@ -13,7 +13,7 @@ use crate::room::{
     SwitchMedia, Typing,
 };
 use crate::{
-    Identity, MediaPolicy, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry,
+    Broker, Identity, PresentPeer, MediaPolicy, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry,
     RoomStore, SessionRef,
 };
 
@@ -22,6 +22,7 @@ use crate::{
 pub struct Rooms {
     registry: Addr<RoomRegistry>,
     queues: Queues,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// A room a session has joined.
@@ -39,23 +40,25 @@ impl Rooms {
     /// arbiters of their own, or (with 0) on the arbiter of whoever opens
     /// them.
     /// The waiting rooms' queues start beside it, on the same registry
-    /// thread.
+    /// thread. With a `broker`, the rooms of one consultation on different
+    /// nodes share their events through it.
     pub fn start(
         stores: (Arc<dyn RoomStore>, Arc<dyn QueueStore>),
         media: Arc<dyn MediaPolicy>,
         config: RoomConfig,
         queue_config: QueueConfig,
         threads: usize,
+        broker: Option<Arc<dyn Broker>>,
     ) -> Rooms {
         let (store, queue_store) = stores;
         let mut queues = None;
         let registry = RoomRegistry::create(|ctx| {
             let handle = Queues::new(QueueRegistry::new(queue_store, ctx.address(), queue_config).start());
             queues = Some(handle.clone());
-            RoomRegistry::new(store, media, config, threads, handle)
+            RoomRegistry::new(store, media, config, threads, handle, broker.clone())
         });
         let queues = queues.expect("made by the registry");
-        Rooms { registry, queues }
+        Rooms { registry, queues, broker }
     }
 
     /// The queues of the waiting rooms.
@@ -140,12 +143,17 @@ impl Rooms {
         self.ask(room, || PostSystem { text: text.to_owned(), name: name.to_owned() }).await
     }
 
-    /// The sessions in a room on this node; empty if the room is not running.
-    pub async fn presence(&self, room: &str) -> Vec<Peer> {
-        let Ok(Some(addr)) = self.registry.send(Peek { room: room.to_owned() }).await else {
-            return Vec::new();
-        };
-        addr.send(GetPresence).await.unwrap_or_default()
+    /// The sessions in a room, on every node. A room that runs here knows
+    /// them all; otherwise, in a cluster, the broker's presence does.
+    pub async fn presence(&self, room: &str) -> Result<Vec<PresentPeer>, Refusal> {
+        if let Ok(Some(addr)) = self.registry.send(Peek { room: room.to_owned() }).await
+            && let Ok(present) = addr.send(GetPresence).await
+        {
+            return Ok(present);
+        }
+        let Some(broker) = &self.broker else { return Ok(Vec::new()) };
+        let remote = broker.presence(room).await.map_err(|err| Refusal::new(ErrorCode::Unavailable, err.to_string()))?;
+        Ok(remote.into_iter().map(|r| PresentPeer { peer: r.peer, node: Some(r.node) }).collect())
     }
 
     /// The live record of a running room (status, media mode, last `seq`).

@@ -12,6 +12,7 @@
 //! Storage is reached through the [`RoomStore`] port, which the server
 //! implements with sqlx.
 
+mod broker;
 #[cfg(test)]
 mod fixtures;
 mod handle;
@@ -27,6 +28,7 @@ mod room;
 mod state;
 mod store;
 
+pub use broker::{Broker, BrokerError, Envelope, FromCluster, RemotePeer, RoomEvent};
 pub use handle::{RoomHandle, Rooms};
 pub use media::MediaPolicy;
 pub use outbox::{Outbox, OutboxReceiver, Push, outbox};
@@ -36,7 +38,7 @@ pub use queues::{QueueRegistry, Queues};
 pub use registry::RoomRegistry;
 pub use rights::{Action, Identity, may};
 pub use room::{Room, RoomConfig};
-pub use state::{Refusal, RoomState};
+pub use state::{PresentPeer, Refusal, RoomState};
 pub use store::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
     StoredEntry,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::room::NoShow;
-use crate::{MediaPolicy, Queues, Refusal, Room, RoomConfig, RoomStore};
+use crate::{Broker, MediaPolicy, Queues, Refusal, Room, RoomConfig, RoomStore};
 
 /// Get the running room, starting it if needed.
 #[derive(Message)]
@@ -63,6 +63,7 @@ pub struct RoomRegistry {
     media: Arc<dyn MediaPolicy>,
     config: RoomConfig,
     queues: Queues,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl RoomRegistry {
@@ -74,6 +75,7 @@ impl RoomRegistry {
         config: RoomConfig,
         threads: usize,
         queues: Queues,
+        broker: Option<Arc<dyn Broker>>,
     ) -> Self {
         let arbiters = (0..threads)
             .map(|_| {
@@ -85,7 +87,7 @@ impl RoomRegistry {
                 handle
             })
             .collect();
-        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config, queues }
+        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config, queues, broker }
     }
 
     fn arbiter_for(&self, room: &str, home: Option<ArbiterHandle>) -> ArbiterHandle {
@@ -122,11 +124,11 @@ impl RoomRegistry {
             return addr.clone();
         }
         let id = room.clone();
-        let (store, media, config, queues) =
-            (self.store.clone(), self.media.clone(), self.config.clone(), self.queues.clone());
+        let (store, media, config, queues, broker) =
+            (self.store.clone(), self.media.clone(), self.config.clone(), self.queues.clone(), self.broker.clone());
         let registry = ctx.address();
         let arbiter = self.arbiter_for(&id, home);
-        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues));
+        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues, broker));
         self.rooms.insert(room, addr.clone());
         addr
     }

@@ -19,11 +19,12 @@ use telehub_signaling::{
 };
 use tracing::{debug, info, warn};
 
+use crate::broker::{Broker, FromCluster, RoomEvent};
 use crate::registry::Forget;
 use crate::state::HistoryPlan;
 use crate::{
     Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, Push, Queues, Refusal, RoomRecord,
-    RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
+    RoomRegistry, RoomState, RoomStore, SessionRef, StoreError, PresentPeer,
 };
 
 /// Enter the room. The `joined` frame goes to the session's outbox before
@@ -173,9 +174,9 @@ pub(crate) struct PostSystem {
     pub name: String,
 }
 
-/// The sessions present now.
+/// The sessions present now, on every node.
 #[derive(Message)]
-#[rtype(result = "Vec<Peer>")]
+#[rtype(result = "Vec<PresentPeer>")]
 pub(crate) struct GetPresence;
 
 /// The room's record as the room knows it now.
@@ -194,6 +195,10 @@ pub struct RoomConfig {
     pub history_max: u32,
     /// How long an empty room stays before it stops.
     pub idle_timeout: Duration,
+    /// In a cluster, how long a `seq` gap may stay open before the room
+    /// reads the missing messages from storage (an event lost between
+    /// nodes).
+    pub gap_wait: Duration,
 }
 
 impl Default for RoomConfig {
@@ -203,6 +208,7 @@ impl Default for RoomConfig {
             history_default: 50,
             history_max: 500,
             idle_timeout: Duration::from_secs(30),
+            gap_wait: Duration::from_millis(300),
         }
     }
 }
@@ -221,6 +227,12 @@ pub struct Room {
     registry: Addr<RoomRegistry>,
     queues: Queues,
     idle_timer: Option<SpawnHandle>,
+    /// The other nodes, in a cluster.
+    broker: Option<Arc<dyn Broker>>,
+    subscription: Option<u64>,
+    gap_timer: Option<SpawnHandle>,
+    /// Missing messages are being read from storage.
+    filling: bool,
 }
 
 impl Room {
@@ -231,6 +243,7 @@ impl Room {
         config: RoomConfig,
         registry: Addr<RoomRegistry>,
         queues: Queues,
+        broker: Option<Arc<dyn Broker>>,
     ) -> Self {
         Room {
             id,
@@ -243,6 +256,17 @@ impl Room {
             registry,
             queues,
             idle_timer: None,
+            broker,
+            subscription: None,
+            gap_timer: None,
+            filling: false,
+        }
+    }
+
+    /// Tells the room's other nodes, in a cluster.
+    fn publish(&self, event: impl FnOnce() -> RoomEvent) {
+        if let Some(broker) = &self.broker {
+            broker.publish(&self.id, &event());
         }
     }
 
@@ -272,7 +296,10 @@ impl Room {
     /// Sends the same bytes to every session present except `except`, and
     /// drops sessions whose task has gone.
     fn broadcast(&mut self, frame: &ServerFrame, except: Option<&str>, ctx: &mut Context<Self>) {
-        let bytes = ByteString::from(frame.to_json());
+        self.broadcast_bytes(ByteString::from(frame.to_json()), except, ctx);
+    }
+
+    fn broadcast_bytes(&mut self, bytes: ByteString, except: Option<&str>, ctx: &mut Context<Self>) {
         let mut gone = Vec::new();
         for (id, outbox) in &self.outboxes {
             if except == Some(id.as_ref()) {
@@ -292,6 +319,9 @@ impl Room {
         self.outboxes.remove(session);
         let Some(state) = self.state.as_mut() else { return };
         if let Some(frame) = state.exit(session) {
+            if let Some(broker) = &self.broker {
+                broker.exit(&self.id, session);
+            }
             self.broadcast(&frame, None, ctx);
         }
         self.maybe_idle(ctx);
@@ -301,6 +331,69 @@ impl Room {
         for message in messages {
             self.broadcast(&ServerFrame::Message(message), None, ctx);
         }
+        self.watch_gap(ctx);
+    }
+
+    /// Takes a stored message (of this node or another) and delivers what
+    /// may go out now.
+    fn take_stored(&mut self, message: MessageEvent, ctx: &mut Context<Self>) {
+        let ready = self.state.as_mut().map(|s| s.stored(message)).unwrap_or_default();
+        self.deliver(ready, ctx);
+    }
+
+    /// In a cluster, a `seq` gap that stays open means an event between
+    /// nodes was lost: read the missing messages from storage.
+    fn watch_gap(&mut self, ctx: &mut Context<Self>) {
+        let gap = self.state.as_ref().is_some_and(RoomState::has_gap);
+        if self.broker.is_none() || !gap || self.gap_timer.is_some() || self.filling {
+            return;
+        }
+        let handle = ctx.run_later(self.config.gap_wait, |act, ctx| {
+            act.gap_timer = None;
+            if act.state.as_ref().is_some_and(RoomState::has_gap) {
+                act.fill(ctx);
+            }
+        });
+        self.gap_timer = Some(handle);
+    }
+
+    /// Reads the messages after the last delivered one from storage and
+    /// delivers them: the durable record fills whatever events were lost.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        if self.filling {
+            return;
+        }
+        self.filling = true;
+        state.write_started();
+        let after = state.last_seq();
+        let limit = self.config.history_max;
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let load = async move { store.messages_after(&room, after, limit).await };
+        ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
+            act.filling = false;
+            if let Some(state) = act.state.as_mut() {
+                state.write_finished();
+            }
+            match result {
+                Ok(messages) => {
+                    let more = messages.len() >= limit as usize;
+                    if !messages.is_empty() {
+                        debug!(room = %act.id, after, count = messages.len(), "messages filled from storage");
+                    }
+                    for message in messages {
+                        act.take_stored(message, ctx);
+                    }
+                    if more {
+                        act.fill(ctx);
+                    }
+                }
+                Err(err) => warn!(room = %act.id, error = %err, "could not fill missing messages"),
+            }
+            act.watch_gap(ctx);
+            act.maybe_idle(ctx);
+        }));
     }
 
     fn audit(&self, user: Option<&str>, action: &str, detail: serde_json::Value) {
@@ -353,11 +446,14 @@ impl Room {
             ctx.cancel_future(idle);
         }
         if let Some(presence) = presence {
+            if let (Some(broker), ServerFrame::Presence { peer, .. }) = (&self.broker, &presence) {
+                broker.enter(&self.id, peer);
+            }
             self.broadcast(&presence, Some(&session.id), ctx);
             self.audit(Some(&user.id), "join", serde_json::json!({ "session": &*session.id, "role": user.role }));
         }
         if over_limit {
-            self.apply_media_mode(MediaMode::Jitsi, "mesh_limit", None, ctx);
+            self.apply_media_mode(MediaMode::Jitsi, "mesh_limit", Some(None), ctx);
         }
         if let Some(queue) = showed {
             self.queues.showed(&queue, &self.id);
@@ -365,8 +461,10 @@ impl Room {
     }
 
     /// Sets the media mode and tells every session, each with its own
-    /// credentials.
-    fn apply_media_mode(&mut self, mode: MediaMode, reason: &str, by: Option<&str>, ctx: &mut Context<Self>) {
+    /// credentials. `by` is `Some` (with the user who asked, if one did)
+    /// when the change happened on this node, which then stores it and
+    /// tells the other nodes; `None` when another node did that.
+    fn apply_media_mode(&mut self, mode: MediaMode, reason: &str, by: Option<Option<&str>>, ctx: &mut Context<Self>) {
         let Some(state) = self.state.as_mut() else { return };
         if !state.set_media_mode(mode) {
             return;
@@ -386,6 +484,8 @@ impl Room {
         for id in gone {
             self.evict(&id, ctx);
         }
+        let Some(by) = by else { return };
+        self.publish(|| RoomEvent::Media { mode, reason: reason.to_owned() });
         let store = self.store.clone();
         let room = self.id.clone();
         actix::spawn(async move {
@@ -419,18 +519,40 @@ impl Actor for Room {
 
     /// Loads the consultation before the first message is handled: `wait`
     /// holds the mailbox until the record is in.
+    ///
+    /// In a cluster the room subscribes to the other nodes' events first
+    /// and loads afterwards: what happened before the subscription is in
+    /// the load, what happens after it comes as events, and what is in both
+    /// is taken once (`seq` and session ids tell).
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         let store = self.store.clone();
         let id = self.id.clone();
+        let broker = self.broker.clone();
+        let me = ctx.address().recipient();
         let load = async move {
-            let Some(record) = store.load_room(&id).await? else { return Ok(None) };
-            let markers = store.read_markers(&id).await?;
-            Ok(Some((record, markers)))
+            let subscription = match &broker {
+                Some(broker) => Some(broker.subscribe(&id, me).await),
+                None => None,
+            };
+            let loaded = async {
+                let Some(record) = store.load_room(&id).await? else { return Ok(None) };
+                let markers = store.read_markers(&id).await?;
+                let remote = match &broker {
+                    Some(broker) => broker.presence(&id).await.unwrap_or_else(|err| {
+                        warn!(room = %id, error = %err, "cluster presence not read; it comes with the resync");
+                        Vec::new()
+                    }),
+                    None => Vec::new(),
+                };
+                Ok(Some((record, markers, remote)))
+            };
+            (subscription, loaded.await)
         };
-        ctx.wait(load.into_actor(self).map(|result: Result<_, StoreError>, act, ctx| {
+        ctx.wait(load.into_actor(self).map(|(subscription, result): (_, Result<_, StoreError>), act, ctx| {
+            act.subscription = subscription;
             match result {
-                Ok(Some((record, markers))) => {
+                Ok(Some((record, markers, remote))) => {
                     let mut state = RoomState::new(
                         record,
                         act.config.recent_capacity,
@@ -438,6 +560,9 @@ impl Actor for Room {
                         act.config.history_max,
                     );
                     state.set_read_markers(markers);
+                    for entry in remote {
+                        state.enter_remote(entry.peer, &entry.node, &entry.instance);
+                    }
                     act.state = Some(state);
                     act.maybe_idle(ctx);
                     return;
@@ -453,6 +578,12 @@ impl Actor for Room {
             act.registry.do_send(Forget { room: act.id.clone(), addr: ctx.address() });
             ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
         }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let (Some(broker), Some(id)) = (&self.broker, self.subscription) {
+            broker.unsubscribe(&self.id, id);
+        }
     }
 }
 
@@ -581,7 +712,13 @@ impl Handler<ChatStored> for Room {
                     at: stored.at.clone(),
                 };
                 Self::send_to(&session.outbox, &ack);
-                if !stored.duplicate {
+                if stored.duplicate {
+                    // The original may have been stored by a node that died
+                    // before it told anyone: storage has it.
+                    if self.state.as_ref().is_some_and(|s| stored.seq > s.last_seq()) {
+                        self.fill(ctx);
+                    }
+                } else {
                     let event = MessageEvent {
                         room: self.id.clone(),
                         seq: stored.seq,
@@ -592,8 +729,8 @@ impl Handler<ChatStored> for Room {
                         text,
                         at: stored.at,
                     };
-                    let ready = self.state.as_mut().map(|s| s.stored(event)).unwrap_or_default();
-                    self.deliver(ready, ctx);
+                    self.publish(|| RoomEvent::Message { message: event.clone() });
+                    self.take_stored(event, ctx);
                 }
             }
             Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
@@ -618,7 +755,9 @@ impl Handler<Typing> for Room {
             user: UserRef { id: user.id.clone(), name: user.name.clone() },
             active,
         };
-        self.broadcast(&frame, Some(&session.id), ctx);
+        let bytes = ByteString::from(frame.to_json());
+        self.publish(|| RoomEvent::Frame { frame: bytes.to_string() });
+        self.broadcast_bytes(bytes, Some(&session.id), ctx);
         Self::reply_ok(&session.outbox, reference);
     }
 }
@@ -664,7 +803,10 @@ impl Handler<ReadStored> for Room {
             Ok(marker) => {
                 let user = UserId { id: session.identity.user.id.clone() };
                 let frame = ServerFrame::Read { room: self.id.clone(), user, seq: marker };
-                self.broadcast(&frame, Some(&session.id), ctx);
+                let bytes = ByteString::from(frame.to_json());
+                let user = &session.identity.user.id;
+                self.publish(|| RoomEvent::Read { user: user.clone(), seq: marker, frame: bytes.to_string() });
+                self.broadcast_bytes(bytes, Some(&session.id), ctx);
                 Self::reply_ok(&session.outbox, reference);
             }
             Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
@@ -685,6 +827,16 @@ impl Handler<Relay> for Room {
         });
         if let Err(refusal) = check {
             return Self::reply_error(&session.outbox, reference, refusal);
+        }
+        if self.state.as_ref().is_some_and(|s| s.is_remote(&to)) {
+            let frame = ServerFrame::Signal {
+                room: self.id.clone(),
+                from: session.id.to_string(),
+                user: session.identity.user.clone(),
+                data,
+            };
+            self.publish(|| RoomEvent::Signal { to, frame: frame.to_json() });
+            return Self::reply_ok(&session.outbox, reference);
         }
         let Some(target) = self.outboxes.get(to.as_str()) else {
             return Self::reply_error(
@@ -722,7 +874,7 @@ impl Handler<SwitchMedia> for Room {
             }
             (None, None) => return Err(Refusal::new(ErrorCode::BadRequest, "media needs an event or a mode")),
         };
-        self.apply_media_mode(mode, reason, Some(&msg.identity.user.id), ctx);
+        self.apply_media_mode(mode, reason, Some(Some(&msg.identity.user.id)), ctx);
         Ok(())
     }
 }
@@ -765,6 +917,7 @@ impl Handler<Admit> for Room {
                     told.push(session.clone());
                 }
             }
+            act.publish(|| RoomEvent::Status { status: RoomStatus::Active, frame: None });
             let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
             act.audit(by, "admit", serde_json::json!({ "patient": patient }));
             act.maybe_idle(ctx);
@@ -799,7 +952,9 @@ impl Handler<End> for Room {
             state.finish_end(result.is_ok());
             result.map_err(Refusal::from)?;
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
-            act.broadcast(&frame, None, ctx);
+            let bytes = ByteString::from(frame.to_json());
+            act.publish(|| RoomEvent::Status { status: RoomStatus::Ended, frame: Some(bytes.to_string()) });
+            act.broadcast_bytes(bytes, None, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
             act.maybe_idle(ctx);
             Ok(())
@@ -847,20 +1002,137 @@ impl Handler<PostSystem> for Room {
                 text: msg.text,
                 at: stored.at,
             };
-            let ready = act.state.as_mut().map(|s| s.stored(event.clone())).unwrap_or_default();
-            act.deliver(ready, ctx);
+            act.publish(|| RoomEvent::Message { message: event.clone() });
+            act.take_stored(event.clone(), ctx);
             act.maybe_idle(ctx);
             Ok(event)
         }))
     }
 }
 
-/// Lists the sessions present.
+/// Lists the sessions present, on every node.
 impl Handler<GetPresence> for Room {
-    type Result = Vec<Peer>;
+    type Result = Vec<PresentPeer>;
 
-    fn handle(&mut self, _msg: GetPresence, _ctx: &mut Context<Self>) -> Vec<Peer> {
-        self.state.as_ref().map(RoomState::peers).unwrap_or_default()
+    fn handle(&mut self, _msg: GetPresence, _ctx: &mut Context<Self>) -> Vec<PresentPeer> {
+        self.state.as_ref().map(RoomState::present).unwrap_or_default()
+    }
+}
+
+/// Applies what the room's other nodes did.
+impl Handler<FromCluster> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromCluster, ctx: &mut Context<Self>) {
+        if self.state.is_none() {
+            return;
+        }
+        match msg {
+            FromCluster::Event { from, event } => self.apply(&from, event, ctx),
+            FromCluster::Resync => self.resync(ctx),
+            FromCluster::NodesGone(instances) => {
+                let Some(state) = self.state.as_mut() else { return };
+                let (sessions, frames) = state.exit_instances(&instances);
+                if sessions.is_empty() {
+                    return;
+                }
+                info!(room = %self.id, sessions = sessions.len(), "sessions of a node that stopped answering left");
+                if let Some(broker) = &self.broker {
+                    broker.forget(&self.id, &sessions);
+                }
+                for frame in frames {
+                    self.broadcast(&frame, None, ctx);
+                }
+                // The node may have stored messages it never announced.
+                self.fill(ctx);
+            }
+        }
+    }
+}
+
+impl Room {
+    /// Applies one event of another node's room.
+    fn apply(&mut self, from: &str, event: RoomEvent, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        match event {
+            RoomEvent::Message { message } => self.take_stored(message, ctx),
+            RoomEvent::Enter { peer, node } => {
+                if let Some(frame) = state.enter_remote(peer, &node, from) {
+                    self.broadcast(&frame, None, ctx);
+                }
+            }
+            RoomEvent::Exit { session } => {
+                if state.is_remote(&session)
+                    && let Some(frame) = state.exit(&session)
+                {
+                    self.broadcast(&frame, None, ctx);
+                }
+            }
+            RoomEvent::Roster { node, peers } => {
+                for frame in state.roster(from, &node, peers) {
+                    self.broadcast(&frame, None, ctx);
+                }
+            }
+            RoomEvent::Frame { frame } => self.broadcast_bytes(frame.into(), None, ctx),
+            RoomEvent::Read { user, seq, frame } => {
+                state.read_elsewhere(&user, seq);
+                self.broadcast_bytes(frame.into(), None, ctx);
+            }
+            RoomEvent::Media { mode, reason } => self.apply_media_mode(mode, &reason, None, ctx),
+            RoomEvent::Status { status, frame } => {
+                let before = state.status();
+                match status {
+                    RoomStatus::Waiting if before != RoomStatus::Scheduled => {}
+                    _ => state.set_status(status),
+                }
+                if status == RoomStatus::Active && before != RoomStatus::Active {
+                    let patient = state.record().patient.id.clone();
+                    let bytes = ByteString::from(ServerFrame::Admitted { room: self.id.clone() }.to_json());
+                    for session in state.sessions_of(&patient) {
+                        if let Some(outbox) = self.outboxes.get(session) {
+                            let _ = outbox.push(bytes.clone());
+                        }
+                    }
+                }
+                if let Some(frame) = frame {
+                    self.broadcast_bytes(frame.into(), None, ctx);
+                }
+            }
+            RoomEvent::Signal { to, frame } => {
+                if let Some(outbox) = self.outboxes.get(to.as_str()) {
+                    let _ = outbox.push(frame.into());
+                }
+            }
+        }
+    }
+
+    /// After the broker was away: say again which sessions this node has,
+    /// take the others' from the cluster's presence, and read the messages
+    /// that may have been missed from storage.
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        let (Some(broker), Some(state)) = (self.broker.clone(), self.state.as_ref()) else { return };
+        broker.roster(&self.id, &state.local_peers());
+        self.fill(ctx);
+        let room = self.id.clone();
+        let read = async move { broker.presence(&room).await };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
+            let remote = match result {
+                Ok(remote) => remote,
+                Err(err) => return warn!(room = %act.id, error = %err, "cluster presence not read after resync"),
+            };
+            let Some(state) = act.state.as_mut() else { return };
+            let mut by_instance: HashMap<String, (String, Vec<Peer>)> = HashMap::new();
+            for entry in remote {
+                by_instance.entry(entry.instance).or_insert_with(|| (entry.node, Vec::new())).1.push(entry.peer);
+            }
+            let mut frames = Vec::new();
+            for (instance, (node, peers)) in by_instance {
+                frames.extend(state.roster(&instance, &node, peers));
+            }
+            for frame in frames {
+                act.broadcast(&frame, None, ctx);
+            }
+        }));
     }
 }
 
@@ -906,6 +1178,7 @@ impl Handler<MarkWaiting> for Room {
             && state.status() == RoomStatus::Scheduled
         {
             state.set_status(RoomStatus::Waiting);
+            self.publish(|| RoomEvent::Status { status: RoomStatus::Waiting, frame: None });
         }
     }
 }
@@ -941,7 +1214,9 @@ impl Handler<NoShow> for Room {
             state.set_status(RoomStatus::Cancelled);
             let by = UserRef { id: "system".into(), name: "No-show".into() };
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
-            act.broadcast(&frame, None, ctx);
+            let bytes = ByteString::from(frame.to_json());
+            act.publish(|| RoomEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });
+            act.broadcast_bytes(bytes, None, ctx);
             act.audit(None, "no_show", serde_json::json!({}));
             info!(room = %act.id, "consultation cancelled: the patient did not come");
             act.maybe_idle(ctx);

@@ -47,6 +47,22 @@ impl From<crate::StoreError> for Refusal {
 struct Present {
     identity: Arc<Identity>,
     since: String,
+    /// Where the session lives when it is on another node of a cluster.
+    remote: Option<Remote>,
+}
+
+/// The node of a session on another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remote {
+    node: Arc<str>,
+    instance: Arc<str>,
+}
+
+/// A session present, with the node it is on (`None`: this node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresentPeer {
+    pub peer: Peer,
+    pub node: Option<String>,
 }
 
 /// Where the history of a `joined` comes from.
@@ -132,9 +148,15 @@ impl RoomState {
         self.delivered
     }
 
-    /// No session is present and no write is pending: the room may stop.
+    /// No session of this node is present and no write is pending: the
+    /// room may stop. (Sessions on other nodes have rooms of their own.)
     pub fn is_idle(&self) -> bool {
-        self.sessions.is_empty() && self.in_flight == 0 && self.waiting.is_empty()
+        self.sessions.values().all(|p| p.remote.is_some()) && self.in_flight == 0 && self.waiting.is_empty()
+    }
+
+    /// Whether stored messages wait for an earlier `seq` that has not come.
+    pub fn has_gap(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     pub fn is_present(&self, session: &str) -> bool {
@@ -180,13 +202,80 @@ impl RoomState {
         self.sessions.iter().map(|(id, p)| peer(id, p, true)).collect()
     }
 
+    /// Every session present, with the node of those on other nodes.
+    pub fn present(&self) -> Vec<PresentPeer> {
+        self.sessions
+            .iter()
+            .map(|(id, p)| PresentPeer { peer: peer(id, p, true), node: p.remote.as_ref().map(|r| r.node.to_string()) })
+            .collect()
+    }
+
+    /// The sessions of this node present, as peers.
+    pub fn local_peers(&self) -> Vec<Peer> {
+        self.sessions.iter().filter(|(_, p)| p.remote.is_none()).map(|(id, p)| peer(id, p, true)).collect()
+    }
+
+    /// Whether a present session is on another node.
+    pub fn is_remote(&self, session: &str) -> bool {
+        self.sessions.get(session).is_some_and(|p| p.remote.is_some())
+    }
+
+    /// Adds a session of another node; returns the `presence` join for this
+    /// node's sessions, or `None` if it was known already.
+    pub fn enter_remote(&mut self, peer: Peer, node: &str, instance: &str) -> Option<ServerFrame> {
+        let session: Arc<str> = peer.session.as_str().into();
+        if self.sessions.contains_key(&session) {
+            return None;
+        }
+        let identity = Arc::new(Identity { user: peer.user, clinic: None, rooms: None });
+        let remote = Remote { node: node.into(), instance: instance.into() };
+        let present = Present { identity, since: peer.since.unwrap_or_default(), remote: Some(remote) };
+        let frame = ServerFrame::Presence {
+            room: self.record.id.clone(),
+            event: PresenceEvent::Join,
+            peer: self::peer(&session, &present, true),
+        };
+        self.sessions.insert(session, present);
+        Some(frame)
+    }
+
+    /// Removes the sessions of instances that are gone; returns their ids
+    /// and the `presence` leaves for this node's sessions.
+    pub fn exit_instances(&mut self, gone: &[String]) -> (Vec<String>, Vec<ServerFrame>) {
+        let ids: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, p)| p.remote.as_ref().is_some_and(|r| gone.iter().any(|g| **g == *r.instance)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let frames = ids.iter().filter_map(|id| self.exit(id)).collect();
+        (ids.iter().map(|id| id.to_string()).collect(), frames)
+    }
+
+    /// Replaces what the room knew of an instance's sessions with its
+    /// roster; returns the `presence` frames for the difference.
+    pub fn roster(&mut self, instance: &str, node: &str, peers: Vec<Peer>) -> Vec<ServerFrame> {
+        let stale: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(id, p)| {
+                p.remote.as_ref().is_some_and(|r| &*r.instance == instance)
+                    && !peers.iter().any(|peer| peer.session == id.as_ref())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut frames: Vec<_> = stale.iter().filter_map(|id| self.exit(id)).collect();
+        frames.extend(peers.into_iter().filter_map(|peer| self.enter_remote(peer, node, instance)));
+        frames
+    }
+
     /// Adds a session; returns the `presence` join for the others, or `None`
     /// if it was present already (a repeated `join` only pages history).
     pub fn enter(&mut self, session: Arc<str>, identity: Arc<Identity>, at: String) -> Option<ServerFrame> {
         if self.sessions.contains_key(&session) {
             return None;
         }
-        let present = Present { identity, since: at };
+        let present = Present { identity, since: at, remote: None };
         let frame = ServerFrame::Presence {
             room: self.record.id.clone(),
             event: PresenceEvent::Join,
@@ -339,6 +428,12 @@ impl RoomState {
         }
         *marker = seq;
         Some(seq)
+    }
+
+    /// Moves a user's read marker as another node stored it.
+    pub fn read_elsewhere(&mut self, user: &str, seq: i64) {
+        let marker = self.read_markers.entry(user.to_owned()).or_insert(0);
+        *marker = (*marker).max(seq);
     }
 
     /// Checks that the target of a signal is present.

@@ -1,0 +1,133 @@
+//! The port to the other nodes of a cluster.
+//!
+//! On one node there is no broker: a room delivers straight to the outboxes
+//! of its sessions, which is the whole of the in-process case. In a cluster
+//! every node that has a session in a consultation runs its own [`Room`]
+//! actor for it, and the rooms of one consultation tell each other what
+//! happened through a [`Broker`] (Redis pub/sub in the server). What they
+//! exchange is a [`RoomEvent`]: facts that already happened on the sender's
+//! node (a message stored, a session entered, a status stored), never
+//! requests, so a receiving room only has to apply and deliver them.
+//!
+//! The durable facts (messages, statuses, read markers) are in the shared
+//! database, so a lost event costs latency, not data: a room that sees a
+//! `seq` gap fills it from storage, and after the broker reconnects every
+//! room is told to [`FromCluster::Resync`].
+//!
+//! [`Room`]: crate::Room
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use telehub_signaling::{MediaMode, MessageEvent, Peer, RoomStatus};
+
+/// Something that happened in a room on one node, for the same room on the
+/// others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RoomEvent {
+    /// A message was stored (chat or system).
+    Message { message: MessageEvent },
+    /// A session of the sender's node entered the room.
+    Enter { peer: Peer, node: String },
+    /// A session of the sender's node left the room.
+    Exit { session: String },
+    /// Every session the sender's node has in the room now, after the
+    /// broker reconnected: the receivers replace what they knew of that
+    /// node with it.
+    Roster { node: String, peers: Vec<Peer> },
+    /// A frame for every session (typing): delivered as it is.
+    Frame { frame: String },
+    /// A read marker moved; `frame` is the `read` frame to deliver.
+    Read { user: String, seq: i64, frame: String },
+    /// The media mode changed; each node gives its sessions their own
+    /// credentials.
+    Media { mode: MediaMode, reason: String },
+    /// The consultation's status was stored; `frame` is the `ended` frame
+    /// of an end or cancellation.
+    Status {
+        status: RoomStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame: Option<String>,
+    },
+    /// A `signal` frame for one session, which lives on the receiver's node
+    /// if on any.
+    Signal { to: String, frame: String },
+}
+
+/// A room event with the instance that sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node's instance (see [`Broker::instance`]).
+    pub from: String,
+    #[serde(flatten)]
+    pub event: RoomEvent,
+}
+
+/// What the broker tells a room.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum FromCluster {
+    /// An event from another node's room of this consultation.
+    Event { from: Arc<str>, event: RoomEvent },
+    /// The broker reconnected: events may have been lost meanwhile. The
+    /// room reloads what it might have missed and tells the others which
+    /// sessions it has.
+    Resync,
+    /// These instances stopped refreshing their liveness: their sessions
+    /// are gone.
+    NodesGone(Arc<[String]>),
+}
+
+/// A session on another node, as the cluster's presence lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemotePeer {
+    pub peer: Peer,
+    /// The node's configured id, for `GET …/presence`.
+    pub node: String,
+    /// The node's instance, for liveness.
+    pub instance: String,
+}
+
+/// Why the broker could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("broker unavailable: {0}")]
+pub struct BrokerError(pub String);
+
+/// What rooms need from the other nodes.
+///
+/// Publishing never waits and never fails in the caller's face: events of
+/// one room leave in the order they were published, and events lost while
+/// the broker is away are made good by [`FromCluster::Resync`].
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// This process: the node's id and a random part, so that a node that
+    /// restarts under the same id is a new instance.
+    fn instance(&self) -> &str;
+    /// The node's configured id.
+    fn node(&self) -> &str;
+    /// Delivers the events of `room` from other nodes to `to` from now on.
+    /// Returns once the subscription is in place, or at once when the
+    /// broker is away (it subscribes on reconnect and sends `Resync`).
+    /// The number identifies the subscription for [`Broker::unsubscribe`].
+    async fn subscribe(&self, room: &str, to: Recipient<FromCluster>) -> u64;
+    /// Ends a subscription, unless a newer one replaced it.
+    fn unsubscribe(&self, room: &str, id: u64);
+    /// Sends an event to the room's other nodes.
+    fn publish(&self, room: &str, event: &RoomEvent);
+    /// Lists a local session in the cluster's presence and tells the others.
+    fn enter(&self, room: &str, peer: &Peer);
+    /// Lists every local session of the room in the cluster's presence
+    /// again and tells the others that these are all (after a reconnect).
+    fn roster(&self, room: &str, peers: &[Peer]);
+    /// Removes a local session from the presence and tells the others.
+    fn exit(&self, room: &str, session: &str);
+    /// Removes sessions of dead instances from the presence.
+    fn forget(&self, room: &str, sessions: &[String]);
+    /// The sessions of other live instances in the room.
+    async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError>;
+    /// Whether the broker is connected.
+    fn is_ready(&self) -> bool;
+}

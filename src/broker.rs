@@ -1,0 +1,597 @@
+//! The Redis broker: how the nodes of a cluster share room events.
+//!
+//! Three tasks, each with its own connection, do all the talking:
+//!
+//! - the **writer** takes every write (publishes, presence entries) and
+//!   every presence read from one queue, in order, and sends them as
+//!   pipelines. One queue and one connection keep the events of a room in
+//!   the order the room published them, and let a presence read see this
+//!   node's own earlier writes.
+//! - the **subscriber** holds the pub/sub connection, subscribes to the
+//!   channel of every room running here, and hands each event to its room.
+//! - the **heartbeat** refreshes this instance's liveness every third of
+//!   the TTL and reports instances whose liveness ran out.
+//!
+//! Any of them that loses Redis reconnects with backoff; `/readyz` answers
+//! 503 meanwhile. Events that could not be sent, or were published while
+//! the subscriber was away, are lost, so after a reconnect every room is
+//! told to resync: it says again which sessions it has and fills `seq` gaps
+//! from the database, where every acknowledged message is.
+//!
+//! Names (see [`channel`]) carry the consultation in a hash tag, so that
+//! a room's channel and presence key fall in one slot of a Redis Cluster and
+//! the channel can be carried by sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Recipient;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Value};
+use telehub_actors::{Broker, BrokerError, Envelope, FromCluster, RemotePeer, RoomEvent};
+use telehub_signaling::Peer;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// The sorted set of instances, scored by when their liveness runs out
+/// (milliseconds since the epoch).
+const NODES: &str = "telehub:nodes";
+/// How long a presence hash lives without writes (a safety net; entries
+/// of dead instances are removed when noticed).
+const PRESENCE_KEY_TTL_S: i64 = 86_400;
+/// Writes sent in one pipeline at most.
+const BATCH: usize = 512;
+/// How long to wait for Redis to answer or accept a connection.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pub/sub channel of a consultation's events.
+pub fn channel(room: &str) -> String {
+    format!("telehub:{{{room}}}:events")
+}
+
+/// The hash of a consultation's sessions in the cluster, by session id.
+pub fn presence_key(room: &str) -> String {
+    format!("telehub:{{{room}}}:presence")
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// One item of the writer's queue.
+enum Op {
+    Publish { channel: String, payload: String },
+    /// Set presence entries (session, entry JSON), then publish.
+    Present { room: String, entries: Vec<(String, String)>, payload: String },
+    /// Remove a presence entry, then publish.
+    Absent { room: String, session: String, payload: String },
+    /// Remove presence entries of dead instances.
+    Forget { room: String, sessions: Vec<String> },
+    /// Read a room's presence and the live instances.
+    Read { room: String, reply: oneshot::Sender<Result<(Vec<(String, String)>, Vec<String>), BrokerError>> },
+    /// Mark this instance dead at once (graceful stop).
+    Leave,
+}
+
+/// A request of the subscriber.
+enum Sub {
+    Subscribe { room: String, id: u64, to: Recipient<FromCluster>, done: oneshot::Sender<()> },
+    Unsubscribe { room: String, id: u64 },
+}
+
+/// The rooms running here, by channel.
+type Subscribers = Arc<Mutex<HashMap<String, (u64, Recipient<FromCluster>)>>>;
+
+/// Tells every subscribed room.
+fn tell_all(subscribers: &Subscribers, message: &FromCluster) {
+    let rooms: Vec<_> = subscribers.lock().expect("subscribers").values().map(|(_, to)| to.clone()).collect();
+    for room in rooms {
+        room.do_send(message.clone());
+    }
+}
+
+/// Whether each task has Redis now.
+#[derive(Default)]
+struct Health {
+    writer: AtomicBool,
+    subscriber: AtomicBool,
+    heartbeat: AtomicBool,
+}
+
+/// The broker of a node in a cluster.
+pub struct RedisBroker {
+    instance: String,
+    node: String,
+    writes: mpsc::UnboundedSender<Op>,
+    subs: mpsc::UnboundedSender<Sub>,
+    health: Arc<Health>,
+    next_id: AtomicU64,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl RedisBroker {
+    /// Connects to Redis and starts the broker's tasks on the current
+    /// runtime. Fails if Redis does not answer now; later outages are
+    /// ridden out.
+    pub async fn start(url: &str, node: &str, ttl: Duration) -> anyhow::Result<Arc<RedisBroker>> {
+        let client = Client::open(url).map_err(|e| anyhow::anyhow!("bad redis_url: {e}"))?;
+        let mut probe =
+            connect(&client).await.map_err(|e| anyhow::anyhow!("cannot reach Redis at {}: {e}", redact(url)))?;
+        let _: String = redis::cmd("PING").query_async(&mut probe).await?;
+        let instance = format!("{node}/{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let (writes, write_rx) = mpsc::unbounded_channel();
+        let (subs, sub_rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
+        let subscribers: Subscribers = Arc::default();
+        let tasks = vec![
+            tokio::spawn(writer(client.clone(), write_rx, instance.clone(), health.clone(), subscribers.clone())),
+            tokio::spawn(subscriber(client.clone(), sub_rx, instance.clone(), health.clone(), subscribers.clone())),
+            tokio::spawn(heartbeat(client, instance.clone(), ttl, health.clone(), subscribers)),
+        ];
+        info!(%instance, "cluster broker on Redis");
+        Ok(Arc::new(RedisBroker {
+            instance,
+            node: node.to_owned(),
+            writes,
+            subs,
+            health,
+            next_id: AtomicU64::new(1),
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    fn envelope(&self, event: &RoomEvent) -> String {
+        let envelope = Envelope { from: self.instance.clone(), event: event.clone() };
+        serde_json::to_string(&envelope).expect("events serialize")
+    }
+
+    fn entry(&self, peer: &Peer) -> String {
+        let entry = RemotePeer { peer: peer.clone(), node: self.node.clone(), instance: self.instance.clone() };
+        serde_json::to_string(&entry).expect("entries serialize")
+    }
+
+    /// Marks this instance gone, sends what is queued before that, and
+    /// stops the tasks.
+    pub async fn close(&self) {
+        let _ = self.writes.send(Op::Leave);
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("tasks"));
+        let mut tasks = tasks.into_iter();
+        if let Some(mut writer) = tasks.next()
+            && tokio::time::timeout(TIMEOUT, &mut writer).await.is_err()
+        {
+            warn!("Redis writes still queued at shutdown were dropped");
+            writer.abort();
+        }
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn subscribe(&self, room: &str, to: Recipient<FromCluster>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, subscribed) = oneshot::channel();
+        if self.subs.send(Sub::Subscribe { room: room.to_owned(), id, to, done }).is_ok() {
+            // Without Redis the subscription waits for the reconnect, and
+            // the room gets `Resync` then.
+            let _ = tokio::time::timeout(TIMEOUT, subscribed).await;
+        }
+        id
+    }
+
+    fn unsubscribe(&self, room: &str, id: u64) {
+        let _ = self.subs.send(Sub::Unsubscribe { room: room.to_owned(), id });
+    }
+
+    fn publish(&self, room: &str, event: &RoomEvent) {
+        let _ = self.writes.send(Op::Publish { channel: channel(room), payload: self.envelope(event) });
+    }
+
+    fn enter(&self, room: &str, peer: &Peer) {
+        let payload = self.envelope(&RoomEvent::Enter { peer: peer.clone(), node: self.node.clone() });
+        let entries = vec![(peer.session.clone(), self.entry(peer))];
+        let _ = self.writes.send(Op::Present { room: room.to_owned(), entries, payload });
+    }
+
+    fn roster(&self, room: &str, peers: &[Peer]) {
+        let payload = self.envelope(&RoomEvent::Roster { node: self.node.clone(), peers: peers.to_vec() });
+        let entries = peers.iter().map(|p| (p.session.clone(), self.entry(p))).collect();
+        let _ = self.writes.send(Op::Present { room: room.to_owned(), entries, payload });
+    }
+
+    fn exit(&self, room: &str, session: &str) {
+        let payload = self.envelope(&RoomEvent::Exit { session: session.to_owned() });
+        let _ = self.writes.send(Op::Absent { room: room.to_owned(), session: session.to_owned(), payload });
+    }
+
+    fn forget(&self, room: &str, sessions: &[String]) {
+        let _ = self.writes.send(Op::Forget { room: room.to_owned(), sessions: sessions.to_vec() });
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Op::Read { room: room.to_owned(), reply })
+            .map_err(|_| BrokerError("the broker has stopped".into()))?;
+        let (entries, live) = tokio::time::timeout(TIMEOUT, answer)
+            .await
+            .map_err(|_| BrokerError("Redis did not answer in time".into()))?
+            .map_err(|_| BrokerError("Redis went away".into()))??;
+        let live: HashSet<String> = live.into_iter().collect();
+        let mut peers = Vec::new();
+        let mut dead = Vec::new();
+        for (session, json) in entries {
+            match serde_json::from_str::<RemotePeer>(&json) {
+                Ok(entry) if entry.instance == self.instance => {}
+                Ok(entry) if live.contains(&entry.instance) => peers.push(entry),
+                _ => dead.push(session),
+            }
+        }
+        if !dead.is_empty() {
+            debug!(room, count = dead.len(), "presence entries of gone instances removed");
+            self.forget(room, &dead);
+        }
+        Ok(peers)
+    }
+
+    fn is_ready(&self) -> bool {
+        let h = &self.health;
+        h.writer.load(Ordering::Relaxed) && h.subscriber.load(Ordering::Relaxed) && h.heartbeat.load(Ordering::Relaxed)
+    }
+}
+
+/// A multiplexed connection with timeouts.
+async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT));
+    client.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Doubles from 100 ms to 2 s.
+fn next_backoff(current: Duration) -> Duration {
+    (current * 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<redacted>{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Sends the queue's writes in pipelines, in order.
+async fn writer(
+    client: Client,
+    mut queue: mpsc::UnboundedReceiver<Op>,
+    instance: String,
+    health: Arc<Health>,
+    subscribers: Subscribers,
+) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut backoff = Duration::ZERO;
+    // Events were dropped: the rooms resync once Redis is back.
+    let mut lost = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        if conn.is_none() {
+            match connect(&client).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    backoff = Duration::ZERO;
+                }
+                Err(err) => {
+                    health.writer.store(false, Ordering::Relaxed);
+                    drop_batch(&mut batch, &mut queue, &err);
+                    lost = true;
+                    backoff = next_backoff(backoff);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let leave = batch.iter().any(|op| matches!(op, Op::Leave));
+        let (pipe, reads) = pipeline(&mut batch, &instance);
+        match pipe.query_async::<Vec<Value>>(c).await {
+            Ok(values) => {
+                health.writer.store(true, Ordering::Relaxed);
+                answer_reads(reads, values);
+                if leave {
+                    return;
+                }
+                if std::mem::take(&mut lost) {
+                    info!("Redis is back for writes: rooms resync");
+                    tell_all(&subscribers, &FromCluster::Resync);
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "Redis write failed; reconnecting");
+                health.writer.store(false, Ordering::Relaxed);
+                for read in reads {
+                    let _ = read.send(Err(BrokerError(err.to_string())));
+                }
+                conn = None;
+                lost = true;
+                if leave {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers the reads waiting in a batch that could not be sent, and drops
+/// everything else queued: while Redis is away, events only pile up.
+fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>, err: &redis::RedisError) {
+    let mut dropped = 0usize;
+    let mut drain = |op: Op| match op {
+        Op::Read { reply, .. } => {
+            let _ = reply.send(Err(BrokerError(err.to_string())));
+        }
+        _ => dropped += 1,
+    };
+    batch.drain(..).for_each(&mut drain);
+    while let Ok(op) = queue.try_recv() {
+        drain(op);
+    }
+    if dropped > 0 {
+        warn!(dropped, error = %err, "Redis unreachable: events dropped; rooms resync when it is back");
+    }
+}
+
+type ReadReply = oneshot::Sender<Result<(Vec<(String, String)>, Vec<String>), BrokerError>>;
+
+/// Turns a batch into one pipeline; the reads' replies come back in the
+/// order of their commands.
+fn pipeline(batch: &mut Vec<Op>, instance: &str) -> (redis::Pipeline, Vec<ReadReply>) {
+    let mut pipe = redis::pipe();
+    let mut reads = Vec::new();
+    for op in batch.drain(..) {
+        match op {
+            Op::Publish { channel, payload } => {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            }
+            Op::Present { room, entries, payload } => {
+                let key = presence_key(&room);
+                if !entries.is_empty() {
+                    let hset = pipe.cmd("HSET").arg(&key);
+                    for (session, entry) in entries {
+                        hset.arg(session).arg(entry);
+                    }
+                    hset.ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(PRESENCE_KEY_TTL_S).ignore();
+                }
+                pipe.cmd("PUBLISH").arg(channel(&room)).arg(payload).ignore();
+            }
+            Op::Absent { room, session, payload } => {
+                pipe.cmd("HDEL").arg(presence_key(&room)).arg(session).ignore();
+                pipe.cmd("PUBLISH").arg(channel(&room)).arg(payload).ignore();
+            }
+            Op::Forget { room, sessions } => {
+                if !sessions.is_empty() {
+                    pipe.cmd("HDEL").arg(presence_key(&room)).arg(sessions).ignore();
+                }
+            }
+            Op::Read { room, reply } => {
+                pipe.cmd("HGETALL").arg(presence_key(&room));
+                pipe.cmd("ZRANGEBYSCORE").arg(NODES).arg(now_ms()).arg("+inf");
+                reads.push(reply);
+            }
+            Op::Leave => {
+                pipe.cmd("ZADD").arg(NODES).arg(0).arg(instance).ignore();
+            }
+        }
+    }
+    (pipe, reads)
+}
+
+fn answer_reads(reads: Vec<ReadReply>, values: Vec<Value>) {
+    let mut values = values.into_iter();
+    for reply in reads {
+        let (Some(entries), Some(live)) = (values.next(), values.next()) else {
+            let _ = reply.send(Err(BrokerError("short pipeline reply".into())));
+            continue;
+        };
+        let parsed = redis::from_redis_value::<HashMap<String, String>>(entries)
+            .and_then(|e| Ok((e.into_iter().collect(), redis::from_redis_value::<Vec<String>>(live)?)))
+            .map_err(|e| BrokerError(e.to_string()));
+        let _ = reply.send(parsed);
+    }
+}
+
+/// Holds the pub/sub connection and hands events to their rooms.
+async fn subscriber(
+    client: Client,
+    mut requests: mpsc::UnboundedReceiver<Sub>,
+    instance: String,
+    health: Arc<Health>,
+    subscribers: Subscribers,
+) {
+    let mut backoff = Duration::ZERO;
+    let mut first = true;
+    // Subscriptions asked for while Redis was away.
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        let pubsub = match tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                health.subscriber.store(false, Ordering::Relaxed);
+                warn!(%error, "Redis pub/sub unreachable; retrying");
+                backoff = next_backoff(backoff);
+                // Keep taking requests meanwhile: a room that starts now
+                // is subscribed on reconnect.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        request = requests.recv() => match request {
+                            Some(request) => note(&subscribers, request, &mut waiting),
+                            None => return,
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<String> = subscribers.lock().expect("subscribers").keys().cloned().collect();
+        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+            continue;
+        }
+        health.subscriber.store(true, Ordering::Relaxed);
+        backoff = Duration::ZERO;
+        waiting.drain(..).for_each(|done| {
+            let _ = done.send(());
+        });
+        if !std::mem::take(&mut first) {
+            info!(rooms = channels.len(), "Redis pub/sub is back: rooms resync");
+            tell_all(&subscribers, &FromCluster::Resync);
+        }
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    dispatch(&subscribers, &instance, message.get_channel_name(), message.get_payload_bytes());
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let result = match request {
+                        Sub::Subscribe { room, id, to, done } => {
+                            let channel = channel(&room);
+                            subscribers.lock().expect("subscribers").insert(channel.clone(), (id, to));
+                            let result = sink.subscribe(&channel).await;
+                            let _ = done.send(());
+                            result
+                        }
+                        Sub::Unsubscribe { room, id } => {
+                            let channel = channel(&room);
+                            let mine = {
+                                let mut map = subscribers.lock().expect("subscribers");
+                                let mine = map.get(&channel).is_some_and(|(current, _)| *current == id);
+                                if mine {
+                                    map.remove(&channel);
+                                }
+                                mine
+                            };
+                            if mine { sink.unsubscribe(&channel).await } else { Ok(()) }
+                        }
+                    };
+                    if let Err(err) = result {
+                        warn!(error = %err, "Redis subscription failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+        health.subscriber.store(false, Ordering::Relaxed);
+        warn!("Redis pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Records a subscription request while Redis is away.
+fn note(subscribers: &Subscribers, request: Sub, waiting: &mut Vec<oneshot::Sender<()>>) {
+    let mut map = subscribers.lock().expect("subscribers");
+    match request {
+        Sub::Subscribe { room, id, to, done } => {
+            map.insert(channel(&room), (id, to));
+            waiting.push(done);
+        }
+        Sub::Unsubscribe { room, id } => {
+            let channel = channel(&room);
+            if map.get(&channel).is_some_and(|(current, _)| *current == id) {
+                map.remove(&channel);
+            }
+        }
+    }
+}
+
+/// Hands one event to its room, unless this instance sent it.
+fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &[u8]) {
+    let envelope: Envelope = match serde_json::from_slice(payload) {
+        Ok(envelope) => envelope,
+        Err(err) => return warn!(%channel, error = %err, "undecodable cluster event dropped"),
+    };
+    if envelope.from == instance {
+        return;
+    }
+    let to = subscribers.lock().expect("subscribers").get(channel).map(|(_, to)| to.clone());
+    if let Some(to) = to {
+        to.do_send(FromCluster::Event { from: envelope.from.into(), event: envelope.event });
+    }
+}
+
+/// Refreshes this instance's liveness and reports instances whose liveness
+/// ran out.
+async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<Health>, subscribers: Subscribers) {
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut reported: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            conn = connect(&client).await.ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            health.heartbeat.store(false, Ordering::Relaxed);
+            continue;
+        };
+        let now = now_ms();
+        // Dead instances stay listed (score in the past) for ten TTLs so
+        // that every node notices them, then go.
+        let result: redis::RedisResult<(Vec<String>,)> = redis::pipe()
+            .cmd("ZADD")
+            .arg(NODES)
+            .arg(now + ttl_ms)
+            .arg(&instance)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(NODES)
+            .arg("-inf")
+            .arg(now - 10 * ttl_ms)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(NODES)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .query_async(c)
+            .await;
+        match result {
+            Ok((dead,)) => {
+                health.heartbeat.store(true, Ordering::Relaxed);
+                let new: Vec<String> = dead.into_iter().filter(|d| *d != instance && !reported.contains(d)).collect();
+                if !new.is_empty() {
+                    info!(instances = ?new, "cluster instances stopped refreshing; their sessions leave");
+                    reported.extend(new.iter().cloned());
+                    tell_all(&subscribers, &FromCluster::NodesGone(new.into()));
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, "Redis heartbeat failed");
+                health.heartbeat.store(false, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
