@@ -38,7 +38,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// The sorted set of instances, scored by when their liveness runs out
-/// (milliseconds since the epoch).
+/// (milliseconds since the epoch). A dead instance stays listed, with its
+/// score in the past, for as long as a presence hash may live, so that its
+/// entries are known to be dead wherever they turn up.
 const NODES: &str = "telehub:nodes";
 /// How long a presence hash lives without writes (a safety net; entries
 /// of dead instances are removed when noticed).
@@ -71,8 +73,8 @@ enum Op {
     Absent { room: String, session: String, payload: String },
     /// Remove presence entries of dead instances.
     Forget { room: String, sessions: Vec<String> },
-    /// Read a room's presence and the live instances.
-    Read { room: String, reply: oneshot::Sender<Result<(Vec<(String, String)>, Vec<String>), BrokerError>> },
+    /// Read a room's presence and the instances' liveness.
+    Read { room: String, reply: ReadReply },
     /// Mark this instance dead at once (graceful stop).
     Leave,
 }
@@ -126,6 +128,9 @@ impl RedisBroker {
         let (writes, write_rx) = mpsc::unbounded_channel();
         let (subs, sub_rx) = mpsc::unbounded_channel();
         let health = Arc::new(Health::default());
+        // The probe just reached Redis; the writer connects on its first
+        // write and says otherwise if that fails.
+        health.writer.store(true, Ordering::Relaxed);
         let subscribers: Subscribers = Arc::default();
         let tasks = vec![
             tokio::spawn(writer(client.clone(), write_rx, instance.clone(), health.clone(), subscribers.clone())),
@@ -227,17 +232,21 @@ impl Broker for RedisBroker {
         self.writes
             .send(Op::Read { room: room.to_owned(), reply })
             .map_err(|_| BrokerError("the broker has stopped".into()))?;
-        let (entries, live) = tokio::time::timeout(TIMEOUT, answer)
+        let (entries, instances) = tokio::time::timeout(TIMEOUT, answer)
             .await
             .map_err(|_| BrokerError("Redis did not answer in time".into()))?
             .map_err(|_| BrokerError("Redis went away".into()))??;
-        let live: HashSet<String> = live.into_iter().collect();
+        let now = now_ms() as f64;
+        // An instance not listed at all is taken as alive: right after a
+        // Redis restart, live nodes have not listed themselves again yet.
+        let dead_instances: HashSet<String> =
+            instances.into_iter().filter(|(_, expires)| *expires < now).map(|(instance, _)| instance).collect();
         let mut peers = Vec::new();
         let mut dead = Vec::new();
         for (session, json) in entries {
             match serde_json::from_str::<RemotePeer>(&json) {
                 Ok(entry) if entry.instance == self.instance => {}
-                Ok(entry) if live.contains(&entry.instance) => peers.push(entry),
+                Ok(entry) if !dead_instances.contains(&entry.instance) => peers.push(entry),
                 _ => dead.push(session),
             }
         }
@@ -354,7 +363,9 @@ fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>, err:
     }
 }
 
-type ReadReply = oneshot::Sender<Result<(Vec<(String, String)>, Vec<String>), BrokerError>>;
+/// A presence read's answer: the hash's (session, entry) pairs and every
+/// listed instance with when its liveness runs out.
+type ReadReply = oneshot::Sender<Result<(Vec<(String, String)>, Vec<(String, f64)>), BrokerError>>;
 
 /// Turns a batch into one pipeline; the reads' replies come back in the
 /// order of their commands.
@@ -389,7 +400,7 @@ fn pipeline(batch: &mut Vec<Op>, instance: &str) -> (redis::Pipeline, Vec<ReadRe
             }
             Op::Read { room, reply } => {
                 pipe.cmd("HGETALL").arg(presence_key(&room));
-                pipe.cmd("ZRANGEBYSCORE").arg(NODES).arg(now_ms()).arg("+inf");
+                pipe.cmd("ZRANGE").arg(NODES).arg(0).arg(-1).arg("WITHSCORES");
                 reads.push(reply);
             }
             Op::Leave => {
@@ -408,7 +419,7 @@ fn answer_reads(reads: Vec<ReadReply>, values: Vec<Value>) {
             continue;
         };
         let parsed = redis::from_redis_value::<HashMap<String, String>>(entries)
-            .and_then(|e| Ok((e.into_iter().collect(), redis::from_redis_value::<Vec<String>>(live)?)))
+            .and_then(|e| Ok((e.into_iter().collect(), redis::from_redis_value::<Vec<(String, f64)>>(live)?)))
             .map_err(|e| BrokerError(e.to_string()));
         let _ = reply.send(parsed);
     }
@@ -540,12 +551,17 @@ fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &
     }
 }
 
-/// Refreshes this instance's liveness and reports instances whose liveness
-/// ran out.
+/// Refreshes this instance's liveness and reports instances that stopped
+/// refreshing theirs.
+///
+/// An instance is reported gone once it has not been live for a whole TTL
+/// as this node saw it: its listing expired (it died) or vanished (a Redis
+/// restart lost it and it never came back to list itself again).
 async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<Health>, subscribers: Subscribers) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut reported: HashSet<String> = HashSet::new();
+    // When each instance was last seen live.
+    let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -558,8 +574,6 @@ async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<
             continue;
         };
         let now = now_ms();
-        // Dead instances stay listed (score in the past) for ten TTLs so
-        // that every node notices them, then go.
         let result: redis::RedisResult<(Vec<String>,)> = redis::pipe()
             .cmd("ZADD")
             .arg(NODES)
@@ -569,22 +583,32 @@ async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<
             .cmd("ZREMRANGEBYSCORE")
             .arg(NODES)
             .arg("-inf")
-            .arg(now - 10 * ttl_ms)
+            .arg(now - PRESENCE_KEY_TTL_S * 1000)
             .ignore()
             .cmd("ZRANGEBYSCORE")
             .arg(NODES)
-            .arg("-inf")
-            .arg(format!("({now}"))
+            .arg(now)
+            .arg("+inf")
             .query_async(c)
             .await;
         match result {
-            Ok((dead,)) => {
+            Ok((live,)) => {
                 health.heartbeat.store(true, Ordering::Relaxed);
-                let new: Vec<String> = dead.into_iter().filter(|d| *d != instance && !reported.contains(d)).collect();
-                if !new.is_empty() {
-                    info!(instances = ?new, "cluster instances stopped refreshing; their sessions leave");
-                    reported.extend(new.iter().cloned());
-                    tell_all(&subscribers, &FromCluster::NodesGone(new.into()));
+                let at = tokio::time::Instant::now();
+                for other in live {
+                    seen.insert(other, at);
+                }
+                let gone: Vec<String> = seen
+                    .iter()
+                    .filter(|(other, last)| **other != instance && at.duration_since(**last) > ttl)
+                    .map(|(other, _)| other.clone())
+                    .collect();
+                if !gone.is_empty() {
+                    info!(instances = ?gone, "cluster instances stopped refreshing; their sessions leave");
+                    for other in &gone {
+                        seen.remove(other);
+                    }
+                    tell_all(&subscribers, &FromCluster::NodesGone(gone.into()));
                 }
             }
             Err(err) => {

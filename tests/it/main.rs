@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod chat;
+mod cluster;
 mod end;
 mod helpers;
 mod history;

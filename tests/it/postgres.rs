@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// A PostgreSQL server: the suite's, or one of this test's own.
-struct Server {
-    url: String,
+pub struct Server {
+    pub url: String,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -18,7 +18,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh")
 
 impl Server {
     /// The suite's server if it has one, else one started for this test.
-    fn get() -> Server {
+    pub fn get() -> Server {
         match postgres_server() {
             Some(url) => Server { url, dir: None },
             None => Server::own(),

@@ -1,0 +1,447 @@
+//! Several nodes on one PostgreSQL database and one Redis: a consultation
+//! whose members sit on different nodes, and the failures a cluster must
+//! ride out (Redis restarting, a node killed, a node stopping).
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use telehub::config::Settings;
+
+use crate::helpers::*;
+use crate::postgres::Server;
+
+/// A real `redis-server` on a free loopback port, without persistence, so a
+/// restart loses everything as a crash would.
+pub struct Redis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let mut redis = Redis { port, child: None, dir: tempfile::tempdir().unwrap() };
+        redis.spawn();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server and waits until it says it accepts connections.
+    fn spawn(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--logfile", "", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is needed (Debian package redis-server; scripts/test installs it)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.by_ref().map_while(Result::ok).any(|line| line.contains("Ready to accept connections"));
+        assert!(ready, "redis-server on port {} did not start", self.port);
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        self.child = Some(child);
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// PostgreSQL and Redis for a test's nodes.
+struct Cluster {
+    _pg: Server,
+    redis: Redis,
+    database: String,
+}
+
+/// The liveness TTL of the test clusters: short, so dead nodes are noticed
+/// soon.
+const TTL_MS: u64 = 900;
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let pg = Server::get();
+        let database = fresh_postgres_database(&pg.url).await;
+        Cluster { _pg: pg, redis: Redis::start(), database }
+    }
+
+    fn settings(&self, node: &str, dir: &tempfile::TempDir) -> Settings {
+        Settings {
+            database_url: self.database.clone(),
+            redis_url: Some(self.redis.url()),
+            node_id: node.into(),
+            cluster_ttl_ms: TTL_MS,
+            ..test_settings(dir)
+        }
+    }
+
+    async fn node(&self, node: &str) -> TestApp {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        start(self.settings(node, &dir), dir).await
+    }
+
+    /// A node in a process of its own, to be killed.
+    async fn process(&self, node: &str) -> Process {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_telehub"))
+            .env("TELEHUB_BIND", addr.to_string())
+            .env("TELEHUB_DATABASE_URL", &self.database)
+            .env("TELEHUB_REDIS_URL", self.redis.url())
+            .env("TELEHUB_JWT_SECRET", SECRET)
+            .env("TELEHUB_API_KEY", API_KEY)
+            .env("TELEHUB_NODE_ID", node)
+            .env("TELEHUB_CLUSTER_TTL_MS", TTL_MS.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the telehub binary");
+        let process = Process { child, addr };
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/readyz");
+        eventually("the node process is ready", || async {
+            http.get(&url).send().await.is_ok_and(|r| r.status().as_u16() == 200)
+        })
+        .await;
+        process
+    }
+}
+
+/// A node running as its own process.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/v1/ws?token={token}", self.addr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `check` holds, asking again every 50 ms, for at most
+/// [`PATIENCE`]. For conditions that have no event to wait for (a node's
+/// readiness as seen over HTTP).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn readiness(app: &TestApp) -> u16 {
+    app.http.get(app.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+fn sessions(peers: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        peers.as_array().unwrap().iter().map(|p| p["session"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&str]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// The next `message` frame's seq and text.
+async fn next_message(client: &mut Client) -> (i64, String) {
+    let message = client.recv_type("message").await;
+    (message["seq"].as_i64().unwrap(), message["text"].as_str().unwrap().to_owned())
+}
+
+const OFFER: &str = "v=0\r\no=- 4215775240449105457 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\na=mid:0\r\na=sctp-port:5000\r\n";
+
+#[tokio::test]
+async fn three_nodes_share_one_consultation() {
+    let cluster = Cluster::new().await;
+    let (a, b, c) = (cluster.node("node-a").await, cluster.node("node-b").await, cluster.node("node-c").await);
+    a.consultation("c-3").await;
+
+    // The doctor on b, then the patient on a: each sees the other.
+    let mut doctor = b.doctor("c-3").await;
+    doctor.join("c-3", None).await;
+    let mut patient = a.patient("c-3").await;
+    let joined = patient.join("c-3", None).await;
+    assert_eq!(sessions(&joined["peers"]), vec![doctor.session.clone()], "{joined}");
+    let arrived = doctor.recv_type("presence").await;
+    assert_eq!((&arrived["event"], &arrived["peer"]["session"]), (&json!("join"), &json!(patient.session)));
+
+    // Node c runs no room for c-3 yet: its HTTP view of presence comes
+    // from the cluster, with each session's node.
+    let (status, presence) = c.get("/v1/consultations/c-3/presence").await;
+    assert_eq!(status, 200, "{presence}");
+    let mut nodes: Vec<(String, String)> = presence["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["session"].as_str().unwrap().to_owned(), s["node"].as_str().unwrap().to_owned()))
+        .collect();
+    nodes.sort();
+    let mut expected = vec![(patient.session.clone(), "node-a".to_owned()), (doctor.session.clone(), "node-b".into())];
+    expected.sort();
+    assert_eq!(nodes, expected);
+
+    // Staff on c joins and is seen by both.
+    let mut staff = Client::connect(&c, &token("s-1", "Sri", "staff", 3600)).await;
+    let joined = staff.join("c-3", None).await;
+    assert_eq!(sessions(&joined["peers"]), sorted(&[&patient.session, &doctor.session]));
+    for client in [&mut doctor, &mut patient] {
+        let presence = client.recv_type("presence").await;
+        assert_eq!(presence["peer"]["session"], staff.session.as_str());
+    }
+
+    // Chat from a and from b reaches every node.
+    assert_eq!(patient.chat("c-3", "p1", "from a").await["seq"], 1);
+    for client in [&mut doctor, &mut patient, &mut staff] {
+        assert_eq!(next_message(client).await, (1, "from a".into()));
+    }
+    assert_eq!(doctor.chat("c-3", "d1", "from b").await["seq"], 2);
+    for client in [&mut doctor, &mut patient, &mut staff] {
+        assert_eq!(next_message(client).await, (2, "from b".into()));
+    }
+
+    // Typing and read markers cross nodes.
+    let ok = patient.request(json!({"type": "typing", "room": "c-3", "active": true})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let typing = doctor.recv_type("typing").await;
+    assert_eq!((&typing["user"]["id"], &typing["active"]), (&json!("p-c-3"), &json!(true)));
+    assert_eq!(staff.recv_type("typing").await["user"]["id"], "p-c-3");
+    let ok = doctor.request(json!({"type": "read", "room": "c-3", "seq": 2})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let read = patient.recv_type("read").await;
+    assert_eq!((&read["user"]["id"], &read["seq"]), (&json!("d-c-3"), &json!(2)));
+    assert_eq!(staff.recv_type("read").await["seq"], 2);
+
+    // A signal from b reaches the patient's session on a, and only it.
+    let sent = doctor
+        .request(json!({"type": "signal", "room": "c-3", "to": patient.session, "data": {"description": {"type": "offer", "sdp": OFFER}}}))
+        .await;
+    assert_eq!(sent["type"], "ok", "{sent}");
+    let signal = patient.recv_type("signal").await;
+    assert_eq!((&signal["from"], &signal["data"]["description"]["type"]), (&json!(doctor.session), &json!("offer")));
+    staff.assert_quiet().await;
+
+    // The patient leaves on a; the others see it.
+    let left = patient.request(json!({"type": "leave", "room": "c-3"})).await;
+    assert_eq!(left["type"], "left", "{left}");
+    for client in [&mut doctor, &mut staff] {
+        let presence = client.recv_type("presence").await;
+        assert_eq!((&presence["event"], &presence["peer"]["session"]), (&json!("leave"), &json!(patient.session)));
+    }
+    patient.join("c-3", Some(2)).await;
+    doctor.recv_type("presence").await;
+    staff.recv_type("presence").await;
+
+    // The doctor ends it on b: the other nodes' sessions are told.
+    let ok = doctor.request(json!({"type": "end", "room": "c-3"})).await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    for client in [&mut patient, &mut staff] {
+        let ended = client.recv_type("ended").await;
+        assert_eq!(ended["by"]["id"], "d-c-3");
+    }
+    // And the room is ended on every node, not only on b.
+    let refused = patient.request(json!({"type": "chat", "room": "c-3", "client_id": "late", "text": "x"})).await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+}
+
+/// Sends `n` chats without waiting, then reads until it has their acks and
+/// `total` messages; returns the messages' seqs in arrival order.
+async fn chat_and_collect(client: &mut Client, room: &str, prefix: &str, n: usize, total: usize) -> Vec<i64> {
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        client.send(json!({"type": "chat", "ref": id, "room": room, "client_id": id, "text": id})).await;
+    }
+    let (mut acks, mut seqs) = (0, Vec::new());
+    while acks < n || seqs.len() < total {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("message") => seqs.push(frame["seq"].as_i64().unwrap()),
+            Some("error") => panic!("refused: {frame}"),
+            _ => {}
+        }
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn two_nodes_writing_at_once_deliver_every_message_once_in_seq_order() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    a.consultation("c-burst").await;
+    let mut patient = a.patient("c-burst").await;
+    patient.join("c-burst", None).await;
+    let mut doctor = b.doctor("c-burst").await;
+    doctor.join("c-burst", None).await;
+    patient.recv_type("presence").await;
+
+    let (seen_a, seen_b) = tokio::join!(
+        chat_and_collect(&mut patient, "c-burst", "p", 60, 120),
+        chat_and_collect(&mut doctor, "c-burst", "d", 60, 120)
+    );
+    let all: Vec<i64> = (1..=120).collect();
+    assert_eq!(seen_a, all, "node a's session saw every message once, in order");
+    assert_eq!(seen_b, all, "node b's session saw every message once, in order");
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_no_acknowledged_message() {
+    let mut cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    a.consultation("c-redis").await;
+    let mut patient = a.patient("c-redis").await;
+    patient.join("c-redis", None).await;
+    let mut staff = Client::connect(&a, &token("s-1", "Sri", "staff", 3600)).await;
+    staff.join("c-redis", None).await;
+    let mut doctor = b.doctor("c-redis").await;
+    doctor.join("c-redis", None).await;
+    patient.recv_type("presence").await;
+    patient.chat("c-redis", "1", "before").await;
+    assert_eq!(next_message(&mut doctor).await, (1, "before".into()));
+    assert_eq!(next_message(&mut staff).await, (1, "before".into()));
+
+    cluster.redis.kill();
+    eventually("node a reports the broker down", || async { readiness(&a).await == 503 }).await;
+    eventually("node b reports the broker down", || async { readiness(&b).await == 503 }).await;
+    // A node without Redis still serves its own sessions, from storage.
+    assert_eq!(patient.chat("c-redis", "2", "while redis is down").await["seq"], 2);
+    assert_eq!(next_message(&mut staff).await, (2, "while redis is down".into()));
+
+    cluster.redis.restart();
+    eventually("node a is ready again", || async { readiness(&a).await == 200 }).await;
+    eventually("node b is ready again", || async { readiness(&b).await == 200 }).await;
+    // What b missed comes from the database after the resync, then live
+    // delivery resumes.
+    assert_eq!(next_message(&mut doctor).await, (2, "while redis is down".into()));
+    patient.chat("c-redis", "3", "after").await;
+    assert_eq!(next_message(&mut doctor).await, (3, "after".into()));
+    // Presence was rebuilt in the new Redis: a node that starts the room
+    // afresh sees both nodes' sessions.
+    let c = cluster.node("node-c").await;
+    let (status, presence) = c.get("/v1/consultations/c-redis/presence").await;
+    assert_eq!(status, 200);
+    assert_eq!(presence["sessions"].as_array().unwrap().len(), 3, "{presence}");
+}
+
+#[tokio::test]
+async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
+    let cluster = Cluster::new().await;
+    let b = cluster.node("node-b").await;
+    let doomed = cluster.process("node-k").await;
+    b.consultation("c-kill").await;
+    let mut doctor = b.doctor("c-kill").await;
+    doctor.join("c-kill", None).await;
+    let patient_token = token("p-c-kill", "Budi", "patient", 3600);
+    let mut patient = Client::connect_to(&doomed.ws_url(&patient_token)).await;
+    patient.join("c-kill", None).await;
+    let gone = patient.session.clone();
+    assert_eq!(doctor.recv_type("presence").await["peer"]["session"], gone.as_str());
+
+    let mut acked = Vec::new();
+    for i in 1..=20 {
+        let ack = patient.chat("c-kill", &format!("k{i}"), &format!("k {i}")).await;
+        acked.push(ack["seq"].as_i64().unwrap());
+    }
+    drop(doomed); // SIGKILL
+
+    // The doctor sees the dead node's session leave once its TTL runs out,
+    // and every acknowledged message, once, in order: the last ones may
+    // have died with the node before it published them, and come from the
+    // database then.
+    let (mut seen, mut left) = (Vec::new(), false);
+    while seen.len() < acked.len() || !left {
+        let frame = doctor.recv().await;
+        match frame["type"].as_str() {
+            Some("message") => seen.push(frame["seq"].as_i64().unwrap()),
+            Some("presence") => {
+                assert_eq!((&frame["event"], &frame["peer"]["session"]), (&json!("leave"), &json!(gone)));
+                left = true;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, acked);
+    // The patient's client reconnects to the surviving node and resumes
+    // from what it had (here: everything up to its last ack).
+    let mut patient = b.patient("c-kill").await;
+    let joined = patient.join("c-kill", Some(20)).await;
+    assert_eq!(joined["history"].as_array().unwrap().len(), 0);
+    assert_eq!(joined["seq"], 20);
+    assert_eq!(patient.chat("c-kill", "after", "after the crash").await["seq"], 21);
+    assert_eq!(next_message(&mut doctor).await, (21, "after the crash".into()));
+}
+
+#[tokio::test]
+async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    a.consultation("c-move").await;
+    let mut doctor = b.doctor("c-move").await;
+    doctor.join("c-move", None).await;
+    let mut patient = a.patient("c-move").await;
+    patient.join("c-move", None).await;
+    doctor.recv_type("presence").await;
+    patient.chat("c-move", "1", "one").await;
+    assert_eq!(next_message(&mut patient).await.0, 1);
+    let last_seen = 1;
+
+    let stopping = tokio::spawn(a.stop());
+    patient.recv_type("goaway").await;
+    assert_eq!(patient.closed().await, Some(1001));
+    stopping.await.unwrap();
+    let leave = doctor.recv_type("presence").await;
+    assert_eq!((&leave["event"], &leave["peer"]["session"]), (&json!("leave"), &json!(patient.session)));
+
+    // While the patient moves, the doctor writes.
+    doctor.chat("c-move", "2", "while you moved").await;
+    let mut patient = b.patient("c-move").await;
+    let joined = patient.join("c-move", Some(last_seen)).await;
+    let history: Vec<i64> = joined["history"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(history, vec![2]);
+    assert_eq!(joined["history_complete"], true);
+}
