@@ -66,15 +66,32 @@ fn now_ms() -> i64 {
 
 /// One item of the writer's queue.
 enum Op {
-    Publish { channel: String, payload: String },
+    Publish {
+        channel: String,
+        payload: String,
+    },
     /// Set presence entries (session, entry JSON), then publish.
-    Present { room: String, entries: Vec<(String, String)>, payload: String },
+    Present {
+        room: String,
+        entries: Vec<(String, String)>,
+        payload: String,
+    },
     /// Remove a presence entry, then publish.
-    Absent { room: String, session: String, payload: String },
+    Absent {
+        room: String,
+        session: String,
+        payload: String,
+    },
     /// Remove presence entries of dead instances.
-    Forget { room: String, sessions: Vec<String> },
+    Forget {
+        room: String,
+        sessions: Vec<String>,
+    },
     /// Read a room's presence and the instances' liveness.
-    Read { room: String, reply: ReadReply },
+    Read {
+        room: String,
+        reply: ReadReply,
+    },
     /// Mark this instance dead at once (graceful stop).
     Leave,
 }
@@ -265,9 +282,7 @@ impl Broker for RedisBroker {
 
 /// A multiplexed connection with timeouts.
 async fn connect(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(TIMEOUT))
-        .set_response_timeout(Some(TIMEOUT));
+    let config = AsyncConnectionConfig::new().set_connection_timeout(Some(TIMEOUT)).set_response_timeout(Some(TIMEOUT));
     client.get_multiplexed_async_connection_with_config(&config).await
 }
 
@@ -547,7 +562,7 @@ fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &
     }
     let to = subscribers.lock().expect("subscribers").get(channel).map(|(_, to)| to.clone());
     if let Some(to) = to {
-        to.do_send(FromCluster::Event { from: envelope.from.into(), event: envelope.event });
+        to.do_send(FromCluster::Event { from: envelope.from.into(), event: Box::new(envelope.event) });
     }
 }
 

@@ -71,7 +71,7 @@ pub struct Envelope {
 #[rtype(result = "()")]
 pub enum FromCluster {
     /// An event from another node's room of this consultation.
-    Event { from: Arc<str>, event: RoomEvent },
+    Event { from: Arc<str>, event: Box<RoomEvent> },
     /// The broker reconnected: events may have been lost meanwhile. The
     /// room reloads what it might have missed and tells the others which
     /// sessions it has.
@@ -130,4 +130,49 @@ pub trait Broker: Send + Sync + 'static {
     async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError>;
     /// Whether the broker is connected.
     fn is_ready(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use telehub_signaling::{MessageKind, Role, Sender, UserInfo};
+
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_as_flat_json() {
+        let peer = Peer {
+            session: "s_1".into(),
+            user: UserInfo { id: "d1".into(), name: "Ana".into(), role: Role::Doctor },
+            state: None,
+            since: Some("2026-11-25T10:00:00.000Z".into()),
+        };
+        let message = MessageEvent {
+            room: "c-1".into(),
+            seq: 7,
+            id: "m_7".into(),
+            client_id: Some("x".into()),
+            from: Sender { id: "d1".into(), name: "Ana".into(), role: "doctor".into() },
+            kind: MessageKind::Text,
+            text: "hello".into(),
+            at: "2026-11-25T10:00:00.000Z".into(),
+        };
+        let events = [
+            RoomEvent::Message { message },
+            RoomEvent::Enter { peer: peer.clone(), node: "node-a".into() },
+            RoomEvent::Exit { session: "s_1".into() },
+            RoomEvent::Roster { node: "node-a".into(), peers: vec![peer] },
+            RoomEvent::Frame { frame: "{}".into() },
+            RoomEvent::Read { user: "d1".into(), seq: 3, frame: "{}".into() },
+            RoomEvent::Media { mode: MediaMode::Jitsi, reason: "ice_failed".into() },
+            RoomEvent::Status { status: RoomStatus::Ended, frame: Some("{}".into()) },
+            RoomEvent::Signal { to: "s_2".into(), frame: "{}".into() },
+        ];
+        for event in events {
+            let envelope = Envelope { from: "node-a/1".into(), event };
+            let json = serde_json::to_value(&envelope).unwrap();
+            assert_eq!(json["from"], "node-a/1");
+            assert!(json["event"].is_string(), "{json}");
+            assert_eq!(serde_json::from_value::<Envelope>(json).unwrap(), envelope);
+        }
+    }
 }

@@ -13,8 +13,8 @@ use crate::room::{
     SwitchMedia, Typing,
 };
 use crate::{
-    Broker, Identity, PresentPeer, MediaPolicy, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord, RoomRegistry,
-    RoomStore, SessionRef,
+    Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord,
+    RoomRegistry, RoomStore, SessionRef,
 };
 
 /// The rooms of this node.
@@ -152,7 +152,8 @@ impl Rooms {
             return Ok(present);
         }
         let Some(broker) = &self.broker else { return Ok(Vec::new()) };
-        let remote = broker.presence(room).await.map_err(|err| Refusal::new(ErrorCode::Unavailable, err.to_string()))?;
+        let remote =
+            broker.presence(room).await.map_err(|err| Refusal::new(ErrorCode::Unavailable, err.to_string()))?;
         Ok(remote.into_iter().map(|r| PresentPeer { peer: r.peer, node: Some(r.node) }).collect())
     }
 

@@ -128,7 +128,8 @@ impl RoomRegistry {
             (self.store.clone(), self.media.clone(), self.config.clone(), self.queues.clone(), self.broker.clone());
         let registry = ctx.address();
         let arbiter = self.arbiter_for(&id, home);
-        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues, broker));
+        let addr =
+            Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues, broker));
         self.rooms.insert(room, addr.clone());
         addr
     }

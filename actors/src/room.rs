@@ -23,8 +23,8 @@ use crate::broker::{Broker, FromCluster, RoomEvent};
 use crate::registry::Forget;
 use crate::state::HistoryPlan;
 use crate::{
-    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, Push, Queues, Refusal, RoomRecord,
-    RoomRegistry, RoomState, RoomStore, SessionRef, StoreError, PresentPeer,
+    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, Queues, Refusal,
+    RoomRecord, RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
 };
 
 /// Enter the room. The `joined` frame goes to the session's outbox before
@@ -1028,7 +1028,7 @@ impl Handler<FromCluster> for Room {
             return;
         }
         match msg {
-            FromCluster::Event { from, event } => self.apply(&from, event, ctx),
+            FromCluster::Event { from, event } => self.apply(&from, *event, ctx),
             FromCluster::Resync => self.resync(ctx),
             FromCluster::NodesGone(instances) => {
                 let Some(state) = self.state.as_mut() else { return };

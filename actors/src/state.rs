@@ -644,6 +644,63 @@ mod tests {
         assert_eq!(room.check_target("s_2").unwrap_err().code, ErrorCode::NotFound);
     }
 
+    fn remote_peer(session: &str, user: &str, role: Role) -> Peer {
+        Peer {
+            session: session.into(),
+            user: UserInfo { id: user.into(), name: user.into(), role },
+            state: None,
+            since: Some("t".into()),
+        }
+    }
+
+    #[test]
+    fn sessions_of_other_nodes_are_present_but_keep_no_room_alive() {
+        let mut room = RoomState::new(record(0), 5, 50, 500);
+        assert!(room.enter_remote(remote_peer("s_r", "d1", Role::Doctor), "node-b", "node-b/1").is_some());
+        assert!(room.enter_remote(remote_peer("s_r", "d1", Role::Doctor), "node-b", "node-b/1").is_none());
+        assert!(room.is_idle(), "a remote session has a room on its own node");
+        assert!(room.is_remote("s_r") && room.check_target("s_r").is_ok());
+        room.enter("s_l".into(), identity("p1", Role::Patient), "t".into());
+        assert!(!room.is_idle());
+        assert_eq!(room.local_peers().len(), 1);
+        let nodes: Vec<_> = room.present().into_iter().map(|p| (p.peer.session, p.node)).collect();
+        assert_eq!(nodes, vec![("s_l".to_owned(), None), ("s_r".to_owned(), Some("node-b".to_owned()))]);
+    }
+
+    #[test]
+    fn a_roster_replaces_what_was_known_of_its_instance() {
+        let mut room = RoomState::new(record(0), 5, 50, 500);
+        room.enter_remote(remote_peer("s_1", "d1", Role::Doctor), "node-b", "node-b/1");
+        room.enter_remote(remote_peer("s_2", "s1", Role::Staff), "node-b", "node-b/1");
+        room.enter_remote(remote_peer("s_3", "s2", Role::Staff), "node-c", "node-c/1");
+        let frames = room.roster(
+            "node-b/1",
+            "node-b",
+            vec![remote_peer("s_2", "s1", Role::Staff), remote_peer("s_4", "p1", Role::Patient)],
+        );
+        let events: Vec<_> = frames
+            .iter()
+            .map(|f| match f {
+                ServerFrame::Presence { event, peer, .. } => (*event, peer.session.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(events, vec![(PresenceEvent::Leave, "s_1".to_owned()), (PresenceEvent::Join, "s_4".to_owned())]);
+        assert!(room.is_present("s_3"), "another instance's sessions stay");
+    }
+
+    #[test]
+    fn the_sessions_of_a_dead_instance_leave() {
+        let mut room = RoomState::new(record(0), 5, 50, 500);
+        room.enter_remote(remote_peer("s_1", "d1", Role::Doctor), "node-b", "node-b/1");
+        room.enter_remote(remote_peer("s_2", "s2", Role::Staff), "node-c", "node-c/1");
+        room.enter("s_3".into(), identity("p1", Role::Patient), "t".into());
+        let (gone, frames) = room.exit_instances(&["node-b/1".to_owned()]);
+        assert_eq!(gone, vec!["s_1".to_owned()]);
+        assert_eq!(frames.len(), 1);
+        assert!(!room.is_present("s_1") && room.is_present("s_2") && room.is_present("s_3"));
+    }
+
     #[test]
     fn mesh_limit_counts_callers_only() {
         let mut room = RoomState::new(record(0), 5, 50, 500);

@@ -249,10 +249,8 @@ pub async fn presence(
     readable(&app, &caller, &id).await?;
     let node = &app.settings.node_id;
     let present = app.rooms.presence(&id).await.map_err(ApiError::from)?;
-    let sessions = present
-        .into_iter()
-        .map(|p| PresenceEntry::from_peer(p.peer, p.node.as_deref().unwrap_or(node)))
-        .collect();
+    let sessions =
+        present.into_iter().map(|p| PresenceEntry::from_peer(p.peer, p.node.as_deref().unwrap_or(node))).collect();
     Ok(HttpResponse::Ok().json(PresenceView { room: id.into_inner(), sessions }))
 }
 

@@ -24,7 +24,10 @@ pub async fn readyz(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     if let Some(broker) = &app.broker
         && !telehub_actors::Broker::is_ready(broker.as_ref())
     {
-        return Err(ApiError::new(telehub_signaling::ErrorCode::Unavailable, "the cluster broker (Redis) is unreachable"));
+        return Err(ApiError::new(
+            telehub_signaling::ErrorCode::Unavailable,
+            "the cluster broker (Redis) is unreachable",
+        ));
     }
     Ok(HttpResponse::Ok().json(HealthView { status: "ready".into(), node: app.settings.node_id.clone() }))
 }
