@@ -299,6 +299,12 @@ fn redact(url: &str) -> String {
 }
 
 /// Sends the queue's writes in pipelines, in order.
+///
+/// A pipeline that fails on a connection that had worked is tried once more
+/// on a fresh one (Redis restarts show up as a broken old connection); if
+/// that fails too, the batch is dropped and counted as lost. While Redis is
+/// away the writer probes it with PING, so readiness comes back without
+/// waiting for traffic.
 async fn writer(
     client: Client,
     mut queue: mpsc::UnboundedReceiver<Op>,
@@ -311,61 +317,70 @@ async fn writer(
     // Events were dropped: the rooms resync once Redis is back.
     let mut lost = false;
     let mut batch = Vec::with_capacity(BATCH);
-    while queue.recv_many(&mut batch, BATCH).await > 0 {
-        if conn.is_none() {
-            match connect(&client).await {
-                Ok(c) => {
-                    conn = Some(c);
-                    backoff = Duration::ZERO;
-                }
-                Err(err) => {
-                    health.writer.store(false, Ordering::Relaxed);
-                    drop_batch(&mut batch, &mut queue, &err);
-                    lost = true;
-                    backoff = next_backoff(backoff);
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
+    loop {
+        let healthy = health.writer.load(Ordering::Relaxed);
+        if healthy {
+            if queue.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+        } else {
+            tokio::select! {
+                n = queue.recv_many(&mut batch, BATCH) => if n == 0 { return },
+                () = tokio::time::sleep(backoff) => {}
             }
         }
-        let Some(c) = conn.as_mut() else { continue };
         let leave = batch.iter().any(|op| matches!(op, Op::Leave));
-        let (pipe, reads) = pipeline(&mut batch, &instance);
-        match pipe.query_async::<Vec<Value>>(c).await {
-            Ok(values) => {
-                health.writer.store(true, Ordering::Relaxed);
-                answer_reads(reads, values);
-                if leave {
-                    return;
-                }
-                if std::mem::take(&mut lost) {
-                    info!("Redis is back for writes: rooms resync");
-                    tell_all(&subscribers, &FromCluster::Resync);
+        let mut sent = false;
+        for attempt in 0..2 {
+            if conn.is_none() {
+                conn = connect(&client).await.ok();
+            }
+            let Some(c) = conn.as_mut() else { break };
+            if batch.is_empty() {
+                sent = redis::cmd("PING").query_async::<String>(c).await.is_ok();
+            } else {
+                let (pipe, reads) = pipeline(&batch, &instance);
+                match pipe.query_async::<Vec<Value>>(c).await {
+                    Ok(values) => {
+                        answer_reads(&mut batch, reads, values);
+                        sent = true;
+                    }
+                    Err(err) if attempt == 0 => debug!(error = %err, "Redis write failed; trying a new connection"),
+                    Err(err) => warn!(error = %err, "Redis write failed"),
                 }
             }
-            Err(err) => {
-                warn!(error = %err, "Redis write failed; reconnecting");
-                health.writer.store(false, Ordering::Relaxed);
-                for read in reads {
-                    let _ = read.send(Err(BrokerError(err.to_string())));
-                }
-                conn = None;
-                lost = true;
-                if leave {
-                    return;
-                }
+            if sent {
+                break;
             }
+            conn = None;
+        }
+        if sent {
+            batch.clear();
+            backoff = Duration::ZERO;
+            health.writer.store(true, Ordering::Relaxed);
+            if std::mem::take(&mut lost) {
+                info!("Redis is back for writes: rooms resync");
+                tell_all(&subscribers, &FromCluster::Resync);
+            }
+        } else {
+            health.writer.store(false, Ordering::Relaxed);
+            lost |= drop_batch(&mut batch, &mut queue);
+            backoff = next_backoff(backoff);
+        }
+        if leave {
+            return;
         }
     }
 }
 
 /// Answers the reads waiting in a batch that could not be sent, and drops
 /// everything else queued: while Redis is away, events only pile up.
-fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>, err: &redis::RedisError) {
+/// Returns whether events were dropped.
+fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>) -> bool {
     let mut dropped = 0usize;
     let mut drain = |op: Op| match op {
         Op::Read { reply, .. } => {
-            let _ = reply.send(Err(BrokerError(err.to_string())));
+            let _ = reply.send(Err(BrokerError("Redis is unreachable".into())));
         }
         _ => dropped += 1,
     };
@@ -374,26 +389,27 @@ fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>, err:
         drain(op);
     }
     if dropped > 0 {
-        warn!(dropped, error = %err, "Redis unreachable: events dropped; rooms resync when it is back");
+        warn!(dropped, "Redis unreachable: events dropped; rooms resync when it is back");
     }
+    dropped > 0
 }
 
 /// A presence read's answer: the hash's (session, entry) pairs and every
 /// listed instance with when its liveness runs out.
 type ReadReply = oneshot::Sender<Result<(Vec<(String, String)>, Vec<(String, f64)>), BrokerError>>;
 
-/// Turns a batch into one pipeline; the reads' replies come back in the
-/// order of their commands.
-fn pipeline(batch: &mut Vec<Op>, instance: &str) -> (redis::Pipeline, Vec<ReadReply>) {
+/// Turns a batch into one pipeline; returns it with the number of reads,
+/// whose replies come back in the order of their commands.
+fn pipeline(batch: &[Op], instance: &str) -> (redis::Pipeline, usize) {
     let mut pipe = redis::pipe();
-    let mut reads = Vec::new();
-    for op in batch.drain(..) {
+    let mut reads = 0;
+    for op in batch {
         match op {
             Op::Publish { channel, payload } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
             Op::Present { room, entries, payload } => {
-                let key = presence_key(&room);
+                let key = presence_key(room);
                 if !entries.is_empty() {
                     let hset = pipe.cmd("HSET").arg(&key);
                     for (session, entry) in entries {
@@ -402,21 +418,21 @@ fn pipeline(batch: &mut Vec<Op>, instance: &str) -> (redis::Pipeline, Vec<ReadRe
                     hset.ignore();
                     pipe.cmd("EXPIRE").arg(&key).arg(PRESENCE_KEY_TTL_S).ignore();
                 }
-                pipe.cmd("PUBLISH").arg(channel(&room)).arg(payload).ignore();
+                pipe.cmd("PUBLISH").arg(channel(room)).arg(payload).ignore();
             }
             Op::Absent { room, session, payload } => {
-                pipe.cmd("HDEL").arg(presence_key(&room)).arg(session).ignore();
-                pipe.cmd("PUBLISH").arg(channel(&room)).arg(payload).ignore();
+                pipe.cmd("HDEL").arg(presence_key(room)).arg(session).ignore();
+                pipe.cmd("PUBLISH").arg(channel(room)).arg(payload).ignore();
             }
             Op::Forget { room, sessions } => {
                 if !sessions.is_empty() {
-                    pipe.cmd("HDEL").arg(presence_key(&room)).arg(sessions).ignore();
+                    pipe.cmd("HDEL").arg(presence_key(room)).arg(sessions).ignore();
                 }
             }
-            Op::Read { room, reply } => {
-                pipe.cmd("HGETALL").arg(presence_key(&room));
+            Op::Read { room, .. } => {
+                pipe.cmd("HGETALL").arg(presence_key(room));
                 pipe.cmd("ZRANGE").arg(NODES).arg(0).arg(-1).arg("WITHSCORES");
-                reads.push(reply);
+                reads += 1;
             }
             Op::Leave => {
                 pipe.cmd("ZADD").arg(NODES).arg(0).arg(instance).ignore();
@@ -426,9 +442,13 @@ fn pipeline(batch: &mut Vec<Op>, instance: &str) -> (redis::Pipeline, Vec<ReadRe
     (pipe, reads)
 }
 
-fn answer_reads(reads: Vec<ReadReply>, values: Vec<Value>) {
+fn answer_reads(batch: &mut Vec<Op>, reads: usize, values: Vec<Value>) {
     let mut values = values.into_iter();
-    for reply in reads {
+    let replies = batch.drain(..).filter_map(|op| match op {
+        Op::Read { reply, .. } => Some(reply),
+        _ => None,
+    });
+    for reply in replies.take(reads) {
         let (Some(entries), Some(live)) = (values.next(), values.next()) else {
             let _ = reply.send(Err(BrokerError("short pipeline reply".into())));
             continue;
