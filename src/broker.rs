@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
-use telehub_actors::{Broker, BrokerError, Envelope, FromCluster, RemotePeer, RoomEvent};
+use telehub_actors::{Broker, BrokerError, ClusterEvent, Envelope, FromCluster, RemotePeer, Topic};
 use telehub_signaling::Peer;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -50,14 +50,23 @@ const BATCH: usize = 512;
 /// How long to wait for Redis to answer or accept a connection.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The pub/sub channel of a consultation's events.
-pub fn channel(room: &str) -> String {
-    format!("telehub:{{{room}}}:events")
+/// The pub/sub channel of a consultation's or a queue's events. Room ids
+/// cannot contain `:`, so `q:` keeps queues apart from rooms.
+pub fn channel(topic: Topic<'_>) -> String {
+    match topic {
+        Topic::Room(room) => format!("telehub:{{{room}}}:events"),
+        Topic::Queue(queue) => format!("telehub:{{q:{queue}}}:events"),
+    }
 }
 
 /// The hash of a consultation's sessions in the cluster, by session id.
 pub fn presence_key(room: &str) -> String {
     format!("telehub:{{{room}}}:presence")
+}
+
+/// The hash of a queue's rooms with a patient online, by instance.
+pub fn queue_online_key(queue: &str) -> String {
+    format!("telehub:{{q:{queue}}}:online")
 }
 
 fn now_ms() -> i64 {
@@ -70,26 +79,29 @@ enum Op {
         channel: String,
         payload: String,
     },
-    /// Set presence entries (session, entry JSON), then publish.
-    Present {
-        room: String,
-        entries: Vec<(String, String)>,
+    /// Set fields of a hash (a room's presence: session → entry; a queue's
+    /// online rooms: instance → rooms), then publish.
+    Put {
+        key: String,
+        fields: Vec<(String, String)>,
+        channel: String,
         payload: String,
     },
-    /// Remove a presence entry, then publish.
-    Absent {
-        room: String,
-        session: String,
+    /// Remove a field of a hash, then publish.
+    Remove {
+        key: String,
+        field: String,
+        channel: String,
         payload: String,
     },
-    /// Remove presence entries of dead instances.
+    /// Remove fields of dead instances.
     Forget {
-        room: String,
-        sessions: Vec<String>,
+        key: String,
+        fields: Vec<String>,
     },
-    /// Read a room's presence and the instances' liveness.
+    /// Read a hash and the instances' liveness.
     Read {
-        room: String,
+        key: String,
         reply: ReadReply,
     },
     /// Mark this instance dead at once (graceful stop).
@@ -98,8 +110,8 @@ enum Op {
 
 /// A request of the subscriber.
 enum Sub {
-    Subscribe { room: String, id: u64, to: Recipient<FromCluster>, done: oneshot::Sender<()> },
-    Unsubscribe { room: String, id: u64 },
+    Subscribe { channel: String, id: u64, to: Recipient<FromCluster>, done: oneshot::Sender<()> },
+    Unsubscribe { channel: String, id: u64 },
 }
 
 /// The rooms running here, by channel.
@@ -166,7 +178,23 @@ impl RedisBroker {
         }))
     }
 
-    fn envelope(&self, event: &RoomEvent) -> String {
+    /// Reads a hash through the writer (so it sees this node's earlier
+    /// writes); returns its fields and the instances known to be dead.
+    async fn read(&self, key: String) -> Result<(Vec<(String, String)>, HashSet<String>), BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(Op::Read { key, reply }).map_err(|_| BrokerError("the broker has stopped".into()))?;
+        let (fields, instances) = tokio::time::timeout(TIMEOUT, answer)
+            .await
+            .map_err(|_| BrokerError("Redis did not answer in time".into()))?
+            .map_err(|_| BrokerError("Redis went away".into()))??;
+        let now = now_ms() as f64;
+        // An instance not listed at all is taken as alive: right after a
+        // Redis restart, live nodes have not listed themselves again yet.
+        let dead = instances.into_iter().filter(|(_, expires)| *expires < now).map(|(instance, _)| instance).collect();
+        Ok((fields, dead))
+    }
+
+    fn envelope(&self, event: &ClusterEvent) -> String {
         let envelope = Envelope { from: self.instance.clone(), event: event.clone() };
         serde_json::to_string(&envelope).expect("events serialize")
     }
@@ -204,10 +232,10 @@ impl Broker for RedisBroker {
         &self.node
     }
 
-    async fn subscribe(&self, room: &str, to: Recipient<FromCluster>) -> u64 {
+    async fn subscribe(&self, topic: Topic<'_>, to: Recipient<FromCluster>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, subscribed) = oneshot::channel();
-        if self.subs.send(Sub::Subscribe { room: room.to_owned(), id, to, done }).is_ok() {
+        if self.subs.send(Sub::Subscribe { channel: channel(topic), id, to, done }).is_ok() {
             // Without Redis the subscription waits for the reconnect, and
             // the room gets `Resync` then.
             let _ = tokio::time::timeout(TIMEOUT, subscribed).await;
@@ -215,49 +243,40 @@ impl Broker for RedisBroker {
         id
     }
 
-    fn unsubscribe(&self, room: &str, id: u64) {
-        let _ = self.subs.send(Sub::Unsubscribe { room: room.to_owned(), id });
+    fn unsubscribe(&self, topic: Topic<'_>, id: u64) {
+        let _ = self.subs.send(Sub::Unsubscribe { channel: channel(topic), id });
     }
 
-    fn publish(&self, room: &str, event: &RoomEvent) {
-        let _ = self.writes.send(Op::Publish { channel: channel(room), payload: self.envelope(event) });
+    fn publish(&self, topic: Topic<'_>, event: &ClusterEvent) {
+        let _ = self.writes.send(Op::Publish { channel: channel(topic), payload: self.envelope(event) });
     }
 
     fn enter(&self, room: &str, peer: &Peer) {
-        let payload = self.envelope(&RoomEvent::Enter { peer: peer.clone(), node: self.node.clone() });
-        let entries = vec![(peer.session.clone(), self.entry(peer))];
-        let _ = self.writes.send(Op::Present { room: room.to_owned(), entries, payload });
+        let payload = self.envelope(&ClusterEvent::Enter { peer: peer.clone(), node: self.node.clone() });
+        let fields = vec![(peer.session.clone(), self.entry(peer))];
+        let (key, channel) = (presence_key(room), channel(Topic::Room(room)));
+        let _ = self.writes.send(Op::Put { key, fields, channel, payload });
     }
 
     fn roster(&self, room: &str, peers: &[Peer]) {
-        let payload = self.envelope(&RoomEvent::Roster { node: self.node.clone(), peers: peers.to_vec() });
-        let entries = peers.iter().map(|p| (p.session.clone(), self.entry(p))).collect();
-        let _ = self.writes.send(Op::Present { room: room.to_owned(), entries, payload });
+        let payload = self.envelope(&ClusterEvent::Roster { node: self.node.clone(), peers: peers.to_vec() });
+        let fields = peers.iter().map(|p| (p.session.clone(), self.entry(p))).collect();
+        let (key, channel) = (presence_key(room), channel(Topic::Room(room)));
+        let _ = self.writes.send(Op::Put { key, fields, channel, payload });
     }
 
     fn exit(&self, room: &str, session: &str) {
-        let payload = self.envelope(&RoomEvent::Exit { session: session.to_owned() });
-        let _ = self.writes.send(Op::Absent { room: room.to_owned(), session: session.to_owned(), payload });
+        let payload = self.envelope(&ClusterEvent::Exit { session: session.to_owned() });
+        let (key, channel) = (presence_key(room), channel(Topic::Room(room)));
+        let _ = self.writes.send(Op::Remove { key, field: session.to_owned(), channel, payload });
     }
 
     fn forget(&self, room: &str, sessions: &[String]) {
-        let _ = self.writes.send(Op::Forget { room: room.to_owned(), sessions: sessions.to_vec() });
+        let _ = self.writes.send(Op::Forget { key: presence_key(room), fields: sessions.to_vec() });
     }
 
     async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError> {
-        let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(Op::Read { room: room.to_owned(), reply })
-            .map_err(|_| BrokerError("the broker has stopped".into()))?;
-        let (entries, instances) = tokio::time::timeout(TIMEOUT, answer)
-            .await
-            .map_err(|_| BrokerError("Redis did not answer in time".into()))?
-            .map_err(|_| BrokerError("Redis went away".into()))??;
-        let now = now_ms() as f64;
-        // An instance not listed at all is taken as alive: right after a
-        // Redis restart, live nodes have not listed themselves again yet.
-        let dead_instances: HashSet<String> =
-            instances.into_iter().filter(|(_, expires)| *expires < now).map(|(instance, _)| instance).collect();
+        let (entries, dead_instances) = self.read(presence_key(room)).await?;
         let mut peers = Vec::new();
         let mut dead = Vec::new();
         for (session, json) in entries {
@@ -272,6 +291,32 @@ impl Broker for RedisBroker {
             self.forget(room, &dead);
         }
         Ok(peers)
+    }
+
+    fn queue_online(&self, queue: &str, rooms: &[String]) {
+        let payload = self.envelope(&ClusterEvent::QueueOnline { rooms: rooms.to_vec() });
+        let value = serde_json::to_string(rooms).expect("room ids serialize");
+        let (key, channel) = (queue_online_key(queue), channel(Topic::Queue(queue)));
+        let _ = self.writes.send(Op::Put { key, fields: vec![(self.instance.clone(), value)], channel, payload });
+    }
+
+    async fn queue_online_elsewhere(&self, queue: &str) -> Result<Vec<(String, Vec<String>)>, BrokerError> {
+        let (fields, dead_instances) = self.read(queue_online_key(queue)).await?;
+        let mut online = Vec::new();
+        let mut dead = Vec::new();
+        for (instance, json) in fields {
+            if instance == self.instance {
+                continue;
+            }
+            match serde_json::from_str::<Vec<String>>(&json) {
+                Ok(rooms) if !dead_instances.contains(&instance) => online.push((instance, rooms)),
+                _ => dead.push(instance),
+            }
+        }
+        if !dead.is_empty() {
+            let _ = self.writes.send(Op::Forget { key: queue_online_key(queue), fields: dead });
+        }
+        Ok(online)
     }
 
     fn is_ready(&self) -> bool {
@@ -408,29 +453,28 @@ fn pipeline(batch: &[Op], instance: &str) -> (redis::Pipeline, usize) {
             Op::Publish { channel, payload } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
-            Op::Present { room, entries, payload } => {
-                let key = presence_key(room);
-                if !entries.is_empty() {
-                    let hset = pipe.cmd("HSET").arg(&key);
-                    for (session, entry) in entries {
-                        hset.arg(session).arg(entry);
+            Op::Put { key, fields, channel, payload } => {
+                if !fields.is_empty() {
+                    let hset = pipe.cmd("HSET").arg(key);
+                    for (field, value) in fields {
+                        hset.arg(field).arg(value);
                     }
                     hset.ignore();
-                    pipe.cmd("EXPIRE").arg(&key).arg(PRESENCE_KEY_TTL_S).ignore();
+                    pipe.cmd("EXPIRE").arg(key).arg(PRESENCE_KEY_TTL_S).ignore();
                 }
-                pipe.cmd("PUBLISH").arg(channel(room)).arg(payload).ignore();
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
-            Op::Absent { room, session, payload } => {
-                pipe.cmd("HDEL").arg(presence_key(room)).arg(session).ignore();
-                pipe.cmd("PUBLISH").arg(channel(room)).arg(payload).ignore();
+            Op::Remove { key, field, channel, payload } => {
+                pipe.cmd("HDEL").arg(key).arg(field).ignore();
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
-            Op::Forget { room, sessions } => {
-                if !sessions.is_empty() {
-                    pipe.cmd("HDEL").arg(presence_key(room)).arg(sessions).ignore();
+            Op::Forget { key, fields } => {
+                if !fields.is_empty() {
+                    pipe.cmd("HDEL").arg(key).arg(fields).ignore();
                 }
             }
-            Op::Read { room, .. } => {
-                pipe.cmd("HGETALL").arg(presence_key(room));
+            Op::Read { key, .. } => {
+                pipe.cmd("HGETALL").arg(key);
                 pipe.cmd("ZRANGE").arg(NODES).arg(0).arg(-1).arg("WITHSCORES");
                 reads += 1;
             }
@@ -522,15 +566,13 @@ async fn subscriber(
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     let result = match request {
-                        Sub::Subscribe { room, id, to, done } => {
-                            let channel = channel(&room);
+                        Sub::Subscribe { channel, id, to, done } => {
                             subscribers.lock().expect("subscribers").insert(channel.clone(), (id, to));
                             let result = sink.subscribe(&channel).await;
                             let _ = done.send(());
                             result
                         }
-                        Sub::Unsubscribe { room, id } => {
-                            let channel = channel(&room);
+                        Sub::Unsubscribe { channel, id } => {
                             let mine = {
                                 let mut map = subscribers.lock().expect("subscribers");
                                 let mine = map.get(&channel).is_some_and(|(current, _)| *current == id);
@@ -558,12 +600,11 @@ async fn subscriber(
 fn note(subscribers: &Subscribers, request: Sub, waiting: &mut Vec<oneshot::Sender<()>>) {
     let mut map = subscribers.lock().expect("subscribers");
     match request {
-        Sub::Subscribe { room, id, to, done } => {
-            map.insert(channel(&room), (id, to));
+        Sub::Subscribe { channel, id, to, done } => {
+            map.insert(channel, (id, to));
             waiting.push(done);
         }
-        Sub::Unsubscribe { room, id } => {
-            let channel = channel(&room);
+        Sub::Unsubscribe { channel, id } => {
             if map.get(&channel).is_some_and(|(current, _)| *current == id) {
                 map.remove(&channel);
             }

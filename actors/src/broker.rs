@@ -5,7 +5,7 @@
 //! every node that has a session in a consultation runs its own [`Room`]
 //! actor for it, and the rooms of one consultation tell each other what
 //! happened through a [`Broker`] (Redis pub/sub in the server). What they
-//! exchange is a [`RoomEvent`]: facts that already happened on the sender's
+//! exchange is a [`ClusterEvent`]: facts that already happened on the sender's
 //! node (a message stored, a session entered, a status stored), never
 //! requests, so a receiving room only has to apply and deliver them.
 //!
@@ -23,11 +23,28 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use telehub_signaling::{MediaMode, MessageEvent, Peer, RoomStatus};
 
-/// Something that happened in a room on one node, for the same room on the
-/// others.
+/// What a subscription is about: a consultation room or a waiting-room
+/// queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic<'a> {
+    Room(&'a str),
+    Queue(&'a str),
+}
+
+/// A queue's admission, for the displays and the patient's sessions of
+/// every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Called {
+    pub room: String,
+    pub ticket: String,
+    pub clinic: Option<String>,
+}
+
+/// Something that happened in a room or a queue on one node, for the same
+/// room or queue on the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum RoomEvent {
+pub enum ClusterEvent {
     /// A message was stored (chat or system).
     Message { message: MessageEvent },
     /// A session of the sender's node entered the room.
@@ -55,6 +72,15 @@ pub enum RoomEvent {
     /// A `signal` frame for one session, which lives on the receiver's node
     /// if on any.
     Signal { to: String, frame: String },
+    /// The rooms of a queue whose patients have a session checked in on the
+    /// sender's node now (all of them: it replaces what was known).
+    QueueOnline { rooms: Vec<String> },
+    /// The queue's line changed in storage (a check-in, an admission, a
+    /// patient gone): read it again. An admission says whom to call.
+    QueueChanged {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        called: Option<Called>,
+    },
 }
 
 /// A room event with the instance that sent it.
@@ -63,15 +89,15 @@ pub struct Envelope {
     /// The sending node's instance (see [`Broker::instance`]).
     pub from: String,
     #[serde(flatten)]
-    pub event: RoomEvent,
+    pub event: ClusterEvent,
 }
 
 /// What the broker tells a room.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum FromCluster {
-    /// An event from another node's room of this consultation.
-    Event { from: Arc<str>, event: Box<RoomEvent> },
+    /// An event from another node's room or queue.
+    Event { from: Arc<str>, event: Box<ClusterEvent> },
     /// The broker reconnected: events may have been lost meanwhile. The
     /// room reloads what it might have missed and tells the others which
     /// sessions it has.
@@ -108,15 +134,16 @@ pub trait Broker: Send + Sync + 'static {
     fn instance(&self) -> &str;
     /// The node's configured id.
     fn node(&self) -> &str;
-    /// Delivers the events of `room` from other nodes to `to` from now on.
+    /// Delivers the events of a room or queue from other nodes to `to` from
+    /// now on.
     /// Returns once the subscription is in place, or at once when the
     /// broker is away (it subscribes on reconnect and sends `Resync`).
     /// The number identifies the subscription for [`Broker::unsubscribe`].
-    async fn subscribe(&self, room: &str, to: Recipient<FromCluster>) -> u64;
+    async fn subscribe(&self, topic: Topic<'_>, to: Recipient<FromCluster>) -> u64;
     /// Ends a subscription, unless a newer one replaced it.
-    fn unsubscribe(&self, room: &str, id: u64);
-    /// Sends an event to the room's other nodes.
-    fn publish(&self, room: &str, event: &RoomEvent);
+    fn unsubscribe(&self, topic: Topic<'_>, id: u64);
+    /// Sends an event to the room's or queue's other nodes.
+    fn publish(&self, topic: Topic<'_>, event: &ClusterEvent);
     /// Lists a local session in the cluster's presence and tells the others.
     fn enter(&self, room: &str, peer: &Peer);
     /// Lists every local session of the room in the cluster's presence
@@ -128,6 +155,11 @@ pub trait Broker: Send + Sync + 'static {
     fn forget(&self, room: &str, sessions: &[String]);
     /// The sessions of other live instances in the room.
     async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError>;
+    /// Records which rooms of a queue have their patient checked in on this
+    /// node, and tells the others (`QueueOnline`).
+    fn queue_online(&self, queue: &str, rooms: &[String]);
+    /// The same, as every other live instance last recorded it.
+    async fn queue_online_elsewhere(&self, queue: &str) -> Result<Vec<(String, Vec<String>)>, BrokerError>;
     /// Whether the broker is connected.
     fn is_ready(&self) -> bool;
 }
@@ -157,15 +189,15 @@ mod tests {
             at: "2026-11-25T10:00:00.000Z".into(),
         };
         let events = [
-            RoomEvent::Message { message },
-            RoomEvent::Enter { peer: peer.clone(), node: "node-a".into() },
-            RoomEvent::Exit { session: "s_1".into() },
-            RoomEvent::Roster { node: "node-a".into(), peers: vec![peer] },
-            RoomEvent::Frame { frame: "{}".into() },
-            RoomEvent::Read { user: "d1".into(), seq: 3, frame: "{}".into() },
-            RoomEvent::Media { mode: MediaMode::Jitsi, reason: "ice_failed".into() },
-            RoomEvent::Status { status: RoomStatus::Ended, frame: Some("{}".into()) },
-            RoomEvent::Signal { to: "s_2".into(), frame: "{}".into() },
+            ClusterEvent::Message { message },
+            ClusterEvent::Enter { peer: peer.clone(), node: "node-a".into() },
+            ClusterEvent::Exit { session: "s_1".into() },
+            ClusterEvent::Roster { node: "node-a".into(), peers: vec![peer] },
+            ClusterEvent::Frame { frame: "{}".into() },
+            ClusterEvent::Read { user: "d1".into(), seq: 3, frame: "{}".into() },
+            ClusterEvent::Media { mode: MediaMode::Jitsi, reason: "ice_failed".into() },
+            ClusterEvent::Status { status: RoomStatus::Ended, frame: Some("{}".into()) },
+            ClusterEvent::Signal { to: "s_2".into(), frame: "{}".into() },
         ];
         for event in events {
             let envelope = Envelope { from: "node-a/1".into(), event };

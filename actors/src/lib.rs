@@ -28,7 +28,7 @@ mod room;
 mod state;
 mod store;
 
-pub use broker::{Broker, BrokerError, Envelope, FromCluster, RemotePeer, RoomEvent};
+pub use broker::{Broker, BrokerError, Called, ClusterEvent, Envelope, FromCluster, RemotePeer, Topic};
 pub use handle::{RoomHandle, Rooms};
 pub use media::MediaPolicy;
 pub use outbox::{Outbox, OutboxReceiver, Push, outbox};

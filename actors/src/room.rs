@@ -19,7 +19,7 @@ use telehub_signaling::{
 };
 use tracing::{debug, info, warn};
 
-use crate::broker::{Broker, FromCluster, RoomEvent};
+use crate::broker::{Broker, ClusterEvent, FromCluster, Topic};
 use crate::registry::Forget;
 use crate::state::HistoryPlan;
 use crate::{
@@ -264,9 +264,9 @@ impl Room {
     }
 
     /// Tells the room's other nodes, in a cluster.
-    fn publish(&self, event: impl FnOnce() -> RoomEvent) {
+    fn publish(&self, event: impl FnOnce() -> ClusterEvent) {
         if let Some(broker) = &self.broker {
-            broker.publish(&self.id, &event());
+            broker.publish(Topic::Room(&self.id), &event());
         }
     }
 
@@ -485,7 +485,7 @@ impl Room {
             self.evict(&id, ctx);
         }
         let Some(by) = by else { return };
-        self.publish(|| RoomEvent::Media { mode, reason: reason.to_owned() });
+        self.publish(|| ClusterEvent::Media { mode, reason: reason.to_owned() });
         let store = self.store.clone();
         let room = self.id.clone();
         actix::spawn(async move {
@@ -532,7 +532,7 @@ impl Actor for Room {
         let me = ctx.address().recipient();
         let load = async move {
             let subscription = match &broker {
-                Some(broker) => Some(broker.subscribe(&id, me).await),
+                Some(broker) => Some(broker.subscribe(Topic::Room(&id), me).await),
                 None => None,
             };
             let loaded = async {
@@ -582,7 +582,7 @@ impl Actor for Room {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if let (Some(broker), Some(id)) = (&self.broker, self.subscription) {
-            broker.unsubscribe(&self.id, id);
+            broker.unsubscribe(Topic::Room(&self.id), id);
         }
     }
 }
@@ -729,7 +729,7 @@ impl Handler<ChatStored> for Room {
                         text,
                         at: stored.at,
                     };
-                    self.publish(|| RoomEvent::Message { message: event.clone() });
+                    self.publish(|| ClusterEvent::Message { message: event.clone() });
                     self.take_stored(event, ctx);
                 }
             }
@@ -756,7 +756,7 @@ impl Handler<Typing> for Room {
             active,
         };
         let bytes = ByteString::from(frame.to_json());
-        self.publish(|| RoomEvent::Frame { frame: bytes.to_string() });
+        self.publish(|| ClusterEvent::Frame { frame: bytes.to_string() });
         self.broadcast_bytes(bytes, Some(&session.id), ctx);
         Self::reply_ok(&session.outbox, reference);
     }
@@ -805,7 +805,7 @@ impl Handler<ReadStored> for Room {
                 let frame = ServerFrame::Read { room: self.id.clone(), user, seq: marker };
                 let bytes = ByteString::from(frame.to_json());
                 let user = &session.identity.user.id;
-                self.publish(|| RoomEvent::Read { user: user.clone(), seq: marker, frame: bytes.to_string() });
+                self.publish(|| ClusterEvent::Read { user: user.clone(), seq: marker, frame: bytes.to_string() });
                 self.broadcast_bytes(bytes, Some(&session.id), ctx);
                 Self::reply_ok(&session.outbox, reference);
             }
@@ -835,7 +835,7 @@ impl Handler<Relay> for Room {
                 user: session.identity.user.clone(),
                 data,
             };
-            self.publish(|| RoomEvent::Signal { to, frame: frame.to_json() });
+            self.publish(|| ClusterEvent::Signal { to, frame: frame.to_json() });
             return Self::reply_ok(&session.outbox, reference);
         }
         let Some(target) = self.outboxes.get(to.as_str()) else {
@@ -917,7 +917,7 @@ impl Handler<Admit> for Room {
                     told.push(session.clone());
                 }
             }
-            act.publish(|| RoomEvent::Status { status: RoomStatus::Active, frame: None });
+            act.publish(|| ClusterEvent::Status { status: RoomStatus::Active, frame: None });
             let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
             act.audit(by, "admit", serde_json::json!({ "patient": patient }));
             act.maybe_idle(ctx);
@@ -953,7 +953,7 @@ impl Handler<End> for Room {
             result.map_err(Refusal::from)?;
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
-            act.publish(|| RoomEvent::Status { status: RoomStatus::Ended, frame: Some(bytes.to_string()) });
+            act.publish(|| ClusterEvent::Status { status: RoomStatus::Ended, frame: Some(bytes.to_string()) });
             act.broadcast_bytes(bytes, None, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
             act.maybe_idle(ctx);
@@ -1002,7 +1002,7 @@ impl Handler<PostSystem> for Room {
                 text: msg.text,
                 at: stored.at,
             };
-            act.publish(|| RoomEvent::Message { message: event.clone() });
+            act.publish(|| ClusterEvent::Message { message: event.clone() });
             act.take_stored(event.clone(), ctx);
             act.maybe_idle(ctx);
             Ok(event)
@@ -1052,34 +1052,37 @@ impl Handler<FromCluster> for Room {
 
 impl Room {
     /// Applies one event of another node's room.
-    fn apply(&mut self, from: &str, event: RoomEvent, ctx: &mut Context<Self>) {
+    fn apply(&mut self, from: &str, event: ClusterEvent, ctx: &mut Context<Self>) {
         let Some(state) = self.state.as_mut() else { return };
         match event {
-            RoomEvent::Message { message } => self.take_stored(message, ctx),
-            RoomEvent::Enter { peer, node } => {
+            ClusterEvent::Message { message } => self.take_stored(message, ctx),
+            ClusterEvent::Enter { peer, node } => {
                 if let Some(frame) = state.enter_remote(peer, &node, from) {
                     self.broadcast(&frame, None, ctx);
                 }
             }
-            RoomEvent::Exit { session } => {
+            ClusterEvent::Exit { session } => {
                 if state.is_remote(&session)
                     && let Some(frame) = state.exit(&session)
                 {
                     self.broadcast(&frame, None, ctx);
                 }
             }
-            RoomEvent::Roster { node, peers } => {
+            ClusterEvent::Roster { node, peers } => {
                 for frame in state.roster(from, &node, peers) {
                     self.broadcast(&frame, None, ctx);
                 }
+                // The sender was cut off from Redis: what it published
+                // meanwhile is lost, what it stored is in the database.
+                self.fill(ctx);
             }
-            RoomEvent::Frame { frame } => self.broadcast_bytes(frame.into(), None, ctx),
-            RoomEvent::Read { user, seq, frame } => {
+            ClusterEvent::Frame { frame } => self.broadcast_bytes(frame.into(), None, ctx),
+            ClusterEvent::Read { user, seq, frame } => {
                 state.read_elsewhere(&user, seq);
                 self.broadcast_bytes(frame.into(), None, ctx);
             }
-            RoomEvent::Media { mode, reason } => self.apply_media_mode(mode, &reason, None, ctx),
-            RoomEvent::Status { status, frame } => {
+            ClusterEvent::Media { mode, reason } => self.apply_media_mode(mode, &reason, None, ctx),
+            ClusterEvent::Status { status, frame } => {
                 let before = state.status();
                 match status {
                     RoomStatus::Waiting if before != RoomStatus::Scheduled => {}
@@ -1098,11 +1101,12 @@ impl Room {
                     self.broadcast_bytes(frame.into(), None, ctx);
                 }
             }
-            RoomEvent::Signal { to, frame } => {
+            ClusterEvent::Signal { to, frame } => {
                 if let Some(outbox) = self.outboxes.get(to.as_str()) {
                     let _ = outbox.push(frame.into());
                 }
             }
+            ClusterEvent::QueueOnline { .. } | ClusterEvent::QueueChanged { .. } => {}
         }
     }
 
@@ -1178,7 +1182,7 @@ impl Handler<MarkWaiting> for Room {
             && state.status() == RoomStatus::Scheduled
         {
             state.set_status(RoomStatus::Waiting);
-            self.publish(|| RoomEvent::Status { status: RoomStatus::Waiting, frame: None });
+            self.publish(|| ClusterEvent::Status { status: RoomStatus::Waiting, frame: None });
         }
     }
 }
@@ -1215,7 +1219,7 @@ impl Handler<NoShow> for Room {
             let by = UserRef { id: "system".into(), name: "No-show".into() };
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
-            act.publish(|| RoomEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });
+            act.publish(|| ClusterEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });
             act.broadcast_bytes(bytes, None, ctx);
             act.audit(None, "no_show", serde_json::json!({}));
             info!(room = %act.id, "consultation cancelled: the patient did not come");
