@@ -53,7 +53,8 @@ impl Rooms {
         let (store, queue_store) = stores;
         let mut queues = None;
         let registry = RoomRegistry::create(|ctx| {
-            let handle = Queues::new(QueueRegistry::new(queue_store, ctx.address(), queue_config).start());
+            let handle =
+                Queues::new(QueueRegistry::new(queue_store, ctx.address(), queue_config, broker.clone()).start());
             queues = Some(handle.clone());
             RoomRegistry::new(store, media, config, threads, handle, broker.clone())
         });

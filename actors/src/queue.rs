@@ -19,6 +19,7 @@ use chrono::Utc;
 use telehub_signaling::{ErrorCode, Role, ServerFrame, format_time};
 use tracing::{debug, info, warn};
 
+use crate::broker::{Broker, Called, ClusterEvent, FromCluster, Topic};
 use crate::queue_state::{Place, QueueState, View, Waiting, expected_length};
 use crate::queues::{ForgetQueue, QueueRegistry};
 use crate::registry::{NoShowAt, RoomRegistry};
@@ -102,6 +103,14 @@ pub(crate) struct Snapshot {
     pub view: View,
 }
 
+/// An entry's state was written (or failed to be).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct EntryStored {
+    stored: bool,
+    called: Option<Called>,
+}
+
 /// One waiting room.
 pub struct Queue {
     name: String,
@@ -120,6 +129,23 @@ pub struct Queue {
     rooms: Addr<RoomRegistry>,
     registry: Addr<QueueRegistry>,
     config: QueueConfig,
+    cluster: Cluster,
+}
+
+/// What a queue knows of the other nodes of a cluster.
+#[derive(Default)]
+struct Cluster {
+    broker: Option<Arc<dyn Broker>>,
+    subscription: Option<u64>,
+    /// The rooms whose patients are checked in on each other instance.
+    elsewhere: HashMap<String, HashSet<String>>,
+    /// What this node last said of its own online rooms.
+    announced: Option<Vec<String>>,
+    /// Counts changes of the line made here, so that a reload that raced
+    /// with one starts over instead of undoing it.
+    generation: u64,
+    reloading: bool,
+    reload_again: bool,
 }
 
 impl Queue {
@@ -129,6 +155,7 @@ impl Queue {
         rooms: Addr<RoomRegistry>,
         registry: Addr<QueueRegistry>,
         config: QueueConfig,
+        broker: Option<Arc<dyn Broker>>,
     ) -> Self {
         Queue {
             name,
@@ -144,6 +171,7 @@ impl Queue {
             rooms,
             registry,
             config,
+            cluster: Cluster { broker, ..Cluster::default() },
         }
     }
 
@@ -219,15 +247,130 @@ impl Queue {
         }
         self.told.remove(&room);
         self.early_shows.remove(&room);
-        let store = self.store.clone();
-        let stored_room = room.clone();
-        actix::spawn(async move {
-            if let Err(err) = store.set_entry_state(&stored_room, why, Utc::now()).await {
-                warn!(room = %stored_room, error = %err, "queue entry state not stored");
-            }
-        });
+        self.store_entry(room, why, None, ctx);
         self.publish();
         self.maybe_idle(ctx);
+    }
+
+    /// Stores an entry's new state. In a cluster the other nodes hear of
+    /// it once it is stored, and they read the line again.
+    fn store_entry(&mut self, room: String, state: EntryState, called: Option<Called>, ctx: &mut Context<Self>) {
+        self.cluster.generation += 1;
+        let store = self.store.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = store.set_entry_state(&room, state, Utc::now()).await;
+            if let Err(err) = &result {
+                warn!(%room, error = %err, "queue entry state not stored");
+            }
+            addr.do_send(EntryStored { stored: result.is_ok(), called });
+        });
+    }
+
+    /// Tells the other nodes that the line changed in storage.
+    fn changed(&self, called: Option<Called>) {
+        if let Some(broker) = &self.cluster.broker {
+            broker.publish(Topic::Queue(&self.name), &ClusterEvent::QueueChanged { called });
+        }
+    }
+
+    /// Tells the other nodes which rooms' patients are checked in here, if
+    /// that changed.
+    fn announce(&mut self) {
+        let (Some(broker), Some(state)) = (&self.cluster.broker, &self.state) else { return };
+        let rooms = state.online_here();
+        if self.cluster.announced.as_ref() != Some(&rooms) {
+            broker.queue_online(&self.name, &rooms);
+            self.cluster.announced = Some(rooms);
+        }
+    }
+
+    /// Marks the patients online on other nodes; starts the grace period of
+    /// those now offline everywhere and ends it for those back.
+    fn apply_elsewhere(&mut self, ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        let online: HashSet<String> = self.cluster.elsewhere.values().flatten().cloned().collect();
+        let (went, came) = state.set_elsewhere(&online);
+        for room in &came {
+            self.stop_grace(room, ctx);
+        }
+        for room in &went {
+            self.told.remove(room);
+            self.start_grace(room.clone(), ctx);
+        }
+        if !went.is_empty() || !came.is_empty() {
+            self.publish();
+        }
+    }
+
+    /// Reads the line again after another node changed it.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        if self.cluster.reloading {
+            self.cluster.reload_again = true;
+            return;
+        }
+        self.cluster.reloading = true;
+        self.cluster.reload_again = false;
+        let generation = self.cluster.generation;
+        let (store, name) = (self.store.clone(), self.name.clone());
+        let load = async move { store.load_queue(&name).await };
+        ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
+            act.cluster.reloading = false;
+            if act.cluster.generation != generation || act.cluster.reload_again {
+                return act.reload(ctx);
+            }
+            let entries = match result {
+                Ok(entries) => entries,
+                Err(err) => return warn!(queue = %act.name, error = %err, "queue not read again"),
+            };
+            let (waiting, admitted) = split(entries);
+            let Some(state) = act.state.as_mut() else { return };
+            let (removed, added) = state.sync(waiting, admitted);
+            for room in removed {
+                act.told.remove(&room);
+                act.early_shows.remove(&room);
+                act.stop_grace(&room, ctx);
+            }
+            act.apply_elsewhere(ctx);
+            for room in added {
+                let offline = act.state.as_ref().and_then(|s| s.waiting(&room)).is_some_and(|w| !w.online());
+                if offline {
+                    act.start_grace(room, ctx);
+                }
+            }
+            act.publish();
+            act.maybe_idle(ctx);
+        }));
+    }
+
+    /// Reads which rooms' patients are online on the other nodes.
+    fn reread_elsewhere(&mut self, ctx: &mut Context<Self>) {
+        let Some(broker) = self.cluster.broker.clone() else { return };
+        let name = self.name.clone();
+        let read = async move { broker.queue_online_elsewhere(&name).await };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
+            Ok(online) => {
+                act.cluster.elsewhere = online.into_iter().map(|(i, rooms)| (i, rooms.into_iter().collect())).collect();
+                act.apply_elsewhere(ctx);
+            }
+            Err(err) => warn!(queue = %act.name, error = %err, "who is online elsewhere not read"),
+        }));
+    }
+
+    /// Another node admitted a patient: tell this node's sessions of the
+    /// patient and the clinic's displays.
+    fn call(&self, called: &Called) {
+        let Some(state) = self.state.as_ref() else { return };
+        let admitted = ByteString::from(ServerFrame::Admitted { room: called.room.clone() }.to_json());
+        for session in state.sessions_for(&called.room) {
+            self.push(&session, admitted.clone());
+        }
+        let at = format_time(Utc::now());
+        let frame = ServerFrame::Called { queue: self.name.clone(), ticket: called.ticket.clone(), at };
+        let frame = ByteString::from(frame.to_json());
+        for display in state.displays_of(called.clinic.as_deref()) {
+            self.push(display, frame.clone());
+        }
     }
 
     /// Starts the no-show timeout of an admitted patient.
@@ -259,12 +402,7 @@ impl Queue {
             if let Some(state) = act.state.as_mut() {
                 state.settle(&room);
             }
-            let store = act.store.clone();
-            actix::spawn(async move {
-                if let Err(err) = store.set_entry_state(&room, state, Utc::now()).await {
-                    warn!(%room, error = %err, "queue entry state not stored");
-                }
-            });
+            act.store_entry(room, state, None, ctx);
             act.maybe_idle(ctx);
         });
         ctx.spawn(fut);
@@ -316,32 +454,28 @@ impl Queue {
     /// Builds the state from stored entries: waiting patients start
     /// offline with a fresh grace period (the hub may have been down while
     /// they waited), admitted ones get what is left of their no-show time.
-    fn rebuild(&mut self, entries: Vec<StoredEntry>, ctx: &mut Context<Self>) {
+    ///
+    /// In a cluster, patients checked in on other nodes (`elsewhere`) are
+    /// online and get no grace period.
+    fn rebuild(&mut self, entries: Vec<StoredEntry>, elsewhere: Vec<(String, Vec<String>)>, ctx: &mut Context<Self>) {
         let mut state = QueueState::new(self.name.clone(), self.config.per_consultation);
-        let mut offline = Vec::new();
-        let mut admitted = Vec::new();
-        for stored in entries {
-            let entry = Waiting {
-                room: stored.room.clone(),
-                ticket: stored.ticket,
-                clinic: stored.clinic,
-                patient: stored.patient,
-                since: stored.since,
-                paid: true,
-                sessions: Vec::new(),
-            };
-            match stored.state {
-                EntryState::Waiting => {
-                    offline.push(entry.room.clone());
-                    state.add(entry);
-                }
-                EntryState::Admitted => {
-                    admitted.push((entry.room.clone(), stored.changed_at));
-                    state.add_admitted(entry);
-                }
-                EntryState::Seen | EntryState::Left | EntryState::NoShow => {}
-            }
+        let admitted: Vec<_> = entries
+            .iter()
+            .filter(|e| e.state == EntryState::Admitted)
+            .map(|e| (e.room.clone(), e.changed_at))
+            .collect();
+        let (waiting, admitted_entries) = split(entries);
+        for entry in waiting {
+            state.add(entry);
         }
+        for entry in admitted_entries {
+            state.add_admitted(entry);
+        }
+        self.cluster.elsewhere = elsewhere.into_iter().map(|(i, rooms)| (i, rooms.into_iter().collect())).collect();
+        let online: HashSet<String> = self.cluster.elsewhere.values().flatten().cloned().collect();
+        state.set_elsewhere(&online);
+        let offline: Vec<String> =
+            state.places().iter().filter(|(w, _)| !w.online()).map(|(w, _)| w.room.clone()).collect();
         self.state = Some(state);
         for room in offline {
             self.start_grace(room, ctx);
@@ -360,21 +494,71 @@ impl Queue {
 impl Actor for Queue {
     type Context = Context<Self>;
 
-    /// Loads the queue before the first message is handled.
+    /// Loads the queue before the first message is handled. In a cluster
+    /// it subscribes to the other nodes' events first, then reads the line
+    /// and who is online on the other nodes.
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         let store = self.store.clone();
         let name = self.name.clone();
-        let load = async move { store.load_queue(&name).await };
-        ctx.wait(load.into_actor(self).map(|result, act, ctx| match result {
-            Ok(entries) => act.rebuild(entries, ctx),
+        let broker = self.cluster.broker.clone();
+        let me = ctx.address().recipient();
+        let load = async move {
+            let subscription = match &broker {
+                Some(broker) => Some(broker.subscribe(Topic::Queue(&name), me).await),
+                None => None,
+            };
+            let elsewhere = match &broker {
+                Some(broker) => broker.queue_online_elsewhere(&name).await.unwrap_or_else(|err| {
+                    warn!(queue = %name, error = %err, "who is online elsewhere not read; it comes with the resync");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            (subscription, store.load_queue(&name).await.map(|entries| (entries, elsewhere)))
+        };
+        ctx.wait(load.into_actor(self).map(|(subscription, result), act, ctx| match result {
+            Ok((entries, elsewhere)) => {
+                act.cluster.subscription = subscription;
+                act.rebuild(entries, elsewhere, ctx);
+            }
             Err(err) => {
+                act.cluster.subscription = subscription;
                 act.unusable = Some(Refusal::from(err));
                 act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             }
         }));
     }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if let (Some(broker), Some(id)) = (&self.cluster.broker, self.cluster.subscription) {
+            broker.unsubscribe(Topic::Queue(&self.name), id);
+        }
+    }
+}
+
+/// The stored entries as the waiting and the admitted ones.
+fn split(entries: Vec<StoredEntry>) -> (Vec<Waiting>, Vec<Waiting>) {
+    let (mut waiting, mut admitted) = (Vec::new(), Vec::new());
+    for stored in entries {
+        let entry = Waiting {
+            room: stored.room,
+            ticket: stored.ticket,
+            clinic: stored.clinic,
+            patient: stored.patient,
+            since: stored.since,
+            paid: true,
+            sessions: Vec::new(),
+            elsewhere: false,
+        };
+        match stored.state {
+            EntryState::Waiting => waiting.push(entry),
+            EntryState::Admitted => admitted.push(entry),
+            EntryState::Seen | EntryState::Left | EntryState::NoShow => {}
+        }
+    }
+    (waiting, admitted)
 }
 
 /// Puts a patient in the queue (or back to their place) and answers with
@@ -417,9 +601,12 @@ impl Handler<CheckIn> for Queue {
                 since: checked.since,
                 paid: true,
                 sessions: Vec::new(),
+                elsewhere: false,
             });
             info!(queue = %act.name, room = %msg.room, "patient checked in");
+            act.cluster.generation += 1;
             act.answer_check_in(&msg.room, &session, msg.reference, ctx);
+            act.changed(None);
             Ok(())
         })))
     }
@@ -442,6 +629,7 @@ impl Queue {
             self.push(&session.id, ByteString::from(frame.to_json()));
             self.told.insert(room.to_owned(), place);
         }
+        self.announce();
         self.publish();
         self.maybe_idle(ctx);
     }
@@ -513,13 +701,9 @@ impl Handler<Admitted> for Queue {
         } else {
             EntryState::Admitted
         };
-        let store = self.store.clone();
-        let room = msg.room.clone();
-        actix::spawn(async move {
-            if let Err(err) = store.set_entry_state(&room, stored, Utc::now()).await {
-                warn!(%room, error = %err, "queue entry state not stored");
-            }
-        });
+        let called = Called { room: msg.room.clone(), ticket: entry.ticket.clone(), clinic: entry.clinic.clone() };
+        self.store_entry(msg.room.clone(), stored, Some(called), ctx);
+        self.announce();
         if let Some(no_show) = self.config.no_show
             && !here
         {
@@ -548,12 +732,7 @@ impl Handler<Showed> for Queue {
         if let Some(handle) = self.no_show.remove(&msg.room) {
             ctx.cancel_future(handle);
         }
-        let store = self.store.clone();
-        actix::spawn(async move {
-            if let Err(err) = store.set_entry_state(&msg.room, EntryState::Seen, Utc::now()).await {
-                warn!(room = %msg.room, error = %err, "queue entry state not stored");
-            }
-        });
+        self.store_entry(msg.room, EntryState::Seen, None, ctx);
         self.maybe_idle(ctx);
     }
 }
@@ -574,7 +753,58 @@ impl Handler<SessionGone> for Queue {
         if !offline.is_empty() {
             self.publish();
         }
+        self.announce();
         self.maybe_idle(ctx);
+    }
+}
+
+/// A write of this node is done: the other nodes may read the line again.
+impl Handler<EntryStored> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: EntryStored, _ctx: &mut Context<Self>) {
+        self.cluster.generation += 1;
+        if msg.stored {
+            self.changed(msg.called);
+        }
+    }
+}
+
+/// Applies what the queue's other nodes did.
+impl Handler<FromCluster> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromCluster, ctx: &mut Context<Self>) {
+        if self.state.is_none() {
+            return;
+        }
+        match msg {
+            FromCluster::Event { from, event } => match *event {
+                ClusterEvent::QueueOnline { rooms } => {
+                    self.cluster.elsewhere.insert(from.to_string(), rooms.into_iter().collect());
+                    self.apply_elsewhere(ctx);
+                }
+                ClusterEvent::QueueChanged { called } => {
+                    if let Some(called) = called {
+                        self.call(&called);
+                    }
+                    self.reload(ctx);
+                }
+                _ => {}
+            },
+            FromCluster::Resync => {
+                self.cluster.announced = None;
+                self.announce();
+                self.reload(ctx);
+                self.reread_elsewhere(ctx);
+            }
+            FromCluster::NodesGone(instances) => {
+                for instance in instances.iter() {
+                    self.cluster.elsewhere.remove(instance);
+                }
+                self.apply_elsewhere(ctx);
+            }
+        }
     }
 }
 

@@ -29,13 +29,15 @@ pub struct Waiting {
     pub since: String,
     /// Whether nothing is owed before the consultation may start.
     pub paid: bool,
-    /// The patient's sessions that checked in and still run.
+    /// The patient's sessions on this node that checked in and still run.
     pub sessions: Vec<Arc<str>>,
+    /// The patient has a session checked in on another node of a cluster.
+    pub elsewhere: bool,
 }
 
 impl Waiting {
     pub fn online(&self) -> bool {
-        !self.sessions.is_empty()
+        !self.sessions.is_empty() || self.elsewhere
     }
 }
 
@@ -189,11 +191,71 @@ impl QueueState {
         for entry in &mut self.waiting {
             let before = entry.sessions.len();
             entry.sessions.retain(|s| &**s != session);
-            if before > 0 && entry.sessions.is_empty() {
+            if before > 0 && !entry.online() {
                 offline.push(entry.room.clone());
             }
         }
         offline
+    }
+
+    /// The rooms whose patient has a session checked in on this node.
+    pub fn online_here(&self) -> Vec<String> {
+        let mut rooms: Vec<String> =
+            self.waiting.iter().filter(|w| !w.sessions.is_empty()).map(|w| w.room.clone()).collect();
+        rooms.sort();
+        rooms
+    }
+
+    /// Takes which rooms' patients are online on other nodes. Returns the
+    /// rooms whose patient went offline everywhere, and those that came
+    /// online (both: entries whose `online` changed).
+    pub fn set_elsewhere(&mut self, online: &std::collections::HashSet<String>) -> (Vec<String>, Vec<String>) {
+        let (mut went, mut came) = (Vec::new(), Vec::new());
+        for entry in &mut self.waiting {
+            let before = entry.online();
+            entry.elsewhere = online.contains(&entry.room);
+            match (before, entry.online()) {
+                (true, false) => went.push(entry.room.clone()),
+                (false, true) => came.push(entry.room.clone()),
+                _ => {}
+            }
+        }
+        (went, came)
+    }
+
+    /// Replaces the line with what storage says now (another node changed
+    /// it), keeping this node's sessions and what is known of the others.
+    /// Returns the waiting rooms that left the line and those that joined it.
+    pub fn sync(&mut self, waiting: Vec<Waiting>, admitted: Vec<Waiting>) -> (Vec<String>, Vec<String>) {
+        let mut old: HashMap<String, Waiting> = self.waiting.drain(..).map(|w| (w.room.clone(), w)).collect();
+        let mut added = Vec::new();
+        for mut entry in waiting {
+            match old.remove(&entry.room) {
+                Some(known) => {
+                    entry.sessions = known.sessions;
+                    entry.elsewhere = known.elsewhere;
+                }
+                None => added.push(entry.room.clone()),
+            }
+            self.add(entry);
+        }
+        let removed = old.into_keys().collect();
+        self.admitted = admitted.into_iter().map(|w| (w.room.clone(), w)).collect();
+        (removed, added)
+    }
+
+    /// The displays that hear tickets of `clinic` called.
+    pub fn displays_of(&self, clinic: Option<&str>) -> Vec<&Arc<str>> {
+        self.watchers
+            .iter()
+            .filter(|(_, v)| matches!(v, View::Tickets(c) if Some(c.as_str()) == clinic))
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// The sessions of this node checked in for `room`.
+    pub fn sessions_for(&self, room: &str) -> Vec<Arc<str>> {
+        self.waiting(room).map(|w| w.sessions.clone()).unwrap_or_default()
     }
 
     /// Takes a patient out of the waiting list (admitted, or gone for good).
@@ -289,6 +351,7 @@ mod tests {
             since: since.into(),
             paid: true,
             sessions: vec![],
+            elsewhere: false,
         }
     }
 
@@ -372,6 +435,38 @@ mod tests {
         assert!(q.session_gone("s1").is_empty());
         assert_eq!(q.session_gone("s2"), vec!["c-2".to_string()]);
         assert!(!q.waiting("c-2").unwrap().online());
+    }
+
+    #[test]
+    fn a_patient_online_on_another_node_is_online() {
+        let mut q = queue();
+        q.attach("c-1", "s1".into());
+        let elsewhere: std::collections::HashSet<String> = ["c-1".to_owned(), "c-2".to_owned()].into();
+        let (went, came) = q.set_elsewhere(&elsewhere);
+        assert!(went.is_empty());
+        assert_eq!(came, vec!["c-2".to_owned()], "c-1 was online here already");
+        assert!(q.session_gone("s1").is_empty(), "still online on the other node");
+        let (went, _) = q.set_elsewhere(&Default::default());
+        assert_eq!(went, vec!["c-1".to_owned(), "c-2".to_owned()]);
+        assert!(q.online_here().is_empty());
+    }
+
+    #[test]
+    fn a_sync_keeps_this_node_s_sessions() {
+        let mut q = queue();
+        q.attach("c-2", "s1".into());
+        let fresh = vec![
+            entry("c-2", "A-002", "2026-11-25T09:05:00.000Z", "x"),
+            entry("c-4", "A-004", "2026-11-25T09:20:00.000Z", "x"),
+        ];
+        let (removed, added) = q.sync(fresh, vec![entry("c-1", "A-001", "2026-11-25T09:00:00.000Z", "x")]);
+        let mut removed = removed;
+        removed.sort();
+        assert_eq!(removed, vec!["c-1".to_owned(), "c-3".to_owned()]);
+        assert_eq!(added, vec!["c-4".to_owned()]);
+        assert_eq!(q.sessions_for("c-2"), vec![Arc::<str>::from("s1")]);
+        assert!(q.is_admitted("c-1"));
+        assert_eq!(q.place_of("c-2").unwrap().1.position, 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use telehub_signaling::{ErrorCode, ServerFrame};
 use crate::queue::{Admitted, CheckIn, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
 use crate::queue_state::View;
 use crate::retry::ask_fresh;
-use crate::{Person, QueueStore, Refusal, RoomRegistry, SessionRef};
+use crate::{Broker, Person, QueueStore, Refusal, RoomRegistry, SessionRef};
 
 /// Get the running queue, starting it if needed.
 #[derive(Message)]
@@ -36,11 +36,17 @@ pub struct QueueRegistry {
     store: Arc<dyn QueueStore>,
     rooms: Addr<RoomRegistry>,
     config: QueueConfig,
+    broker: Option<Arc<dyn Broker>>,
 }
 
 impl QueueRegistry {
-    pub(crate) fn new(store: Arc<dyn QueueStore>, rooms: Addr<RoomRegistry>, config: QueueConfig) -> Self {
-        QueueRegistry { queues: HashMap::new(), store, rooms, config }
+    pub(crate) fn new(
+        store: Arc<dyn QueueStore>,
+        rooms: Addr<RoomRegistry>,
+        config: QueueConfig,
+        broker: Option<Arc<dyn Broker>>,
+    ) -> Self {
+        QueueRegistry { queues: HashMap::new(), store, rooms, config, broker }
     }
 }
 
@@ -57,11 +63,11 @@ impl Handler<OpenQueue> for QueueRegistry {
         {
             return MessageResult(addr.clone());
         }
-        let (name, store, rooms, config) =
-            (msg.queue.clone(), self.store.clone(), self.rooms.clone(), self.config.clone());
+        let (name, store, rooms, config, broker) =
+            (msg.queue.clone(), self.store.clone(), self.rooms.clone(), self.config.clone(), self.broker.clone());
         let registry = ctx.address();
         let arbiter = msg.home.unwrap_or_else(Arbiter::current);
-        let addr = Queue::start_in_arbiter(&arbiter, move |_| Queue::new(name, store, rooms, registry, config));
+        let addr = Queue::start_in_arbiter(&arbiter, move |_| Queue::new(name, store, rooms, registry, config, broker));
         self.queues.insert(msg.queue, addr.clone());
         MessageResult(addr)
     }

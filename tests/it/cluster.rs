@@ -445,3 +445,56 @@ async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
     assert_eq!(history, vec![2]);
     assert_eq!(joined["history_complete"], true);
 }
+
+#[tokio::test]
+async fn the_waiting_room_spans_the_nodes() {
+    use crate::waiting_room as wr;
+    let cluster = Cluster::new().await;
+    let (a, b, c) = (cluster.node("node-a").await, cluster.node("node-b").await, cluster.node("node-c").await);
+    for room in ["c-q1", "c-q2"] {
+        wr::queued(&a, room, "k1").await;
+    }
+    // Patients check in on a and on b: one line, one ticket sequence.
+    let mut p1 = wr::patient(&a, "c-q1").await;
+    let first = wr::check_in(&mut p1, "c-q1").await;
+    assert_eq!((&first["ticket"], &first["position"]), (&json!("A-001"), &json!(1)));
+    let mut p2 = wr::patient(&b, "c-q2").await;
+    let second = wr::check_in(&mut p2, "c-q2").await;
+    assert_eq!((&second["ticket"], &second["position"]), (&json!("A-002"), &json!(2)));
+
+    // The doctor watches on c, a display on b: both see the whole line,
+    // with both patients online though neither is on their node.
+    let mut doctor = wr::doctor(&c).await;
+    let seen = wr::watch(&mut doctor, "q-ana").await;
+    assert_eq!(wr::tickets(&seen), ["A-001", "A-002"]);
+    let online: Vec<&Value> = seen["entries"].as_array().unwrap().iter().map(|e| &e["online"]).collect();
+    assert_eq!(online, [&json!(true), &json!(true)], "{seen}");
+    let mut display = wr::clinic_client(&b, "display", "k1").await;
+    assert_eq!(wr::tickets(&wr::watch(&mut display, "q-ana").await), ["A-001", "A-002"]);
+    let (status, body) = c.get("/v1/queues/q-ana").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 2, "{body}");
+
+    // The doctor admits the first patient from c: the patient on a is told,
+    // the display on b calls the ticket, the second patient moves up.
+    doctor.join("c-q1", None).await;
+    doctor.send(json!({"type": "admit", "room": "c-q1"})).await;
+    assert_eq!(p1.recv_type("admitted").await, json!({"type": "admitted", "room": "c-q1"}));
+    let called = display.recv_type("called").await;
+    assert_eq!((&called["queue"], &called["ticket"]), (&json!("q-ana"), &json!("A-001")));
+    assert_eq!(wr::place(&mut p2, 1).await["ticket"], "A-002");
+    assert_eq!(wr::tickets(&wr::state_with(&mut doctor, 1).await), ["A-002"]);
+    p1.join("c-q1", None).await;
+    assert_eq!(doctor.recv_type("presence").await["peer"]["session"], p1.session.as_str());
+
+    // The second patient's only session, on b, drops: the doctor on c sees
+    // them offline (and the grace period starts).
+    drop(p2);
+    loop {
+        let state = doctor.recv_type("queue_state").await;
+        if state["entries"][0]["online"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(c.consultation_status("c-q1").await, "active");
+}

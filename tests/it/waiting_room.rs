@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 /// Creates consultation `room` in queue `q-ana` of clinic `clinic`, for
 /// patient `p-<room>` and doctor `d-ana`.
-async fn queued(app: &TestApp, room: &str, clinic: &str) {
+pub(crate) async fn queued(app: &TestApp, room: &str, clinic: &str) {
     let (status, body) = app
         .post(
             "/v1/consultations",
@@ -19,39 +19,39 @@ async fn queued(app: &TestApp, room: &str, clinic: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
-async fn patient(app: &TestApp, room: &str) -> Client {
+pub(crate) async fn patient(app: &TestApp, room: &str) -> Client {
     Client::connect(app, &token(&format!("p-{room}"), &format!("Patient {room}"), "patient", 3600)).await
 }
 
-async fn doctor(app: &TestApp) -> Client {
+pub(crate) async fn doctor(app: &TestApp) -> Client {
     Client::connect(app, &token("d-ana", "Ana", "doctor", 3600)).await
 }
 
 /// A display or staff member of `clinic`.
-async fn clinic_client(app: &TestApp, role: &str, clinic: &str) -> Client {
+pub(crate) async fn clinic_client(app: &TestApp, role: &str, clinic: &str) -> Client {
     let claims = json!({"sub": format!("{role}-{clinic}"), "name": "Lobby", "role": role, "clinic": clinic,
                         "exp": chrono::Utc::now().timestamp() + 3600});
     Client::connect(app, &token_with(claims, SECRET)).await
 }
 
-async fn check_in(client: &mut Client, room: &str) -> Value {
+pub(crate) async fn check_in(client: &mut Client, room: &str) -> Value {
     let queue = client.request(json!({"type": "checkin", "room": room})).await;
     assert_eq!(queue["type"], "queue", "{queue}");
     queue
 }
 
-async fn watch(client: &mut Client, queue: &str) -> Value {
+pub(crate) async fn watch(client: &mut Client, queue: &str) -> Value {
     let state = client.request(json!({"type": "watch", "queue": queue})).await;
     assert_eq!(state["type"], "queue_state", "{state}");
     state
 }
 
-fn tickets(state: &Value) -> Vec<&str> {
+pub(crate) fn tickets(state: &Value) -> Vec<&str> {
     state["entries"].as_array().unwrap().iter().map(|e| e["ticket"].as_str().unwrap()).collect()
 }
 
 /// Waits for a `queue_state` with `n` entries (earlier ones may be stale).
-async fn state_with(client: &mut Client, n: usize) -> Value {
+pub(crate) async fn state_with(client: &mut Client, n: usize) -> Value {
     loop {
         let state = client.recv_type("queue_state").await;
         if state["entries"].as_array().unwrap().len() == n {
@@ -61,7 +61,7 @@ async fn state_with(client: &mut Client, n: usize) -> Value {
 }
 
 /// Waits for a `queue` frame that puts the patient at `position`.
-async fn place(client: &mut Client, position: u64) -> Value {
+pub(crate) async fn place(client: &mut Client, position: u64) -> Value {
     loop {
         let queue = client.recv_type("queue").await;
         if queue["position"] == position {
