@@ -7,6 +7,7 @@
 #   scripts/postgres.sh pause "$dir"          # shut the server down (fast)
 #   scripts/postgres.sh resume "$dir"         # start it again, same port
 #   scripts/postgres.sh stop "$dir"
+#   DURABLE=1 scripts/postgres.sh start "$dir" # fsync on (benchmarks)
 #
 # PostgreSQL refuses to run as root, so as root it runs as the `postgres`
 # user of Debian's packages (created if missing).
@@ -27,9 +28,12 @@ as_owner() {
 }
 
 run_server() {
-    # Durability is not what these tests measure; fsync off keeps them fast.
+    # Durability is not what the tests measure; fsync off keeps them fast.
+    # Benchmarks set DURABLE=1 for a server that syncs its commits.
+    local sync="-c fsync=off -c synchronous_commit=off"
+    [ -z "${DURABLE:-}" ] || sync=""
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-p $(cat "$dir/port") -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=400" \
+        -o "-p $(cat "$dir/port") -k $dir -c listen_addresses=127.0.0.1 $sync -c max_connections=400" \
         start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
 }
 

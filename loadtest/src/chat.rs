@@ -62,6 +62,9 @@ struct Plan {
     stop: Instant,
     size: usize,
     delivery: Latencies,
+    /// Deliveries to the other session of the room (not the sender's own
+    /// copy): with --peer-url, those that crossed between nodes.
+    peer: Latencies,
     ack: Latencies,
     /// Per step: sends scheduled, messages received and acks received in
     /// the measured window.
@@ -88,6 +91,7 @@ impl Plan {
             stop: send_end + args.drain,
             size: args.size,
             delivery: Latencies::new(steps, Latencies::default_shards()),
+            peer: Latencies::new(steps, Latencies::default_shards()),
             ack: Latencies::new(steps, Latencies::default_shards()),
             sent: counters(),
             received: counters(),
@@ -320,6 +324,11 @@ impl Reader<'_> {
                 }
                 if let Some((step, sent)) = sent_time(&message.text).and_then(|t| Some((plan.window_of(t)?, t))) {
                     plan.delivery.record(self.index, step, now.saturating_sub(sent));
+                    // Patients are the even sessions, doctors the odd ones.
+                    let own = if self.index % 2 == 0 { "patient" } else { "doctor" };
+                    if message.from.role != own {
+                        plan.peer.record(self.index, step, now.saturating_sub(sent));
+                    }
                 }
             }
             Ok(ServerFrame::Ack { reference, seq, .. }) => {
@@ -454,6 +463,7 @@ fn report(
     let lost = checks.iter().map(|(room, check)| room_highest[*room].map_or(0, |highest| check.lost(highest))).sum();
 
     let delivery = plan.delivery.merged();
+    let peer = plan.peer.merged();
     let ack = plan.ack.merged();
     let steps: Vec<StepReport> = (0..plan.rates.len())
         .map(|k| StepReport {
@@ -461,7 +471,11 @@ fn report(
             sent_per_s: per_second(plan.sent[k].load(Ordering::Relaxed), args.duration),
             delivered_per_s: per_second(plan.received[k].load(Ordering::Relaxed), args.duration),
             acked_per_s: per_second(plan.acked[k].load(Ordering::Relaxed), args.duration),
-            latency_ms: StepLatency { delivery: Summary::of(&delivery[k]), ack: Summary::of(&ack[k]) },
+            latency_ms: StepLatency {
+                delivery: Summary::of(&delivery[k]),
+                peer: Summary::of(&peer[k]),
+                ack: Summary::of(&ack[k]),
+            },
         })
         .collect();
     let last = steps.last().cloned().expect("a run has at least one step");
@@ -481,6 +495,7 @@ fn report(
         acked_per_s: last.acked_per_s,
         latency_ms: ChatLatency {
             delivery: last.latency_ms.delivery,
+            peer: last.latency_ms.peer,
             ack: last.latency_ms.ack,
             join: Summary::of(&connected.join_latency),
         },

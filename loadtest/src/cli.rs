@@ -51,6 +51,11 @@ pub struct Target {
     /// Base URL of the hub's HTTP API (http only); the WebSocket URL is derived from it.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Another node of the same cluster: each room's doctor connects here,
+    /// its patient to --url, so every message crosses between nodes (the
+    /// `peer` latency in the report).
+    #[arg(long)]
+    pub peer_url: Option<String>,
     /// The hub's API key, sent as `Authorization: Bearer`.
     #[arg(long, env = "TELEHUB_API_KEY", hide_env_values = true)]
     #[serde(skip)]

@@ -184,8 +184,15 @@ pub async fn connect_all<T>(
     mut on_joined: impl FnMut(Joined) -> T,
 ) -> anyhow::Result<Connected<T>> {
     let endpoint = Endpoint::resolve(&target.url).await?;
+    let peer_endpoint = match &target.peer_url {
+        Some(url) => Some(Endpoint::resolve(url).await?),
+        None => None,
+    };
     let total = rooms.len() * 2;
-    eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr);
+    match &peer_endpoint {
+        Some(peer) => eprintln!("connecting and joining {total} sessions: patients to {}, doctors to {}…", endpoint.addr, peer.addr),
+        None => eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr),
+    }
     let started = Instant::now();
     let ramp = target.ramp;
     let timeout = target.connect_timeout;
@@ -197,7 +204,11 @@ pub async fn connect_all<T>(
         .flat_map(|(room, setup)| [(room, setup, &setup.patient_token), (room, setup, &setup.doctor_token)])
         .enumerate()
         .map(|(index, (room, setup, token))| {
-            let endpoint = &endpoint;
+            // Doctors (the second session of each room) go to the peer node.
+            let endpoint = match &peer_endpoint {
+                Some(peer) if index % 2 == 1 => peer,
+                _ => &endpoint,
+            };
             let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
             // Session `index` may start no earlier than its share of the ramp.
             let not_before = started + ramp.mul_f64(index as f64 / total as f64);

@@ -166,6 +166,9 @@ pub struct StepReport {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StepLatency {
     pub delivery: Summary,
+    /// Deliveries to the room's other session only (across nodes with
+    /// `--peer-url`).
+    pub peer: Summary,
     pub ack: Summary,
 }
 
@@ -173,6 +176,7 @@ pub struct StepLatency {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ChatLatency {
     pub delivery: Summary,
+    pub peer: Summary,
     pub ack: Summary,
     pub join: Summary,
 }
@@ -258,6 +262,11 @@ impl ChatReport {
             );
         }
         println!("(latencies in ms from the scheduled send time; each send is delivered to both sessions of its room)");
+        println!();
+        println!("deliveries to the room's other session only (across nodes with --peer-url):");
+        for step in &self.steps {
+            println!("{:>10.0}/s offered: {}", step.offered_per_s, step.latency_ms.peer.line());
+        }
         println!();
         println!(
             "verification: {} acks; lost {}, duplicated {}, out of order {}",

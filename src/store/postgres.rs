@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
@@ -153,65 +153,85 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
 /// Stores `messages` with their rooms' next `seq`s inside the open
 /// transaction; a resend (in the table, or earlier in the batch) gets the
 /// original's `seq`, `id` and `at`. One result per message, in order.
+///
+/// Four statements whatever the batch holds: lock the rooms' rows (in id
+/// order, so that two nodes' batches never wait on each other in a cycle)
+/// and read their last `seq`s, find the originals of resends, insert the
+/// new rows, and move the rooms' `last_seq`.
 async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) -> Result<Vec<Appended>, sqlx::Error> {
-    let mut by_room: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, m) in messages.iter().enumerate() {
-        by_room.entry(m.room.as_str()).or_default().push(i);
+    if messages.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut results: Vec<Option<Appended>> = vec![None; messages.len()];
-    let ids = MessageIds::get();
-    for (room, indexes) in by_room {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM consultations WHERE id = $1 FOR UPDATE")
-            .bind(room)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let mut seq = last.unwrap_or(0);
-        // Originals of resends, stored or in this batch, by (sender, client_id).
-        let client_ids: Vec<&str> = indexes.iter().filter_map(|&i| messages[i].client_id.as_deref()).collect();
-        let mut originals: HashMap<(String, String), Appended> = HashMap::new();
-        if !client_ids.is_empty() {
-            let rows = sqlx::query(
-                "SELECT sender_id, client_id, seq, id, at FROM messages WHERE room = $1 AND client_id = ANY($2)",
-            )
-            .bind(room)
-            .bind(&client_ids)
+    let mut rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let locked: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, last_seq FROM consultations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&rooms)
             .fetch_all(&mut *conn)
             .await?;
-            for row in rows {
-                let key = (row.get("sender_id"), row.get("client_id"));
-                originals.insert(
-                    key,
-                    Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true },
-                );
-            }
+    let mut last: HashMap<String, i64> = locked.into_iter().collect();
+
+    // Originals of resends, stored or in this batch, by (room, sender, client_id).
+    let keyed: Vec<&NewMessage> = messages.iter().filter(|m| m.client_id.is_some()).collect();
+    let mut originals: HashMap<(String, String, String), Appended> = HashMap::new();
+    if !keyed.is_empty() {
+        let rows: Vec<(String, String, String, i64, String, String)> = sqlx::query_as(
+            "SELECT m.room, m.sender_id, m.client_id, m.seq, m.id, m.at
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(room, sender_id, client_id)
+             JOIN messages m ON m.room = k.room AND m.sender_id = k.sender_id AND m.client_id = k.client_id",
+        )
+        .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|m| m.from.id.as_str()).collect::<Vec<_>>())
+        .bind(keyed.iter().map(|m| m.client_id.as_deref().unwrap_or_default()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        for (room, sender, client_id, seq, id, at) in rows {
+            originals.insert((room, sender, client_id), Appended { seq, id, at, duplicate: true });
         }
-        let mut rows = NewRows::default();
-        for i in indexes {
-            let m = &messages[i];
-            let key = m.client_id.as_ref().map(|c| (m.from.id.clone(), c.clone()));
-            if let Some(original) = key.as_ref().and_then(|k| originals.get(k)) {
-                results[i] = Some(Appended { duplicate: true, ..original.clone() });
-                continue;
-            }
-            seq += 1;
-            let stored = Appended { seq, id: ids.next(), at: at.to_owned(), duplicate: false };
-            rows.push(m, &stored);
-            if let Some(key) = key {
-                originals.insert(key, stored.clone());
-            }
-            results[i] = Some(stored);
-        }
-        if rows.is_empty() {
+    }
+
+    let ids = MessageIds::get();
+    let mut rows = NewRows::default();
+    let mut results = Vec::with_capacity(messages.len());
+    for m in messages {
+        let key = m.client_id.as_ref().map(|c| (m.room.clone(), m.from.id.clone(), c.clone()));
+        if let Some(original) = key.as_ref().and_then(|k| originals.get(k)) {
+            results.push(Appended { duplicate: true, ..original.clone() });
             continue;
         }
-        rows.insert(conn).await?;
-        sqlx::query("UPDATE consultations SET last_seq = $2 WHERE id = $1")
-            .bind(room)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
+        // Rooms append only to consultations they loaded, so every room is
+        // among the locked rows; were one missing, it would count from 1.
+        let seq = last.entry(m.room.clone()).or_insert(0);
+        *seq += 1;
+        let stored = Appended { seq: *seq, id: ids.next(), at: at.to_owned(), duplicate: false };
+        rows.push(m, &stored);
+        if let Some(key) = key {
+            originals.insert(key, stored.clone());
+        }
+        results.push(stored);
     }
-    Ok(results.into_iter().map(|r| r.expect("every message has a result")).collect())
+    if rows.is_empty() {
+        return Ok(results);
+    }
+    let moved: Vec<(String, i64)> = {
+        let mut moved: BTreeMap<&str, i64> = BTreeMap::new();
+        for (room, seq) in rows.room.iter().zip(&rows.seq) {
+            moved.insert(room, *seq);
+        }
+        moved.into_iter().map(|(room, seq)| (room.to_owned(), seq)).collect()
+    };
+    rows.insert(conn).await?;
+    let (ids, seqs): (Vec<String>, Vec<i64>) = moved.into_iter().unzip();
+    sqlx::query(
+        "UPDATE consultations c SET last_seq = v.seq
+         FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE c.id = v.id",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await?;
+    Ok(results)
 }
 
 /// New message rows as columns, for one `INSERT … SELECT FROM UNNEST`.
