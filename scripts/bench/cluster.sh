@@ -63,19 +63,21 @@ port_b=$(free_port)
 start_node node-b "$port_b"
 node_b=${pids[-1]}
 
-"$LOAD" chat --url "http://127.0.0.1:$port_a" --peer-url "http://127.0.0.1:$port_b" --api-key $KEY \
+peer=(--peer-url "http://127.0.0.1:$port_b")
+[ -z "${ONE_NODE:-}" ] || peer=()  # both sessions of each room on node a
+"$LOAD" chat --url "http://127.0.0.1:$port_a" "${peer[@]}" --api-key $KEY \
     --rooms "$ROOMS" --rate "$RATES" --duration "$DURATION" --warmup 5s --drain 30s \
     --json "$OUT/cluster.json" &
 load=$!
 # CPU over 8 s inside the last step's measured window.
 steps=$(awk -F, '{print NF}' <<<"$RATES")
 window_end=$(( 2 + steps * (5 + ${DURATION%s}) ))
-(sleep $(( window_end - 12 )) && python3 scripts/bench/cpu.py 8 "$node_a" "$node_b" "$redis" "$load" \
+(sleep $(( window_end - 12 )) && python3 scripts/bench/cpu.py 8 "$node_a" "$node_b" "$redis" "$load" $(pgrep -u postgres -d " " postgres) \
     >"$OUT/cpu-cluster.txt" 2>&1) &
 cpu=$!
 result=0
 wait "$load" || result=1
 wait "$cpu" || true
-echo "CPU during the last step (cores of 2): nodes a and b, redis, load generator"
+echo "CPU during the last step (cores of 2): nodes a and b, redis, load generator, postgres"
 cat "$OUT/cpu-cluster.txt"
 exit "$result"

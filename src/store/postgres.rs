@@ -177,9 +177,14 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
     let mut originals: HashMap<(String, String, String), Appended> = HashMap::new();
     if !keyed.is_empty() {
         let rows: Vec<(String, String, String, i64, String, String)> = sqlx::query_as(
-            "SELECT m.room, m.sender_id, m.client_id, m.seq, m.id, m.at
+            // LATERAL with LIMIT 1 keeps this one unique-index probe per
+            // key: the planner cannot turn it into a scan of all messages.
+            "SELECT k.room, k.sender_id, k.client_id, m.seq, m.id, m.at
              FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(room, sender_id, client_id)
-             JOIN messages m ON m.room = k.room AND m.sender_id = k.sender_id AND m.client_id = k.client_id",
+             CROSS JOIN LATERAL (
+                 SELECT seq, id, at FROM messages
+                 WHERE room = k.room AND sender_id = k.sender_id AND client_id = k.client_id LIMIT 1
+             ) m",
         )
         .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
         .bind(keyed.iter().map(|m| m.from.id.as_str()).collect::<Vec<_>>())
