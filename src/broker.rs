@@ -514,8 +514,6 @@ async fn subscriber(
 ) {
     let mut backoff = Duration::ZERO;
     let mut first = true;
-    // Subscriptions asked for while Redis was away.
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let pubsub = match tokio::time::timeout(TIMEOUT, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => pubsub,
@@ -535,7 +533,7 @@ async fn subscriber(
                     tokio::select! {
                         () = &mut sleep => break,
                         request = requests.recv() => match request {
-                            Some(request) => note(&subscribers, request, &mut waiting),
+                            Some(request) => note(&subscribers, request),
                             None => return,
                         },
                     }
@@ -550,9 +548,6 @@ async fn subscriber(
         }
         health.subscriber.store(true, Ordering::Relaxed);
         backoff = Duration::ZERO;
-        waiting.drain(..).for_each(|done| {
-            let _ = done.send(());
-        });
         if !std::mem::take(&mut first) {
             info!(rooms = channels.len(), "Redis pub/sub is back: rooms resync");
             tell_all(&subscribers, &FromCluster::Resync);
@@ -597,12 +592,14 @@ async fn subscriber(
 }
 
 /// Records a subscription request while Redis is away.
-fn note(subscribers: &Subscribers, request: Sub, waiting: &mut Vec<oneshot::Sender<()>>) {
+fn note(subscribers: &Subscribers, request: Sub) {
     let mut map = subscribers.lock().expect("subscribers");
     match request {
         Sub::Subscribe { channel, id, to, done } => {
             map.insert(channel, (id, to));
-            waiting.push(done);
+            // Do not keep the room waiting: it is subscribed on reconnect
+            // and resyncs then.
+            let _ = done.send(());
         }
         Sub::Unsubscribe { channel, id } => {
             if map.get(&channel).is_some_and(|(current, _)| *current == id) {

@@ -190,7 +190,10 @@ pub async fn connect_all<T>(
     };
     let total = rooms.len() * 2;
     match &peer_endpoint {
-        Some(peer) => eprintln!("connecting and joining {total} sessions: patients to {}, doctors to {}…", endpoint.addr, peer.addr),
+        Some(peer) => eprintln!(
+            "connecting and joining {total} sessions: patients to {}, doctors to {}…",
+            endpoint.addr, peer.addr
+        ),
         None => eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr),
     }
     let started = Instant::now();

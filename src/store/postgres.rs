@@ -17,7 +17,6 @@
 //! new one for the next batch; the batch in between fails with
 //! `unavailable` and nothing of it is stored.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,9 +115,15 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
         }
     }
     let mut outcomes = Vec::with_capacity(others.len());
+    let only_messages = others.is_empty();
     let mut jobs = others.into_iter();
     let mut appended = Vec::new();
     let result: Result<(), sqlx::Error> = async {
+        if only_messages {
+            // One statement is a transaction of its own: one round trip.
+            appended = append_all(conn, &messages, &format_time(Utc::now())).await?;
+            return Ok(());
+        }
         sqlx::query("BEGIN").execute(&mut *conn).await?;
         appended = append_all(conn, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
@@ -138,7 +143,9 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
         }
         Err(err) => {
             error!(error = %err, "write batch failed, rolled back");
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            if !only_messages {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            }
             let err = unavailable(err);
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
@@ -150,148 +157,39 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
     }
 }
 
-/// Stores `messages` with their rooms' next `seq`s inside the open
-/// transaction; a resend (in the table, or earlier in the batch) gets the
-/// original's `seq`, `id` and `at`. One result per message, in order.
+/// Stores `messages` with their rooms' next `seq`s; a resend (in the
+/// table, or earlier in the batch) gets the original's `seq`, `id` and
+/// `at`. One result per message, in order.
 ///
-/// Four statements whatever the batch holds: lock the rooms' rows (in id
-/// order, so that two nodes' batches never wait on each other in a cycle)
-/// and read their last `seq`s, find the originals of resends, insert the
-/// new rows, and move the rooms' `last_seq`.
+/// One statement whatever the batch holds: `telehub_append` (see the
+/// migration) locks the rooms' rows in id order, finds resends, inserts the
+/// rows and moves each room's `last_seq` inside the database, so a batch
+/// costs one round trip and no planning.
 async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) -> Result<Vec<Appended>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rooms: Vec<&str> = messages.iter().map(|m| m.room.as_str()).collect();
-    rooms.sort_unstable();
-    rooms.dedup();
-    let locked: Vec<(String, i64)> =
-        sqlx::query_as("SELECT id, last_seq FROM consultations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&rooms)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut last: HashMap<String, i64> = locked.into_iter().collect();
-
-    // Originals of resends, stored or in this batch, by (room, sender, client_id).
-    let keyed: Vec<&NewMessage> = messages.iter().filter(|m| m.client_id.is_some()).collect();
-    let mut originals: HashMap<(String, String, String), Appended> = HashMap::new();
-    if !keyed.is_empty() {
-        let rows: Vec<(String, String, String, i64, String, String)> = sqlx::query_as(
-            // LATERAL with LIMIT 1 keeps this one unique-index probe per
-            // key: the planner cannot turn it into a scan of all messages.
-            "SELECT k.room, k.sender_id, k.client_id, m.seq, m.id, m.at
-             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(room, sender_id, client_id)
-             CROSS JOIN LATERAL (
-                 SELECT seq, id, at FROM messages
-                 WHERE room = k.room AND sender_id = k.sender_id AND client_id = k.client_id LIMIT 1
-             ) m",
-        )
-        .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
-        .bind(keyed.iter().map(|m| m.from.id.as_str()).collect::<Vec<_>>())
-        .bind(keyed.iter().map(|m| m.client_id.as_deref().unwrap_or_default()).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?;
-        for (room, sender, client_id, seq, id, at) in rows {
-            originals.insert((room, sender, client_id), Appended { seq, id, at, duplicate: true });
-        }
-    }
-
     let ids = MessageIds::get();
-    let mut rows = NewRows::default();
-    let mut results = Vec::with_capacity(messages.len());
-    for m in messages {
-        let key = m.client_id.as_ref().map(|c| (m.room.clone(), m.from.id.clone(), c.clone()));
-        if let Some(original) = key.as_ref().and_then(|k| originals.get(k)) {
-            results.push(Appended { duplicate: true, ..original.clone() });
-            continue;
-        }
-        // Rooms append only to consultations they loaded, so every room is
-        // among the locked rows; were one missing, it would count from 1.
-        let seq = last.entry(m.room.clone()).or_insert(0);
-        *seq += 1;
-        let stored = Appended { seq: *seq, id: ids.next(), at: at.to_owned(), duplicate: false };
-        rows.push(m, &stored);
-        if let Some(key) = key {
-            originals.insert(key, stored.clone());
-        }
-        results.push(stored);
-    }
-    if rows.is_empty() {
-        return Ok(results);
-    }
-    let moved: Vec<(String, i64)> = {
-        let mut moved: BTreeMap<&str, i64> = BTreeMap::new();
-        for (room, seq) in rows.room.iter().zip(&rows.seq) {
-            moved.insert(room, *seq);
-        }
-        moved.into_iter().map(|(room, seq)| (room.to_owned(), seq)).collect()
-    };
-    rows.insert(conn).await?;
-    let (ids, seqs): (Vec<String>, Vec<i64>) = moved.into_iter().unzip();
-    sqlx::query(
-        "UPDATE consultations c SET last_seq = v.seq
-         FROM UNNEST($1::text[], $2::bigint[]) AS v(id, seq) WHERE c.id = v.id",
+    let column = |f: fn(&NewMessage) -> String| messages.iter().map(f).collect::<Vec<String>>();
+    let rows: Vec<(i32, i64, String, String, bool)> = sqlx::query_as(
+        "SELECT o_ord, o_seq, o_id, o_at, o_duplicate
+         FROM telehub_append($1, $2, $3, $4, $5, $6, $7, $8, $9) ORDER BY o_ord",
     )
-    .bind(ids)
-    .bind(seqs)
-    .execute(&mut *conn)
+    .bind(column(|m| m.room.clone()))
+    .bind(column(|m| m.from.id.clone()))
+    .bind(column(|m| m.from.name.clone()))
+    .bind(column(|m| m.from.role.clone()))
+    .bind(messages.iter().map(|m| m.client_id.clone()).collect::<Vec<Option<String>>>())
+    .bind(column(|m| m.kind.as_str().to_owned()))
+    .bind(column(|m| m.text.clone()))
+    .bind(messages.iter().map(|_| ids.next()).collect::<Vec<String>>())
+    .bind(at)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(results)
-}
-
-/// New message rows as columns, for one `INSERT … SELECT FROM UNNEST`.
-#[derive(Default)]
-struct NewRows {
-    room: Vec<String>,
-    seq: Vec<i64>,
-    id: Vec<String>,
-    sender_id: Vec<String>,
-    sender_name: Vec<String>,
-    sender_role: Vec<String>,
-    client_id: Vec<Option<String>>,
-    kind: Vec<String>,
-    text: Vec<String>,
-    at: Vec<String>,
-}
-
-impl NewRows {
-    fn is_empty(&self) -> bool {
-        self.seq.is_empty()
+    if rows.len() != messages.len() {
+        return Err(sqlx::Error::Protocol(format!("{} of {} messages stored", rows.len(), messages.len())));
     }
-
-    fn push(&mut self, m: &NewMessage, stored: &Appended) {
-        self.room.push(m.room.clone());
-        self.seq.push(stored.seq);
-        self.id.push(stored.id.clone());
-        self.sender_id.push(m.from.id.clone());
-        self.sender_name.push(m.from.name.clone());
-        self.sender_role.push(m.from.role.clone());
-        self.client_id.push(m.client_id.clone());
-        self.kind.push(m.kind.as_str().to_owned());
-        self.text.push(m.text.clone());
-        self.at.push(stored.at.clone());
-    }
-
-    async fn insert(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[])",
-        )
-        .bind(self.room)
-        .bind(self.seq)
-        .bind(self.id)
-        .bind(self.sender_id)
-        .bind(self.sender_name)
-        .bind(self.sender_role)
-        .bind(self.client_id)
-        .bind(self.kind)
-        .bind(self.text)
-        .bind(self.at)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
+    Ok(rows.into_iter().map(|(_, seq, id, at, duplicate)| Appended { seq, id, at, duplicate }).collect())
 }
 
 async fn apply_write(conn: &mut PgConnection, write: Write) -> Result<Outcome, sqlx::Error> {
