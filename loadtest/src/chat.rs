@@ -325,7 +325,7 @@ impl Reader<'_> {
                 if let Some((step, sent)) = sent_time(&message.text).and_then(|t| Some((plan.window_of(t)?, t))) {
                     plan.delivery.record(self.index, step, now.saturating_sub(sent));
                     // Patients are the even sessions, doctors the odd ones.
-                    let own = if self.index % 2 == 0 { "patient" } else { "doctor" };
+                    let own = if self.index.is_multiple_of(2) { "patient" } else { "doctor" };
                     if message.from.role != own {
                         plan.peer.record(self.index, step, now.saturating_sub(sent));
                     }
