@@ -642,7 +642,11 @@ mod tests {
         // Offered 800 sends/s in the last step: about 1600 deliveries/s.
         let delivered = report["delivered_per_s"].as_f64().unwrap();
         assert!((1200.0..2000.0).contains(&delivered), "{report:#}");
-        assert!(report["latency_ms"]["delivery"]["count"].as_u64().unwrap() > 0);
+        let deliveries = report["latency_ms"]["delivery"]["count"].as_u64().unwrap();
+        assert!(deliveries > 0);
+        // Half the deliveries go to the room's other session.
+        let peer = report["latency_ms"]["peer"]["count"].as_u64().unwrap();
+        assert!(peer * 2 >= deliveries - deliveries / 10 && peer * 2 <= deliveries + deliveries / 10, "{report:#}");
         assert!(report["latency_ms"]["ack"]["p99"].as_f64().unwrap() > 0.0);
         assert_eq!(report["latency_ms"]["join"]["count"], 8);
         // Two steps of 0.8 s and a little setup; a drain waited out would add 10 s.
