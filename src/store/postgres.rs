@@ -17,6 +17,7 @@
 //! new one for the next batch; the batch in between fails with
 //! `unavailable` and nothing of it is stored.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,7 +73,7 @@ async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<PgConnection> = None;
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
         if conn.is_none() {
-            match options.connect().await {
+            match connect_writer(&options).await {
                 Ok(c) => conn = Some(c),
                 Err(err) => {
                     warn!(error = %err, "the writer cannot reach the database");
@@ -89,6 +90,14 @@ async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// The writer's connection. Its statements are the same few with new
+/// arrays every time: a generic plan, made once, serves them all.
+async fn connect_writer(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let mut conn = options.connect().await?;
+    sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut conn).await?;
+    Ok(conn)
 }
 
 fn fail_all(batch: Vec<Job>, err: StoreError) {
@@ -157,39 +166,96 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
     }
 }
 
-/// Stores `messages` with their rooms' next `seq`s; a resend (in the
-/// table, or earlier in the batch) gets the original's `seq`, `id` and
-/// `at`. One result per message, in order.
+/// Numbers and inserts a batch of messages in one statement, one round
+/// trip whatever the batch holds:
 ///
-/// One statement whatever the batch holds: `telehub_append` (see the
-/// migration) locks the rooms' rows in id order, finds resends, inserts the
-/// rows and moves each room's `last_seq` inside the database, so a batch
-/// costs one round trip and no planning.
+/// 1. `locked` locks the consultation rows of the batch's rooms in id order
+///    (so two nodes' batches never wait on each other in a cycle) and reads
+///    their `last_seq` as of the lock, that is, after any batch that held it;
+/// 2. `originals` finds resends through the unique (room, sender,
+///    client_id) index, one probe per message;
+/// 3. `fresh` numbers the other messages after their room's `last_seq`, in
+///    batch order; `inserted` stores them and `moved` advances `last_seq`.
+///
+/// Every input row comes back once, by `ord`, with its `seq`, `id` and `at`
+/// and whether it was a resend.
+const APPEND: &str = "
+WITH input AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[]) WITH ORDINALITY
+        AS t(room, sender_id, sender_name, sender_role, client_id, kind, text, id, ord)
+), locked AS (
+    SELECT c.id, c.last_seq FROM consultations c
+    WHERE c.id IN (SELECT room FROM input) ORDER BY c.id FOR UPDATE
+), originals AS (
+    SELECT i.ord, m.seq, m.id, m.at FROM input i
+    CROSS JOIN LATERAL (
+        SELECT seq, id, at FROM messages
+        WHERE room = i.room AND sender_id = i.sender_id AND client_id = i.client_id LIMIT 1
+    ) m
+), fresh AS (
+    SELECT i.*, l.last_seq + row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS seq
+    FROM input i JOIN locked l ON l.id = i.room
+    WHERE i.ord NOT IN (SELECT ord FROM originals)
+), inserted AS (
+    INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
+    SELECT room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, $9 FROM fresh
+), moved AS (
+    UPDATE consultations c SET last_seq = f.seq
+    FROM (SELECT room, max(seq) AS seq FROM fresh GROUP BY room) f WHERE c.id = f.room
+)
+SELECT ord, seq, id, $9 AS at, FALSE AS duplicate FROM fresh
+UNION ALL
+SELECT ord, seq, id, at, TRUE FROM originals
+ORDER BY ord";
+
+/// Stores `messages` with their rooms' next `seq`s ([`APPEND`]); a resend
+/// (in the table, or earlier in the batch) gets the original's `seq`, `id`
+/// and `at`. One result per message, in order.
 async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) -> Result<Vec<Appended>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = MessageIds::get();
-    let column = |f: fn(&NewMessage) -> String| messages.iter().map(f).collect::<Vec<String>>();
-    let rows: Vec<(i32, i64, String, String, bool)> = sqlx::query_as(
-        "SELECT o_ord, o_seq, o_id, o_at, o_duplicate
-         FROM telehub_append($1, $2, $3, $4, $5, $6, $7, $8, $9) ORDER BY o_ord",
-    )
-    .bind(column(|m| m.room.clone()))
-    .bind(column(|m| m.from.id.clone()))
-    .bind(column(|m| m.from.name.clone()))
-    .bind(column(|m| m.from.role.clone()))
-    .bind(messages.iter().map(|m| m.client_id.clone()).collect::<Vec<Option<String>>>())
-    .bind(column(|m| m.kind.as_str().to_owned()))
-    .bind(column(|m| m.text.clone()))
-    .bind(messages.iter().map(|_| ids.next()).collect::<Vec<String>>())
-    .bind(at)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.len() != messages.len() {
-        return Err(sqlx::Error::Protocol(format!("{} of {} messages stored", rows.len(), messages.len())));
+    // A resend of a message earlier in this batch is answered with that
+    // message's result; only the first of each key goes to the database.
+    let mut first: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut unique: Vec<&NewMessage> = Vec::with_capacity(messages.len());
+    let mut slot = Vec::with_capacity(messages.len());
+    for m in messages {
+        let key = m.client_id.as_deref().map(|c| (m.room.as_str(), m.from.id.as_str(), c));
+        match key.and_then(|k| first.get(&k)) {
+            Some(&earlier) => slot.push((earlier, true)),
+            None => {
+                if let Some(k) = key {
+                    first.insert(k, unique.len());
+                }
+                slot.push((unique.len(), false));
+                unique.push(m);
+            }
+        }
     }
-    Ok(rows.into_iter().map(|(_, seq, id, at, duplicate)| Appended { seq, id, at, duplicate }).collect())
+    let ids = MessageIds::get();
+    let column = |f: fn(&NewMessage) -> String| unique.iter().map(|m| f(m)).collect::<Vec<String>>();
+    let rows: Vec<(i64, i64, String, String, bool)> = sqlx::query_as(APPEND)
+        .bind(column(|m| m.room.clone()))
+        .bind(column(|m| m.from.id.clone()))
+        .bind(column(|m| m.from.name.clone()))
+        .bind(column(|m| m.from.role.clone()))
+        .bind(unique.iter().map(|m| m.client_id.clone()).collect::<Vec<Option<String>>>())
+        .bind(column(|m| m.kind.as_str().to_owned()))
+        .bind(column(|m| m.text.clone()))
+        .bind(unique.iter().map(|_| ids.next()).collect::<Vec<String>>())
+        .bind(at)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() != unique.len() {
+        // A room without a consultation row (it cannot happen: rooms append
+        // only to consultations they loaded) would drop out of `fresh`.
+        return Err(sqlx::Error::Protocol(format!("{} of {} messages stored", rows.len(), unique.len())));
+    }
+    let stored: Vec<Appended> =
+        rows.into_iter().map(|(_, seq, id, at, duplicate)| Appended { seq, id, at, duplicate }).collect();
+    Ok(slot.into_iter().map(|(i, again)| Appended { duplicate: stored[i].duplicate || again, ..stored[i].clone() }).collect())
 }
 
 async fn apply_write(conn: &mut PgConnection, write: Write) -> Result<Outcome, sqlx::Error> {

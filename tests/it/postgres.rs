@@ -152,3 +152,40 @@ async fn while_postgresql_is_down_chat_is_unavailable_and_nothing_is_acked() {
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
+    use telehub_actors::{NewMessage, RoomStore};
+    use telehub_signaling::{MessageKind, Sender};
+
+    let server = Server::get();
+    let database = fresh_postgres_database(&server.url).await;
+    let app = node(&database).await;
+    app.consultation("c-dup").await;
+    app.consultation("c-other").await;
+    let store = telehub::store::connect(&database, std::time::Duration::from_secs(5)).await.unwrap();
+    let message = |room: &str, client_id: &str| NewMessage {
+        room: room.into(),
+        from: Sender { id: "p-c-dup".into(), name: "Budi".into(), role: "patient".into() },
+        client_id: Some(client_id.into()),
+        kind: MessageKind::Text,
+        text: "hello".into(),
+    };
+    // All queued at once, so the writer takes them in one or a few batches:
+    // the same message ten times over, between messages of another room.
+    let mut writes = Vec::new();
+    for i in 0..10 {
+        writes.push(store.append(message("c-dup", "same")));
+        writes.push(store.append(message("c-other", &format!("o{i}"))));
+    }
+    let results: Vec<_> = futures_util::future::join_all(writes).await.into_iter().map(Result::unwrap).collect();
+    let same: Vec<_> = results.iter().step_by(2).collect();
+    assert!(same.iter().all(|r| (r.seq, &r.id) == (same[0].seq, &same[0].id)), "{same:?}");
+    assert_eq!(same.iter().filter(|r| !r.duplicate).count(), 1, "one original, nine resends");
+    assert_eq!(same[0].seq, 1);
+    let other: Vec<i64> = results.iter().skip(1).step_by(2).map(|r| r.seq).collect();
+    assert_eq!(other, (1..=10).collect::<Vec<_>>());
+    let ack = app.patient("c-dup").await.join("c-dup", None).await;
+    assert_eq!(ack["seq"], 1, "one message stored");
+    drop(server);
+}
