@@ -255,7 +255,10 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
     }
     let stored: Vec<Appended> =
         rows.into_iter().map(|(_, seq, id, at, duplicate)| Appended { seq, id, at, duplicate }).collect();
-    Ok(slot.into_iter().map(|(i, again)| Appended { duplicate: stored[i].duplicate || again, ..stored[i].clone() }).collect())
+    Ok(slot
+        .into_iter()
+        .map(|(i, again)| Appended { duplicate: stored[i].duplicate || again, ..stored[i].clone() })
+        .collect())
 }
 
 async fn apply_write(conn: &mut PgConnection, write: Write) -> Result<Outcome, sqlx::Error> {
