@@ -49,6 +49,8 @@ const PRESENCE_KEY_TTL_S: i64 = 86_400;
 const BATCH: usize = 512;
 /// How long to wait for Redis to answer or accept a connection.
 const TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the pub/sub connection is asked whether it is still there.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// The pub/sub channel of a consultation's or a queue's events. Room ids
 /// cannot contain `:`, so `q:` keeps queues apart from rooms.
@@ -543,7 +545,10 @@ async fn subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         let channels: Vec<String> = subscribers.lock().expect("subscribers").keys().cloned().collect();
-        if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+        if !channels.is_empty() && !answered(sink.subscribe(&channels)).await {
+            health.subscriber.store(false, Ordering::Relaxed);
+            backoff = next_backoff(backoff);
+            tokio::time::sleep(backoff).await;
             continue;
         }
         health.subscriber.store(true, Ordering::Relaxed);
@@ -552,20 +557,30 @@ async fn subscriber(
             info!(rooms = channels.len(), "Redis pub/sub is back: rooms resync");
             tell_all(&subscribers, &FromCluster::Resync);
         }
+        // A connection that died without a reset (a partition) would say
+        // nothing: ask it something now and then.
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.reset();
         loop {
             tokio::select! {
+                _ = probe.tick() => {
+                    if !answered(sink.ping::<redis::Value>()).await {
+                        warn!("Redis pub/sub connection does not answer; reconnecting");
+                        break;
+                    }
+                }
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     dispatch(&subscribers, &instance, message.get_channel_name(), message.get_payload_bytes());
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return };
-                    let result = match request {
+                    let ok = match request {
                         Sub::Subscribe { channel, id, to, done } => {
                             subscribers.lock().expect("subscribers").insert(channel.clone(), (id, to));
-                            let result = sink.subscribe(&channel).await;
+                            let ok = answered(sink.subscribe(&channel)).await;
                             let _ = done.send(());
-                            result
+                            ok
                         }
                         Sub::Unsubscribe { channel, id } => {
                             let mine = {
@@ -576,11 +591,11 @@ async fn subscriber(
                                 }
                                 mine
                             };
-                            if mine { sink.unsubscribe(&channel).await } else { Ok(()) }
+                            !mine || answered(sink.unsubscribe(&channel)).await
                         }
                     };
-                    if let Err(err) = result {
-                        warn!(error = %err, "Redis subscription failed; reconnecting");
+                    if !ok {
+                        warn!("Redis subscription failed; reconnecting");
                         break;
                     }
                 }
@@ -589,6 +604,11 @@ async fn subscriber(
         health.subscriber.store(false, Ordering::Relaxed);
         warn!("Redis pub/sub connection lost; reconnecting");
     }
+}
+
+/// Whether a pub/sub command was answered, in time and without error.
+async fn answered<T>(command: impl std::future::Future<Output = redis::RedisResult<T>>) -> bool {
+    matches!(tokio::time::timeout(TIMEOUT, command).await, Ok(Ok(_)))
 }
 
 /// Records a subscription request while Redis is away.
