@@ -155,7 +155,7 @@ async fn while_postgresql_is_down_chat_is_unavailable_and_nothing_is_acked() {
 
 #[tokio::test]
 async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
-    use telehub_actors::{NewMessage, RoomStore};
+    use telehub_actors::NewMessage;
     use telehub_signaling::{MessageKind, Sender};
 
     let server = Server::get();
