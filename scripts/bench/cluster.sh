@@ -7,6 +7,8 @@
 #
 #   scripts/bench/cluster.sh                      # 1,000 rooms, 2,500 to 10,000 sends/s
 #   ROOMS=500 RATES=5000 scripts/bench/cluster.sh
+#   ONE_NODE=1 scripts/bench/cluster.sh           # both sessions of each room on node a
+#   WORKERS=1 scripts/bench/cluster.sh            # HTTP workers per node (default: one per core)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -45,7 +47,7 @@ pids+=("$redis")
 start_node() {
     local name=$1 port=$2
     TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="$pg" TELEHUB_REDIS_URL="redis://127.0.0.1:$redis_port/" \
-    TELEHUB_NODE_ID=$name TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY \
+    TELEHUB_NODE_ID=$name TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY TELEHUB_HTTP_WORKERS=${WORKERS:-0} \
     TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
     TELEHUB_HTTP_RATE_PER_S=1000000 TELEHUB_HTTP_RATE_BURST=1000000 \
     RUST_LOG=${HUB_LOG:-warn} "$HUB" >"$OUT/hub-cluster-$name.log" 2>&1 &
