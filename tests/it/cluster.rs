@@ -188,6 +188,19 @@ fn sorted(ids: &[&str]) -> Vec<String> {
     ids
 }
 
+/// Creates consultation `room`; its patient joins on `a`, then its doctor
+/// on `b`, and the patient has seen the doctor arrive. Returns (patient,
+/// doctor).
+async fn across(a: &TestApp, b: &TestApp, room: &str) -> (Client, Client) {
+    a.consultation(room).await;
+    let mut patient = a.patient(room).await;
+    patient.join(room, None).await;
+    let mut doctor = b.doctor(room).await;
+    doctor.join(room, None).await;
+    assert_eq!(patient.recv_type("presence").await["peer"]["session"], doctor.session.as_str());
+    (patient, doctor)
+}
+
 /// The next `message` frame's seq and text.
 async fn next_message(client: &mut Client) -> (i64, String) {
     let message = client.recv_type("message").await;
@@ -313,12 +326,7 @@ async fn chat_and_collect(client: &mut Client, room: &str, prefix: &str, n: usiz
 async fn two_nodes_writing_at_once_deliver_every_message_once_in_seq_order() {
     let cluster = Cluster::new().await;
     let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
-    a.consultation("c-burst").await;
-    let mut patient = a.patient("c-burst").await;
-    patient.join("c-burst", None).await;
-    let mut doctor = b.doctor("c-burst").await;
-    doctor.join("c-burst", None).await;
-    patient.recv_type("presence").await;
+    let (mut patient, mut doctor) = across(&a, &b, "c-burst").await;
 
     let (seen_a, seen_b) = tokio::join!(
         chat_and_collect(&mut patient, "c-burst", "p", 60, 120),
@@ -333,14 +341,9 @@ async fn two_nodes_writing_at_once_deliver_every_message_once_in_seq_order() {
 async fn a_redis_restart_loses_no_acknowledged_message() {
     let mut cluster = Cluster::new().await;
     let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
-    a.consultation("c-redis").await;
-    let mut patient = a.patient("c-redis").await;
-    patient.join("c-redis", None).await;
+    let (mut patient, mut doctor) = across(&a, &b, "c-redis").await;
     let mut staff = Client::connect(&a, &token("s-1", "Sri", "staff", 3600)).await;
     staff.join("c-redis", None).await;
-    let mut doctor = b.doctor("c-redis").await;
-    doctor.join("c-redis", None).await;
-    patient.recv_type("presence").await;
     patient.chat("c-redis", "1", "before").await;
     assert_eq!(next_message(&mut doctor).await, (1, "before".into()));
     assert_eq!(next_message(&mut staff).await, (1, "before".into()));
@@ -420,12 +423,7 @@ async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
 async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
     let cluster = Cluster::new().await;
     let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
-    a.consultation("c-move").await;
-    let mut doctor = b.doctor("c-move").await;
-    doctor.join("c-move", None).await;
-    let mut patient = a.patient("c-move").await;
-    patient.join("c-move", None).await;
-    doctor.recv_type("presence").await;
+    let (mut patient, mut doctor) = across(&a, &b, "c-move").await;
     patient.chat("c-move", "1", "one").await;
     assert_eq!(next_message(&mut patient).await.0, 1);
     let last_seen = 1;
