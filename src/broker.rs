@@ -127,12 +127,30 @@ fn tell_all(subscribers: &Subscribers, message: &FromCluster) {
     }
 }
 
-/// Whether each task has Redis now.
+/// Whether each task has Redis now, and what went through.
 #[derive(Default)]
 struct Health {
     writer: AtomicBool,
     subscriber: AtomicBool,
     heartbeat: AtomicBool,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// Counters of a node's broker, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub ready: bool,
+    /// Events and hash writes sent to Redis.
+    pub published: u64,
+    /// Events of other nodes received.
+    pub received: u64,
+    /// Writes dropped while Redis was unreachable (made good by resyncs).
+    pub dropped: u64,
+    /// Times a connection to Redis was opened again after one was lost.
+    pub reconnects: u64,
 }
 
 /// The broker of a node in a cluster.
@@ -194,6 +212,18 @@ impl RedisBroker {
         // Redis restart, live nodes have not listed themselves again yet.
         let dead = instances.into_iter().filter(|(_, expires)| *expires < now).map(|(instance, _)| instance).collect();
         Ok((fields, dead))
+    }
+
+    /// What went through the broker so far.
+    pub fn stats(&self) -> BrokerStats {
+        let h = &self.health;
+        BrokerStats {
+            ready: self.is_ready(),
+            published: h.published.load(Ordering::Relaxed),
+            received: h.received.load(Ordering::Relaxed),
+            dropped: h.dropped.load(Ordering::Relaxed),
+            reconnects: h.reconnects.load(Ordering::Relaxed),
+        }
     }
 
     fn envelope(&self, event: &ClusterEvent) -> String {
@@ -402,6 +432,8 @@ async fn writer(
             conn = None;
         }
         if sent {
+            let writes = batch.iter().filter(|op| !matches!(op, Op::Read { .. })).count();
+            health.published.fetch_add(writes as u64, Ordering::Relaxed);
             batch.clear();
             backoff = Duration::ZERO;
             health.writer.store(true, Ordering::Relaxed);
@@ -411,7 +443,9 @@ async fn writer(
             }
         } else {
             health.writer.store(false, Ordering::Relaxed);
-            lost |= drop_batch(&mut batch, &mut queue);
+            let dropped = drop_batch(&mut batch, &mut queue);
+            health.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            lost |= dropped > 0;
             backoff = next_backoff(backoff);
         }
         if leave {
@@ -422,8 +456,8 @@ async fn writer(
 
 /// Answers the reads waiting in a batch that could not be sent, and drops
 /// everything else queued: while Redis is away, events only pile up.
-/// Returns whether events were dropped.
-fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>) -> bool {
+/// Returns how many writes were dropped.
+fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>) -> usize {
     let mut dropped = 0usize;
     let mut drain = |op: Op| match op {
         Op::Read { reply, .. } => {
@@ -438,7 +472,7 @@ fn drop_batch(batch: &mut Vec<Op>, queue: &mut mpsc::UnboundedReceiver<Op>) -> b
     if dropped > 0 {
         warn!(dropped, "Redis unreachable: events dropped; rooms resync when it is back");
     }
-    dropped > 0
+    dropped
 }
 
 /// A presence read's answer: the hash's (session, entry) pairs and every
@@ -554,6 +588,7 @@ async fn subscriber(
         health.subscriber.store(true, Ordering::Relaxed);
         backoff = Duration::ZERO;
         if !std::mem::take(&mut first) {
+            health.reconnects.fetch_add(1, Ordering::Relaxed);
             info!(rooms = channels.len(), "Redis pub/sub is back: rooms resync");
             tell_all(&subscribers, &FromCluster::Resync);
         }
@@ -571,6 +606,7 @@ async fn subscriber(
                 }
                 message = stream.next() => {
                     let Some(message) = message else { break };
+                    health.received.fetch_add(1, Ordering::Relaxed);
                     dispatch(&subscribers, &instance, message.get_channel_name(), message.get_payload_bytes());
                 }
                 request = requests.recv() => {

@@ -50,5 +50,23 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
         m.frames_in.get(),
         m.upgrades_refused.get(),
     );
+    let body = match &app.broker {
+        Some(broker) => {
+            let b = broker.stats();
+            format!(
+                "{body}# HELP telehub_cluster_ready Whether the node is connected to the cluster's Redis.\n# TYPE telehub_cluster_ready gauge\ntelehub_cluster_ready{{node=\"{node}\"}} {}\n\
+                 # HELP telehub_cluster_published_total Events and presence writes sent to Redis.\n# TYPE telehub_cluster_published_total counter\ntelehub_cluster_published_total{{node=\"{node}\"}} {}\n\
+                 # HELP telehub_cluster_received_total Events of other nodes received.\n# TYPE telehub_cluster_received_total counter\ntelehub_cluster_received_total{{node=\"{node}\"}} {}\n\
+                 # HELP telehub_cluster_dropped_total Writes dropped while Redis was unreachable (made good by resyncs).\n# TYPE telehub_cluster_dropped_total counter\ntelehub_cluster_dropped_total{{node=\"{node}\"}} {}\n\
+                 # HELP telehub_cluster_reconnects_total Times the pub/sub connection to Redis was opened again.\n# TYPE telehub_cluster_reconnects_total counter\ntelehub_cluster_reconnects_total{{node=\"{node}\"}} {}\n",
+                u8::from(b.ready),
+                b.published,
+                b.received,
+                b.dropped,
+                b.reconnects,
+            )
+        }
+        None => body,
+    };
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

@@ -171,6 +171,14 @@ where
     }
 }
 
+/// A series of the node's `/metrics`, labelled with the node only.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line =
+        text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 async fn readiness(app: &TestApp) -> u16 {
     app.http.get(app.url("/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
@@ -363,6 +371,13 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
     assert_eq!(next_message(&mut doctor).await, (2, "while redis is down".into()));
     patient.chat("c-redis", "3", "after").await;
     assert_eq!(next_message(&mut doctor).await, (3, "after".into()));
+    // The operators' view of it.
+    assert!(metric(&a, "telehub_cluster_dropped_total").await >= 1.0, "a's publish of message 2 was dropped");
+    for node in [&a, &b] {
+        assert_eq!(metric(node, "telehub_cluster_ready").await, 1.0);
+        assert!(metric(node, "telehub_cluster_reconnects_total").await >= 1.0);
+    }
+    assert!(metric(&b, "telehub_cluster_received_total").await >= 2.0, "messages 1 and 3 at least");
     // Presence was rebuilt in the new Redis: a node that starts the room
     // afresh sees both nodes' sessions.
     let c = cluster.node("node-c").await;
