@@ -102,6 +102,12 @@ pub struct Settings {
     /// The expected consultation length for ETAs until a queue has finished
     /// consultations to average.
     pub consultation_estimate_s: u64,
+    /// Consultations may have a price that must be paid before admission.
+    /// Off: a price is refused, and so are the payment endpoints.
+    pub enable_payments: bool,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
+    /// without it, Stripe webhooks are refused.
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Default for Settings {
@@ -144,6 +150,8 @@ impl Default for Settings {
             queue_grace_s: 120,
             no_show_s: 300,
             consultation_estimate_s: 600,
+            enable_payments: true,
+            stripe_webhook_secret: None,
         }
     }
 }
@@ -186,6 +194,8 @@ impl std::fmt::Debug for Settings {
             .field("mesh_limit", &self.mesh_limit)
             .field("queue_grace_s", &self.queue_grace_s)
             .field("no_show_s", &self.no_show_s)
+            .field("enable_payments", &self.enable_payments)
+            .field("stripe_webhook_secret", &redact(&self.stripe_webhook_secret))
             .finish_non_exhaustive()
     }
 }
@@ -280,6 +290,10 @@ pub struct Args {
     pub no_show_s: Option<u64>,
     #[arg(long, env = "TELEHUB_CONSULTATION_ESTIMATE_S")]
     pub consultation_estimate_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_ENABLE_PAYMENTS")]
+    pub enable_payments: Option<bool>,
+    #[arg(long, env = "TELEHUB_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
 }
 
 impl Settings {
@@ -319,8 +333,9 @@ impl Settings {
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
         set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst, cluster_ttl_ms);
+        set!(enable_payments);
         set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
-        set_opt!(redis_url);
+        set_opt!(redis_url, stripe_webhook_secret);
         // An empty variable means unset, as operators expect.
         for secret in [
             &mut self.jwt_secret,
@@ -331,6 +346,7 @@ impl Settings {
             &mut self.jitsi_app_id,
             &mut self.jitsi_app_secret,
             &mut self.redis_url,
+            &mut self.stripe_webhook_secret,
         ] {
             if secret.as_deref().is_some_and(str::is_empty) {
                 *secret = None;

@@ -332,10 +332,12 @@ impl Session {
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
-            ClientFrame::Admit { reference, room } => match self.app.rooms.admit(&room, Some(identity)).await {
-                Ok(()) => self.ok(reference),
-                Err(refusal) => self.refuse(reference, refusal),
-            },
+            ClientFrame::Admit { reference, room, override_payment } => {
+                match self.app.rooms.admit(&room, Some(identity), override_payment).await {
+                    Ok(()) => self.ok(reference),
+                    Err(refusal) => self.refuse(reference, refusal),
+                }
+            }
             ClientFrame::End { reference, room } => {
                 let by = UserRef { id: identity.user.id.clone(), name: identity.user.name.clone() };
                 match self.app.rooms.end(&room, Some(identity), by).await {

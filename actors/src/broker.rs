@@ -21,7 +21,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use telehub_signaling::{MediaMode, MessageEvent, Peer, RoomStatus};
+use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, Peer, RoomStatus};
 
 /// What a subscription is about: a consultation room or a waiting-room
 /// queue.
@@ -72,6 +72,9 @@ pub enum ClusterEvent {
     /// A `signal` frame for one session, which lives on the receiver's node
     /// if on any.
     Signal { to: String, frame: String },
+    /// The consultation's payment state changed; `frame` is the `payment`
+    /// frame to deliver.
+    Payment { status: PaymentStatus, frame: String },
     /// The rooms of a queue whose patients have a session checked in on the
     /// sender's node now (all of them: it replaces what was known).
     QueueOnline { rooms: Vec<String> },
@@ -80,6 +83,10 @@ pub enum ClusterEvent {
     QueueChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         called: Option<Called>,
+        /// A consultation of the queue whose payment state changed: its
+        /// `payment` frame for the watchers who see it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment: Option<(String, PaymentStatus)>,
     },
 }
 

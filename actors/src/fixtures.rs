@@ -15,5 +15,6 @@ pub fn record(last_seq: i64) -> RoomRecord {
         queue: "d1".into(),
         media_mode: MediaMode::P2p,
         last_seq,
+        paid: true,
     }
 }

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, SignalData, UserRef};
+use telehub_signaling::{ErrorCode, MediaEvent, MediaMode, MessageEvent, PaymentStatus, SignalData, UserRef};
 
 use crate::queues::QueueRegistry;
 use crate::registry::{CountRooms, Open, Peek};
 use crate::retry::ask_fresh;
 use crate::room::{
     Admit, Chat, CheckinInfo, End, GetPresence, GetRecord, Join, Leave, MarkRead, MarkWaiting, PostSystem, Relay,
-    SwitchMedia, Typing,
+    SetPayment, SwitchMedia, Typing,
 };
 use crate::{
     Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord,
@@ -78,7 +78,7 @@ impl Rooms {
     ) -> Result<String, Refusal> {
         let identity = session.identity.clone();
         let ticket = self.ask(room, || CheckinInfo { identity: identity.clone() }).await?;
-        self.queues.check_in(&ticket.queue, room, ticket.clinic, ticket.patient, session, reference).await?;
+        self.queues.check_in(&ticket, room, session, reference).await?;
         if let Ok(addr) = self.open(room).await {
             addr.do_send(MarkWaiting);
         }
@@ -127,10 +127,24 @@ impl Rooms {
     }
 
     /// Admits the patient; `identity` is `None` for the clinic's backend.
-    /// The waiting room then moves the patient out of its line.
-    pub async fn admit(&self, room: &str, identity: Option<Arc<Identity>>) -> Result<(), Refusal> {
-        let outcome = self.ask(room, || Admit { identity: identity.clone() }).await?;
+    /// The waiting room then moves the patient out of its line. An unpaid
+    /// consultation needs `override_payment` (staff or the backend).
+    pub async fn admit(
+        &self,
+        room: &str,
+        identity: Option<Arc<Identity>>,
+        override_payment: bool,
+    ) -> Result<(), Refusal> {
+        let outcome = self.ask(room, || Admit { identity: identity.clone(), override_payment }).await?;
         self.queues.admitted(&outcome.queue, room, outcome.told).await;
+        Ok(())
+    }
+
+    /// The consultation's payment state was stored: its room and its
+    /// queue's watchers are told.
+    pub async fn payment(&self, room: &str, status: PaymentStatus) -> Result<(), Refusal> {
+        let queue = self.ask(room, || SetPayment { status }).await?;
+        self.queues.payment(&queue, room, status).await;
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
-use telehub_signaling::{ErrorCode, Role, ServerFrame, format_time};
+use telehub_signaling::{ErrorCode, PaymentStatus, Role, ServerFrame, format_time};
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, Called, ClusterEvent, FromCluster, Topic};
@@ -61,6 +61,7 @@ pub(crate) struct CheckIn {
     pub room: String,
     pub clinic: Option<String>,
     pub patient: Person,
+    pub paid: bool,
     pub session: SessionRef,
     pub reference: Option<String>,
 }
@@ -101,6 +102,14 @@ pub(crate) struct SessionGone {
 #[rtype(result = "Result<ServerFrame, Refusal>")]
 pub(crate) struct Snapshot {
     pub view: View,
+}
+
+/// A consultation's payment state was stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PaymentChanged {
+    pub room: String,
+    pub status: PaymentStatus,
 }
 
 /// An entry's state was written (or failed to be).
@@ -268,9 +277,18 @@ impl Queue {
     }
 
     /// Tells the other nodes that the line changed in storage.
-    fn changed(&self, called: Option<Called>) {
+    fn changed(&self, called: Option<Called>, payment: Option<(String, PaymentStatus)>) {
         if let Some(broker) = &self.cluster.broker {
-            broker.publish(Topic::Queue(&self.name), &ClusterEvent::QueueChanged { called });
+            broker.publish(Topic::Queue(&self.name), &ClusterEvent::QueueChanged { called, payment });
+        }
+    }
+
+    /// Tells this node's watchers who see `room` with names of its payment.
+    fn tell_payment(&self, room: &str, status: PaymentStatus) {
+        let Some(state) = self.state.as_ref() else { return };
+        let frame = ByteString::from(ServerFrame::Payment { room: room.to_owned(), status }.to_json());
+        for watcher in state.payment_watchers(room) {
+            self.push(watcher, frame.clone());
         }
     }
 
@@ -548,7 +566,7 @@ fn split(entries: Vec<StoredEntry>) -> (Vec<Waiting>, Vec<Waiting>) {
             clinic: stored.clinic,
             patient: stored.patient,
             since: stored.since,
-            paid: true,
+            paid: stored.paid,
             sessions: Vec::new(),
             elsewhere: false,
         };
@@ -599,14 +617,14 @@ impl Handler<CheckIn> for Queue {
                 clinic: msg.clinic,
                 patient: msg.patient,
                 since: checked.since,
-                paid: true,
+                paid: msg.paid,
                 sessions: Vec::new(),
                 elsewhere: false,
             });
             info!(queue = %act.name, room = %msg.room, "patient checked in");
             act.cluster.generation += 1;
             act.answer_check_in(&msg.room, &session, msg.reference, ctx);
-            act.changed(None);
+            act.changed(None, None);
             Ok(())
         })))
     }
@@ -758,6 +776,20 @@ impl Handler<SessionGone> for Queue {
     }
 }
 
+/// Marks the entry paid (or not), tells the watchers who see it, and the
+/// queue's other nodes.
+impl Handler<PaymentChanged> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: PaymentChanged, _ctx: &mut Context<Self>) {
+        let Some(state) = self.state.as_mut() else { return };
+        state.set_paid(&msg.room, msg.status == PaymentStatus::Paid);
+        self.tell_payment(&msg.room, msg.status);
+        self.publish();
+        self.changed(None, Some((msg.room, msg.status)));
+    }
+}
+
 /// A write of this node is done: the other nodes may read the line again.
 impl Handler<EntryStored> for Queue {
     type Result = ();
@@ -765,7 +797,7 @@ impl Handler<EntryStored> for Queue {
     fn handle(&mut self, msg: EntryStored, _ctx: &mut Context<Self>) {
         self.cluster.generation += 1;
         if msg.stored {
-            self.changed(msg.called);
+            self.changed(msg.called, None);
         }
     }
 }
@@ -784,9 +816,15 @@ impl Handler<FromCluster> for Queue {
                     self.cluster.elsewhere.insert(from.to_string(), rooms.into_iter().collect());
                     self.apply_elsewhere(ctx);
                 }
-                ClusterEvent::QueueChanged { called } => {
+                ClusterEvent::QueueChanged { called, payment } => {
                     if let Some(called) = called {
                         self.call(&called);
+                    }
+                    if let Some((room, status)) = payment {
+                        if let Some(state) = self.state.as_mut() {
+                            state.set_paid(&room, status == PaymentStatus::Paid);
+                        }
+                        self.tell_payment(&room, status);
                     }
                     self.reload(ctx);
                 }

@@ -244,6 +244,21 @@ impl QueueState {
         (removed, added)
     }
 
+    /// Takes a waiting patient's payment state; returns whether it changed.
+    pub fn set_paid(&mut self, room: &str, paid: bool) -> bool {
+        let Some(entry) = self.waiting.iter_mut().find(|w| w.room == room) else { return false };
+        let changed = entry.paid != paid;
+        entry.paid = paid;
+        changed
+    }
+
+    /// The watchers who see the waiting patient of `room` with names (not
+    /// displays): they hear of its payment.
+    pub fn payment_watchers(&self, room: &str) -> Vec<&Arc<str>> {
+        let Some(entry) = self.waiting(room) else { return Vec::new() };
+        self.watchers.iter().filter(|(_, v)| !v.gets_calls() && v.shows(entry)).map(|(s, _)| s).collect()
+    }
+
     /// The displays that hear tickets of `clinic` called.
     pub fn displays_of(&self, clinic: Option<&str>) -> Vec<&Arc<str>> {
         self.watchers
@@ -467,6 +482,19 @@ mod tests {
         assert_eq!(q.sessions_for("c-2"), vec![Arc::<str>::from("s1")]);
         assert!(q.is_admitted("c-1"));
         assert_eq!(q.place_of("c-2").unwrap().1.position, 1);
+    }
+
+    #[test]
+    fn payments_are_told_to_named_watchers_only() {
+        let mut q = queue();
+        q.watch("d-x".into(), View::Tickets("x".into()));
+        q.watch("staff-x".into(), View::Clinic("x".into()));
+        q.watch("staff-y".into(), View::Clinic("y".into()));
+        q.watch("doctor".into(), View::Full);
+        assert!(!q.set_paid("c-1", true), "paid already");
+        assert!(q.set_paid("c-1", false));
+        let told: Vec<&str> = q.payment_watchers("c-1").iter().map(|s| &***s).collect();
+        assert_eq!(told, ["doctor", "staff-x"]);
     }
 
     #[test]

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use telehub_signaling::{ErrorCode, ServerFrame};
+use telehub_signaling::{ErrorCode, PaymentStatus, ServerFrame};
 
-use crate::queue::{Admitted, CheckIn, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
+use crate::queue::{Admitted, CheckIn, PaymentChanged, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
 use crate::queue_state::View;
 use crate::retry::ask_fresh;
-use crate::{Broker, Person, QueueStore, Refusal, RoomRegistry, SessionRef};
+use crate::room::CheckinTicket;
+use crate::{Broker, QueueStore, Refusal, RoomRegistry, SessionRef};
 
 /// Get the running queue, starting it if needed.
 #[derive(Message)]
@@ -118,17 +119,16 @@ impl Queues {
     /// its outbox.
     pub(crate) async fn check_in(
         &self,
-        queue: &str,
+        ticket: &CheckinTicket,
         room: &str,
-        clinic: Option<String>,
-        patient: Person,
         session: &SessionRef,
         reference: Option<String>,
     ) -> Result<(), Refusal> {
-        self.ask(queue, || CheckIn {
+        self.ask(&ticket.queue, || CheckIn {
             room: room.to_owned(),
-            clinic: clinic.clone(),
-            patient: patient.clone(),
+            clinic: ticket.clinic.clone(),
+            patient: ticket.patient.clone(),
+            paid: ticket.paid,
             session: session.clone(),
             reference: reference.clone(),
         })
@@ -154,6 +154,13 @@ impl Queues {
     pub(crate) async fn admitted(&self, queue: &str, room: &str, told: Vec<Arc<str>>) {
         if let Ok(addr) = self.open(queue).await {
             addr.do_send(Admitted { room: room.to_owned(), told });
+        }
+    }
+
+    /// Tells a queue that a consultation's payment state changed.
+    pub(crate) async fn payment(&self, queue: &str, room: &str, status: PaymentStatus) {
+        if let Ok(addr) = self.open(queue).await {
+            addr.do_send(PaymentChanged { room: room.to_owned(), status });
         }
     }
 

@@ -14,8 +14,8 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
 use telehub_signaling::{
-    ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, Peer, RoomStatus, Sender, ServerFrame,
-    SignalData, UserId, UserRef, format_time,
+    ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, PaymentStatus, Peer, Role, RoomStatus,
+    Sender, ServerFrame, SignalData, UserId, UserRef, format_time,
 };
 use tracing::{debug, info, warn};
 
@@ -120,6 +120,16 @@ pub(crate) struct SwitchMedia {
 #[rtype(result = "Result<AdmitOutcome, Refusal>")]
 pub(crate) struct Admit {
     pub identity: Option<Arc<Identity>>,
+    /// Admit though it is unpaid: staff (or the clinic's backend) only.
+    pub override_payment: bool,
+}
+
+/// The consultation's payment state was stored: tell the room. Answers the
+/// consultation's queue, whose watchers are told next.
+#[derive(Message)]
+#[rtype(result = "Result<String, Refusal>")]
+pub(crate) struct SetPayment {
+    pub status: PaymentStatus,
 }
 
 /// Check a patient in: the room checks rights and status and says which
@@ -136,6 +146,7 @@ pub(crate) struct CheckinTicket {
     pub queue: String,
     pub clinic: Option<String>,
     pub patient: Person,
+    pub paid: bool,
 }
 
 /// The patient checked in: a scheduled consultation is waiting now.
@@ -887,9 +898,12 @@ impl Handler<Admit> for Room {
         let check = self.ready().and_then(|state| {
             if let Some(identity) = &msg.identity {
                 state.check(identity, Action::Admit)?;
+                if msg.override_payment && identity.user.role != Role::Staff {
+                    return Err(Refusal::new(ErrorCode::Forbidden, "only staff may admit an unpaid consultation"));
+                }
             }
             let before = state.status();
-            state.admit()?;
+            state.admit(msg.override_payment)?;
             state.write_started();
             Ok(before)
         });
@@ -917,9 +931,15 @@ impl Handler<Admit> for Room {
                     told.push(session.clone());
                 }
             }
+            let unpaid = !state.record().paid;
             act.publish(|| ClusterEvent::Status { status: RoomStatus::Active, frame: None });
             let by = msg.identity.as_ref().map(|i| i.user.id.as_str());
-            act.audit(by, "admit", serde_json::json!({ "patient": patient }));
+            let detail = if unpaid {
+                serde_json::json!({ "patient": patient, "override_payment": true })
+            } else {
+                serde_json::json!({ "patient": patient })
+            };
+            act.audit(by, "admit", detail);
             act.maybe_idle(ctx);
             Ok(AdmitOutcome { queue, told })
         }))
@@ -1007,6 +1027,25 @@ impl Handler<PostSystem> for Room {
             act.maybe_idle(ctx);
             Ok(event)
         }))
+    }
+}
+
+/// Takes the stored payment state and tells the sessions present, and the
+/// room's other nodes.
+impl Handler<SetPayment> for Room {
+    type Result = Result<String, Refusal>;
+
+    fn handle(&mut self, msg: SetPayment, ctx: &mut Context<Self>) -> Self::Result {
+        let state = self.ready()?;
+        let queue = state.record().queue.clone();
+        // The store said the state changed; a room that just loaded has it
+        // already, and its sessions still need to hear.
+        state.set_paid(msg.status == PaymentStatus::Paid);
+        let frame = ServerFrame::Payment { room: self.id.clone(), status: msg.status };
+        let bytes = ByteString::from(frame.to_json());
+        self.publish(|| ClusterEvent::Payment { status: msg.status, frame: bytes.to_string() });
+        self.broadcast_bytes(bytes, None, ctx);
+        Ok(queue)
     }
 }
 
@@ -1106,6 +1145,10 @@ impl Room {
                     let _ = outbox.push(frame.into());
                 }
             }
+            ClusterEvent::Payment { status, frame } => {
+                state.set_paid(status == PaymentStatus::Paid);
+                self.broadcast_bytes(frame.into(), None, ctx);
+            }
             ClusterEvent::QueueOnline { .. } | ClusterEvent::QueueChanged { .. } => {}
         }
     }
@@ -1159,6 +1202,7 @@ impl Handler<CheckinInfo> for Room {
         let record = state.record();
         match record.status {
             RoomStatus::Scheduled | RoomStatus::Waiting => Ok(CheckinTicket {
+                paid: record.paid,
                 queue: record.queue.clone(),
                 clinic: record.clinic.clone(),
                 patient: record.patient.clone(),

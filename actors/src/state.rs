@@ -475,7 +475,16 @@ impl RoomState {
     }
 
     /// Admits the patient: the consultation becomes active.
-    pub fn admit(&mut self) -> Result<(), Refusal> {
+    ///
+    /// An unpaid consultation is refused unless `override_payment` (staff,
+    /// checked by the caller).
+    pub fn admit(&mut self, override_payment: bool) -> Result<(), Refusal> {
+        if !self.record.paid && !override_payment && !self.record.status.is_closed() {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("{} is not paid yet: it can be admitted once paid, or by staff overriding", self.record.id),
+            ));
+        }
         match self.record.status {
             RoomStatus::Scheduled | RoomStatus::Waiting => {
                 self.record.status = RoomStatus::Active;
@@ -488,6 +497,14 @@ impl RoomState {
                 Err(Refusal::new(ErrorCode::Conflict, format!("{} has ended", self.record.id)))
             }
         }
+    }
+
+    /// Takes a payment state; returns whether it changed whether anything
+    /// is owed.
+    pub fn set_paid(&mut self, paid: bool) -> bool {
+        let changed = self.record.paid != paid;
+        self.record.paid = paid;
+        changed
     }
 
     /// Undoes [`RoomState::admit`] when storing it failed.
@@ -510,6 +527,7 @@ mod tests {
     use telehub_signaling::{MessageKind, Role, Sender, UserInfo};
 
     use super::*;
+    use crate::RoomRecord;
     use crate::fixtures::record;
 
     fn msg(seq: i64) -> MessageEvent {
@@ -699,6 +717,18 @@ mod tests {
         assert_eq!(gone, vec!["s_1".to_owned()]);
         assert_eq!(frames.len(), 1);
         assert!(!room.is_present("s_1") && room.is_present("s_2") && room.is_present("s_3"));
+    }
+
+    #[test]
+    fn an_unpaid_consultation_is_admitted_only_with_an_override() {
+        let mut room = RoomState::new(RoomRecord { paid: false, ..record(0) }, 5, 50, 500);
+        assert_eq!(room.admit(false).unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(room.status(), RoomStatus::Waiting, "nothing changed");
+        assert!(room.admit(true).is_ok());
+        let mut room = RoomState::new(RoomRecord { paid: false, ..record(0) }, 5, 50, 500);
+        assert!(room.set_paid(true));
+        assert!(!room.set_paid(true));
+        assert!(room.admit(false).is_ok());
     }
 
     #[test]

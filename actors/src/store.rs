@@ -24,6 +24,9 @@ pub struct RoomRecord {
     pub media_mode: MediaMode,
     /// The last `seq` stored in the room; 0 when it has no messages.
     pub last_seq: i64,
+    /// Nothing is owed: no price, or paid. An unpaid consultation cannot
+    /// be admitted unless staff override.
+    pub paid: bool,
 }
 
 /// A person named in a consultation.
@@ -156,6 +159,8 @@ pub struct StoredEntry {
     pub state: EntryState,
     /// When the state last changed.
     pub changed_at: DateTime<Utc>,
+    /// Nothing is owed for the consultation.
+    pub paid: bool,
 }
 
 /// A check-in as stored: the patient's ticket and place in the order.

@@ -75,11 +75,14 @@ pub enum ClientFrame {
         reference: Option<String>,
         queue: String,
     },
-    /// Doctor or staff: admit the patient of a consultation.
+    /// Doctor or staff: admit the patient of a consultation. Staff may
+    /// admit an unpaid one with `override_payment` (audited).
     Admit {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
         room: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        override_payment: bool,
     },
     /// Doctor or staff: end the consultation.
     End {
@@ -311,7 +314,11 @@ mod tests {
         );
         check(
             r#"{"type":"admit","ref":"5","room":"c-1001"}"#,
-            ClientFrame::Admit { reference: r("5"), room: "c-1001".into() },
+            ClientFrame::Admit { reference: r("5"), room: "c-1001".into(), override_payment: false },
+        );
+        check(
+            r#"{"type":"admit","ref":"6","room":"c-1001","override_payment":true}"#,
+            ClientFrame::Admit { reference: r("6"), room: "c-1001".into(), override_payment: true },
         );
     }
 

@@ -23,7 +23,8 @@ pub use negotiation::{is_polite, polite_of};
 pub use server::{HistoryItem, JitsiInfo, MediaInfo, MessageEvent, PresenceEvent, QueueEntry, ReadMarker, ServerFrame};
 pub use signal::{Candidate, Description, DescriptionKind, SignalData, SignalKind};
 pub use types::{
-    IceServer, MediaMode, MessageKind, Peer, PeerState, Role, RoomStatus, Sender, UserId, UserInfo, UserRef,
+    IceServer, MediaMode, MessageKind, PaymentStatus, Peer, PeerState, Role, RoomStatus, Sender, UserId, UserInfo,
+    UserRef,
 };
 
 /// The protocol version announced in `welcome`.

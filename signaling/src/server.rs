@@ -86,6 +86,9 @@ pub enum ServerFrame {
     Called { queue: String, ticket: String, at: String },
     /// For the patient: the doctor admitted them.
     Admitted { room: String },
+    /// For the room and the queue's watchers: the consultation's payment
+    /// state changed (it was paid, or refunded).
+    Payment { room: String, status: crate::PaymentStatus },
     /// Success of a frame that has no reply of its own.
     Ok {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -432,6 +435,10 @@ mod tests {
             },
         );
         check(r#"{"type":"admitted","room":"c-1001"}"#, ServerFrame::Admitted { room: "c-1001".into() });
+        check(
+            r#"{"type":"payment","room":"c-1001","status":"paid"}"#,
+            ServerFrame::Payment { room: "c-1001".into(), status: crate::PaymentStatus::Paid },
+        );
     }
 
     #[test]

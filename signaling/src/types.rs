@@ -131,6 +131,41 @@ impl std::str::FromStr for RoomStatus {
     }
 }
 
+/// Whether a consultation that has a price has been paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Owed: the patient cannot be admitted yet (unless staff override).
+    Unpaid,
+    Paid,
+    /// Paid, then given back (a cancelled consultation).
+    Refunded,
+}
+
+impl PaymentStatus {
+    /// The lowercase wire (and storage) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Unpaid => "unpaid",
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+}
+
+impl std::str::FromStr for PaymentStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "unpaid" => Ok(PaymentStatus::Unpaid),
+            "paid" => Ok(PaymentStatus::Paid),
+            "refunded" => Ok(PaymentStatus::Refunded),
+            other => Err(format!("unknown payment status {other:?}")),
+        }
+    }
+}
+
 /// How the room's call carries media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -59,6 +59,21 @@ impl Caller {
         }
     }
 
+    /// The clinic's backend, or staff of the consultation's clinic.
+    pub fn require_staff_of(&self, consultation: &Consultation) -> Result<(), ApiError> {
+        match self {
+            Caller::Backend => Ok(()),
+            Caller::Person(claims)
+                if claims.role == Role::Staff && claims.clinic.is_some() && claims.clinic == consultation.clinic =>
+            {
+                Ok(())
+            }
+            Caller::Person(_) => {
+                Err(ApiError::forbidden(format!("only staff of its clinic may do this to {}", consultation.id)))
+            }
+        }
+    }
+
     /// Staff of the consultation's clinic, or its own patient or doctor,
     /// may read it.
     pub fn may_read(&self, consultation: &Consultation) -> Result<(), ApiError> {

@@ -11,7 +11,7 @@ use super::caller::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::*;
 use crate::app::AppState;
-use crate::store::{Consultation, Contact, NewConsultation};
+use crate::store::{Consultation, Contact, NewConsultation, Price};
 
 /// Largest transcript page.
 const MAX_PAGE: u32 = 500;
@@ -67,9 +67,21 @@ pub(crate) fn audit(app: &AppState, caller: &Caller, room: Option<&str>, action:
 
 /// Creates a consultation from validated input.
 pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Result<Consultation, ApiError> {
-    if body.payment.is_some() {
-        return Err(ApiError::bad_request("payments are not available on this hub yet"));
-    }
+    let payment = match body.payment {
+        Some(_) if !app.settings.enable_payments => {
+            return Err(ApiError::bad_request("payments are disabled on this hub (TELEHUB_ENABLE_PAYMENTS=false)"));
+        }
+        Some(p) => {
+            if p.amount <= 0 {
+                return Err(ApiError::bad_request("payment.amount must be positive (in the currency's smallest unit)"));
+            }
+            if p.currency.len() != 3 || !p.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(ApiError::bad_request("payment.currency must be an ISO 4217 code such as idr or usd"));
+            }
+            Some(Price { amount: p.amount, currency: p.currency.to_ascii_lowercase() })
+        }
+        None => None,
+    };
     let id = match body.id {
         Some(id) => {
             check_id("id", &id)?;
@@ -105,6 +117,7 @@ pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Re
         queue,
         scheduled_at,
         created_at: format_time(Utc::now()),
+        payment,
     };
     Ok(app.store.create_consultation(new).await?)
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod limit;
 pub mod openapi;
 pub mod pages;
+pub mod payments;
 pub mod queues;
 pub mod tokens;
 pub mod views;
@@ -32,6 +33,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(consultations::post_message)
         .service(consultations::presence)
         .service(consultations::end)
+        .service(payments::confirm)
+        .service(payments::stripe)
         .service(queues::get_queue)
         .service(tokens::create)
         .service(audit::list)

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::views::*;
-use super::{audit, consultations, demo, health, queues, tokens};
+use super::{audit, consultations, demo, health, payments, queues, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ use super::{audit, consultations, demo, health, queues, tokens};
         consultations::post_message,
         consultations::presence,
         consultations::end,
+        payments::confirm,
+        payments::stripe,
         queues::get_queue,
         tokens::create,
         audit::list,
@@ -30,7 +32,7 @@ use super::{audit, consultations, demo, health, queues, tokens};
         health::metrics,
         demo::create,
     ),
-    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView)),
+    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -38,6 +38,50 @@ pub struct PaymentIn {
     pub currency: String,
 }
 
+/// A consultation's price and payment state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentStateView {
+    pub amount: i64,
+    /// ISO 4217, lowercase.
+    pub currency: String,
+    /// unpaid, paid or refunded.
+    pub status: String,
+}
+
+/// `POST /v1/consultations/{id}/payments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BankTransferIn {
+    /// `bank_transfer`.
+    pub method: String,
+    /// The transfer's reference; one payment per reference.
+    pub reference: String,
+    /// In the currency's smallest unit; must cover the price.
+    pub amount: i64,
+    /// The consultation's currency by default.
+    pub currency: Option<String>,
+}
+
+/// The answer to a payment confirmation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub room: String,
+    pub amount: i64,
+    pub currency: String,
+    /// unpaid, paid or refunded.
+    pub status: String,
+}
+
+/// The answer to a webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAck {
+    pub received: bool,
+    /// The event was handled before.
+    pub duplicate: bool,
+    /// What the hub did with it.
+    pub outcome: String,
+}
+
 /// `POST /v1/consultations`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +96,8 @@ pub struct CreateConsultation {
     pub queue: Option<String>,
     /// RFC 3339 time.
     pub scheduled_at: Option<String>,
-    /// Payments are not available yet: a consultation with a payment is refused.
+    /// The price to pay before the patient may be admitted (when payments
+    /// are enabled): amount in the currency's smallest unit, ISO 4217 code.
     pub payment: Option<PaymentIn>,
 }
 
@@ -69,8 +114,8 @@ pub struct ConsultationView {
     pub scheduled_at: Option<String>,
     /// p2p or jitsi.
     pub media_mode: String,
-    /// Payment state; `null` while payments are not available.
-    pub payment: Option<PaymentIn>,
+    /// The price and whether it is paid; `null` when nothing is owed.
+    pub payment: Option<PaymentStateView>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
@@ -107,7 +152,11 @@ impl From<Consultation> for ConsultationView {
             queue: c.queue,
             scheduled_at: c.scheduled_at,
             media_mode: c.media_mode.as_str().into(),
-            payment: None,
+            payment: c.payment.map(|p| PaymentStateView {
+                amount: p.price.amount,
+                currency: p.price.currency,
+                status: p.status.as_str().into(),
+            }),
             created_at: c.created_at,
             started_at: c.started_at,
             ended_at: c.ended_at,

@@ -13,7 +13,7 @@ mod writer;
 
 use async_trait::async_trait;
 use telehub_actors::{Person, QueueStore, RoomRecord, RoomStore, StoreError};
-use telehub_signaling::{MediaMode, RoomStatus};
+use telehub_signaling::{MediaMode, PaymentStatus, RoomStatus};
 
 /// A consultation to create.
 #[derive(Debug, Clone)]
@@ -25,6 +25,107 @@ pub struct NewConsultation {
     pub queue: String,
     pub scheduled_at: Option<String>,
     pub created_at: String,
+    /// What the consultation costs; `None`: nothing is owed.
+    pub payment: Option<Price>,
+}
+
+/// An amount in the currency's smallest unit (cents, rupiah), as Stripe
+/// counts, and an ISO 4217 currency, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A consultation's price and whether it is paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentState {
+    pub price: Price,
+    pub status: PaymentStatus,
+}
+
+/// Where a payment attempt stands at its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Refunded,
+}
+
+impl TxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxStatus::Pending => "pending",
+            TxStatus::Succeeded => "succeeded",
+            TxStatus::Failed => "failed",
+            TxStatus::Refunded => "refunded",
+        }
+    }
+
+    /// The status after `self` when `next` is reported. Reports come out
+    /// of order (webhooks are redelivered and reordered): a payment never
+    /// goes back from succeeded, except to refunded, and a refund is final.
+    pub fn then(self, next: TxStatus) -> TxStatus {
+        use TxStatus::*;
+        match (self, next) {
+            (Refunded, _) => Refunded,
+            (Succeeded, Refunded) => Refunded,
+            (Succeeded, _) => Succeeded,
+            (_, next) => next,
+        }
+    }
+}
+
+impl std::str::FromStr for TxStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending" => TxStatus::Pending,
+            "succeeded" => TxStatus::Succeeded,
+            "failed" => TxStatus::Failed,
+            "refunded" => TxStatus::Refunded,
+            other => return Err(format!("unknown payment transaction status {other:?}")),
+        })
+    }
+}
+
+/// A payment attempt, confirmation or refund to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub room: String,
+    /// `stripe` or `bank_transfer`.
+    pub provider: String,
+    /// The provider's id of it (a PaymentIntent, a Checkout Session, the
+    /// transfer's reference): one transaction per provider and reference.
+    pub reference: String,
+    pub price: Price,
+    pub status: TxStatus,
+    pub at: String,
+}
+
+/// What recording a payment changed: the consultation's new payment state,
+/// if it changed.
+pub type PaymentChange = Option<PaymentStatus>;
+
+/// The consultation's payment state after a transaction moved to `tx`
+/// (`None`: it does not change). A success pays an unpaid consultation if it
+/// covers the price; a refund of a paid one makes it refunded.
+pub fn consultation_after(state: &PaymentState, paid_with: &Price, tx: TxStatus) -> Result<PaymentChange, StoreError> {
+    match (state.status, tx) {
+        (PaymentStatus::Unpaid, TxStatus::Succeeded) => {
+            if paid_with.currency != state.price.currency || paid_with.amount < state.price.amount {
+                return Err(StoreError::Conflict(format!(
+                    "{} {} does not cover the price of {} {}",
+                    paid_with.amount, paid_with.currency, state.price.amount, state.price.currency
+                )));
+            }
+            Ok(Some(PaymentStatus::Paid))
+        }
+        (PaymentStatus::Paid, TxStatus::Refunded) => Ok(Some(PaymentStatus::Refunded)),
+        _ => Ok(None),
+    }
 }
 
 /// A patient with the ways to reach them.
@@ -51,6 +152,8 @@ pub struct Consultation {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     pub last_seq: i64,
+    /// The price and whether it is paid; `None`: nothing is owed.
+    pub payment: Option<PaymentState>,
 }
 
 impl Consultation {
@@ -65,6 +168,7 @@ impl Consultation {
             queue: self.queue.clone(),
             media_mode: self.media_mode,
             last_seq: self.last_seq,
+            paid: self.payment.as_ref().is_none_or(|p| p.status == PaymentStatus::Paid),
         }
     }
 }
@@ -99,6 +203,14 @@ pub trait Store: RoomStore + QueueStore {
     async fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError>;
     /// The audit trail, oldest first.
     async fn audit_log(&self, query: AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Records a payment transaction (or moves a known one forward, see
+    /// [`TxStatus::then`]) and, in the same transaction, the consultation's
+    /// payment state ([`consultation_after`]). `NotFound` without the
+    /// consultation, `Conflict` when it has no price or the payment does not
+    /// cover it.
+    async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError>;
+    /// Notes a webhook delivery; `false` when it was handled before.
+    async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError>;
     /// Checks that storage answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes pending writes and closes connections.

@@ -32,11 +32,12 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds, MessageRow,
-    READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, ticket, ticket_letter,
+    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
+    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, record_payment_on, ticket,
+    ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, Writes, next_batch};
-use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, Store, unavailable};
+use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Store, unavailable};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -408,7 +409,7 @@ async fn check_in(
 }
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
-        c.created_at, c.started_at, c.ended_at, c.last_seq,
+        c.created_at, c.started_at, c.ended_at, c.last_seq, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
         d.user_id AS doctor_id, d.name AS doctor_name
      FROM consultations c
@@ -518,8 +519,9 @@ impl Store for PostgresStore {
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
-                "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at)
-                 VALUES ($1, $2, $3, $4, $5, 'p2p', $6)",
+                "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at,
+                     payment_amount, payment_currency, payment_status)
+                 VALUES ($1, $2, $3, $4, $5, 'p2p', $6, $7, $8, $9)",
             )
             .bind(&new.id)
             .bind(if new.scheduled_at.is_some() { "scheduled" } else { "waiting" })
@@ -527,6 +529,9 @@ impl Store for PostgresStore {
             .bind(&new.queue)
             .bind(&new.scheduled_at)
             .bind(&new.created_at)
+            .bind(new.payment.as_ref().map(|p| p.amount))
+            .bind(new.payment.as_ref().map(|p| p.currency.clone()))
+            .bind(new.payment.as_ref().map(|_| "unpaid"))
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -554,6 +559,25 @@ impl Store for PostgresStore {
             });
         }
         self.consultation(&new.id).await?.ok_or_else(|| StoreError::Unavailable("created consultation vanished".into()))
+    }
+
+    async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let change =
+            record_payment_on::<sqlx::Postgres>(&mut tx, &payment, &format!("{PAYMENT_OF} FOR UPDATE")).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(change)
+    }
+
+    async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(INSERT_DELIVERY)
+            .bind(provider)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError> {

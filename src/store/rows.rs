@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use telehub_actors::{EntryState, Person, StoreError, StoredEntry};
 use telehub_signaling::{MessageEvent, MessageKind, Sender};
 
-use super::{AuditRecord, Consultation, Contact};
+use super::{AuditRecord, Consultation, Contact, PaymentState, Price};
 
 /// The columns of [`MessageRow`], for SELECT lists.
 macro_rules! message_columns {
@@ -36,6 +36,7 @@ pub(crate) const READ_MARKERS: &str = "SELECT user_id, seq FROM read_markers WHE
 
 /// The entries a queue starts from (see `QueueStore::load_queue`).
 pub(crate) const LOAD_QUEUE: &str = "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
+        c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name
      FROM queue_entries e
      JOIN consultations c ON c.id = e.room
@@ -44,6 +45,43 @@ pub(crate) const LOAD_QUEUE: &str = "SELECT e.room, e.ticket, e.state, e.checked
        AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
          OR (e.state = 'admitted' AND c.status = 'active'))
      ORDER BY e.checked_in_at, e.ticket";
+
+/// A consultation's price and payment status (`FOR UPDATE` is appended on
+/// PostgreSQL).
+pub(crate) const PAYMENT_OF: &str =
+    "SELECT payment_amount, payment_currency, payment_status FROM consultations WHERE id = $1";
+/// A known payment transaction's status.
+pub(crate) const TRANSACTION_STATUS: &str =
+    "SELECT status FROM payment_transactions WHERE provider = $1 AND reference = $2";
+pub(crate) const INSERT_TRANSACTION: &str = "INSERT INTO payment_transactions
+        (id, room, provider, reference, amount, currency, status, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)";
+pub(crate) const UPDATE_TRANSACTION: &str =
+    "UPDATE payment_transactions SET status = $1, updated_at = $2 WHERE provider = $3 AND reference = $4";
+pub(crate) const SET_PAYMENT_STATUS: &str = "UPDATE consultations SET payment_status = $1 WHERE id = $2";
+/// Notes a webhook delivery; no row is inserted for one seen before.
+pub(crate) const INSERT_DELIVERY: &str =
+    "INSERT INTO webhook_events (provider, id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+/// What [`PAYMENT_OF`] reads, as the consultation's payment state.
+pub(crate) fn payment_state(
+    room: &str,
+    row: Option<(Option<i64>, Option<String>, Option<String>)>,
+) -> Result<PaymentState, StoreError> {
+    match row {
+        None => Err(StoreError::NotFound(format!("consultation {room}"))),
+        Some((Some(amount), Some(currency), Some(status))) => Ok(PaymentState {
+            price: Price { amount, currency },
+            status: status.parse().map_err(StoreError::Unavailable)?,
+        }),
+        Some(_) => Err(StoreError::Conflict(format!("{room} has no price: nothing to pay"))),
+    }
+}
+
+/// A new payment transaction's id.
+pub(crate) fn payment_id() -> String {
+    format!("pay_{}", uuid::Uuid::new_v4().simple())
+}
 
 /// Start and end of the last `$2` ended consultations of queue `$1`.
 pub(crate) const RECENT_ENDED: &str = "SELECT started_at, ended_at FROM consultations
@@ -137,6 +175,9 @@ pub(crate) struct ConsultationRow {
     doctor_id: String,
     doctor_name: String,
     last_seq: i64,
+    payment_amount: Option<i64>,
+    payment_currency: Option<String>,
+    payment_status: Option<String>,
 }
 
 impl TryFrom<ConsultationRow> for Consultation {
@@ -161,6 +202,13 @@ impl TryFrom<ConsultationRow> for Consultation {
             started_at: row.started_at,
             ended_at: row.ended_at,
             last_seq: row.last_seq,
+            payment: match (row.payment_amount, row.payment_currency, row.payment_status) {
+                (Some(amount), Some(currency), Some(status)) => Some(PaymentState {
+                    price: Price { amount, currency },
+                    status: status.parse().map_err(StoreError::Unavailable)?,
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -174,6 +222,7 @@ pub(crate) struct EntryRow {
     checked_in_at: String,
     changed_at: String,
     clinic: Option<String>,
+    payment_status: Option<String>,
     patient_id: String,
     patient_name: String,
 }
@@ -190,6 +239,7 @@ impl TryFrom<EntryRow> for StoredEntry {
             since: row.checked_in_at,
             state: row.state.parse::<EntryState>().map_err(StoreError::Unavailable)?,
             changed_at: parse_time(&row.changed_at)?,
+            paid: row.payment_status.is_none_or(|s| s == "paid"),
         })
     }
 }
@@ -234,4 +284,73 @@ impl MessageIds {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("m_{:016x}{:010x}", self.prefix, n)
     }
+}
+
+/// [`Store::record_payment`](super::Store::record_payment) inside an open
+/// transaction on `conn`, for either database. `payment_of` is
+/// [`PAYMENT_OF`], with `FOR UPDATE` where the database has it.
+pub(crate) async fn record_payment_on<DB>(
+    conn: &mut DB::Connection,
+    payment: &super::NewPayment,
+    payment_of: &str,
+) -> Result<super::PaymentChange, StoreError>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (Option<i64>, Option<String>, Option<String>): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+{
+    use super::{TxStatus, consultation_after, unavailable};
+    let row: Option<(Option<i64>, Option<String>, Option<String>)> =
+        sqlx::query_as(payment_of).bind(payment.room.as_str()).fetch_optional(&mut *conn).await.map_err(unavailable)?;
+    let state = payment_state(&payment.room, row)?;
+    let known: Option<(String,)> = sqlx::query_as(TRANSACTION_STATUS)
+        .bind(payment.provider.as_str())
+        .bind(payment.reference.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    let status = match known {
+        Some((old,)) => {
+            let status = old.parse::<TxStatus>().map_err(StoreError::Unavailable)?.then(payment.status);
+            sqlx::query(UPDATE_TRANSACTION)
+                .bind(status.as_str())
+                .bind(payment.at.as_str())
+                .bind(payment.provider.as_str())
+                .bind(payment.reference.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            status
+        }
+        None => {
+            sqlx::query(INSERT_TRANSACTION)
+                .bind(payment_id())
+                .bind(payment.room.as_str())
+                .bind(payment.provider.as_str())
+                .bind(payment.reference.as_str())
+                .bind(payment.price.amount)
+                .bind(payment.price.currency.as_str())
+                .bind(payment.status.as_str())
+                .bind(payment.at.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+            payment.status
+        }
+    };
+    let change = consultation_after(&state, &payment.price, status)?;
+    if let Some(next) = change {
+        sqlx::query(SET_PAYMENT_STATUS)
+            .bind(next.as_str())
+            .bind(payment.room.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(change)
 }

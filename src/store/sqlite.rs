@@ -26,11 +26,12 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds, MessageRow,
-    READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, ticket, ticket_letter,
+    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
+    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, record_payment_on, ticket,
+    ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, Writes, next_batch};
-use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, Store, unavailable};
+use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Store, unavailable};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -484,7 +485,7 @@ async fn insert_rows(
 }
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
-        c.created_at, c.started_at, c.ended_at,
+        c.created_at, c.started_at, c.ended_at, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
         d.user_id AS doctor_id, d.name AS doctor_name,
         (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.room = c.id) AS last_seq
@@ -596,8 +597,9 @@ impl Store for SqliteStore {
         let result: Result<(), sqlx::Error> = async {
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
             sqlx::query(
-                "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at)
-                 VALUES (?, ?, ?, ?, ?, 'p2p', ?)",
+                "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at,
+                     payment_amount, payment_currency, payment_status)
+                 VALUES (?, ?, ?, ?, ?, 'p2p', ?, ?, ?, ?)",
             )
             .bind(&new.id)
             .bind(if new.scheduled_at.is_some() { "scheduled" } else { "waiting" })
@@ -605,6 +607,9 @@ impl Store for SqliteStore {
             .bind(&new.queue)
             .bind(&new.scheduled_at)
             .bind(&new.created_at)
+            .bind(new.payment.as_ref().map(|p| p.amount))
+            .bind(new.payment.as_ref().map(|p| p.currency.clone()))
+            .bind(new.payment.as_ref().map(|_| "unpaid"))
             .execute(&mut *conn)
             .await?;
             sqlx::query("INSERT INTO members (consultation_id, role, user_id, name, phone, email) VALUES (?, 'patient', ?, ?, ?, ?)")
@@ -636,6 +641,26 @@ impl Store for SqliteStore {
         }
         drop(conn);
         self.consultation(&new.id).await?.ok_or_else(|| StoreError::Unavailable("created consultation vanished".into()))
+    }
+
+    async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(unavailable)?;
+        let result = record_payment_on::<sqlx::Sqlite>(&mut conn, &payment, PAYMENT_OF).await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut *conn).await.map_err(unavailable)?;
+        result
+    }
+
+    async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(INSERT_DELIVERY)
+            .bind(provider)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn consultation(&self, id: &str) -> Result<Option<Consultation>, StoreError> {

@@ -51,7 +51,8 @@ async fn consultations_are_created_and_read() {
         json!({"id": "has space", "patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}}),
         json!({"patient": {"id": "u8", "name": ""}, "doctor": {"id": "d", "name": "D"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "scheduled_at": "tomorrow"}),
-        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 100, "currency": "IDR"}}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 0, "currency": "IDR"}}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 100, "currency": "rupiah"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "surprise": 1}),
     ] {
         let (status, body) = app.post("/v1/consultations", bad.clone()).await;

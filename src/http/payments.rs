@@ -1,0 +1,132 @@
+//! Payments over HTTP: staff confirm a bank transfer, Stripe sends
+//! webhooks. What either does is in [`crate::payments`].
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use chrono::Utc;
+use telehub_signaling::{ErrorCode, format_time};
+use tracing::{info, instrument, warn};
+
+use super::caller::Caller;
+use super::consultations::{audit, find};
+use super::error::{ApiError, ErrorBody};
+use super::views::{BankTransferIn, PaymentView, WebhookAck};
+use crate::app::AppState;
+use crate::payments::{StripeAction, apply, read_stripe_event, verify_stripe};
+use crate::store::{NewPayment, Price, TxStatus};
+
+fn payments_enabled(app: &AppState) -> Result<(), ApiError> {
+    if app.settings.enable_payments {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("payments are disabled on this hub (TELEHUB_ENABLE_PAYMENTS=false)"))
+    }
+}
+
+/// Confirm a bank transfer for a consultation (staff of its clinic, or the
+/// backend). The consultation is paid at once and its room and queue hear
+/// of it; a transfer already recorded under this reference changes nothing.
+#[utoipa::path(
+    tag = "payments",
+    params(("id" = String, Path, description = "consultation id")),
+    request_body = BankTransferIn,
+    responses(
+        (status = 200, description = "recorded; the consultation's payment state", body = PaymentView),
+        (status = 400, body = ErrorBody),
+        (status = 403, description = "not staff of the clinic, or payments disabled", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "nothing to pay, or the amount does not cover the price", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("staff_token" = []))
+)]
+#[post("/v1/consultations/{id}/payments")]
+#[instrument(skip(req, app, body), fields(room = %id))]
+pub async fn confirm(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<BankTransferIn>,
+) -> Result<HttpResponse, ApiError> {
+    payments_enabled(&app)?;
+    let caller = Caller::from_request(&req, &app)?;
+    let consultation = find(&app, &id).await?;
+    caller.require_staff_of(&consultation)?;
+    let body = body.into_inner();
+    if body.method != "bank_transfer" {
+        return Err(ApiError::bad_request(format!("method {:?}: only bank_transfer is confirmed here", body.method)));
+    }
+    let reference = body.reference.trim().to_owned();
+    if reference.is_empty() || reference.len() > 200 {
+        return Err(ApiError::bad_request("reference must be 1 to 200 characters"));
+    }
+    let Some(owed) = consultation.payment.as_ref() else {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("{} has no price: nothing to pay", consultation.id)));
+    };
+    let currency = body.currency.map(|c| c.to_ascii_lowercase()).unwrap_or_else(|| owed.price.currency.clone());
+    let payment = NewPayment {
+        room: consultation.id.clone(),
+        provider: "bank_transfer".into(),
+        reference: reference.clone(),
+        price: Price { amount: body.amount, currency },
+        status: TxStatus::Succeeded,
+        at: format_time(Utc::now()),
+    };
+    let detail = serde_json::json!({ "method": "bank_transfer", "reference": reference, "amount": body.amount });
+    let change = apply(&app, payment).await?;
+    audit(&app, &caller, Some(&consultation.id), "payment", detail);
+    let status = change.or(consultation.payment.as_ref().map(|p| p.status)).unwrap_or(owed.status);
+    Ok(HttpResponse::Ok().json(PaymentView {
+        room: consultation.id,
+        amount: owed.price.amount,
+        currency: owed.price.currency.clone(),
+        status: status.as_str().into(),
+    }))
+}
+
+/// Stripe's webhook. The signature is checked over the raw body (400 and
+/// nothing changes when it does not match or is older than five minutes);
+/// a redelivered event changes nothing again.
+#[utoipa::path(
+    tag = "payments",
+    request_body(content = String, description = "the event, as Stripe sends it", content_type = "application/json"),
+    responses(
+        (status = 200, description = "handled (or ignored: not an event the hub acts on)", body = WebhookAck),
+        (status = 400, description = "bad signature, stale timestamp or not an event", body = ErrorBody),
+        (status = 403, description = "payments disabled, or no webhook secret configured", body = ErrorBody),
+    )
+)]
+#[post("/v1/webhooks/stripe")]
+#[instrument(skip_all)]
+pub async fn stripe(req: HttpRequest, app: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    payments_enabled(&app)?;
+    let Some(secret) = app.settings.stripe_webhook_secret.as_deref() else {
+        return Err(ApiError::forbidden("no Stripe webhook secret is configured (TELEHUB_STRIPE_WEBHOOK_SECRET)"));
+    };
+    let header = req.headers().get("Stripe-Signature").and_then(|v| v.to_str().ok());
+    verify_stripe(secret, header, &body, Utc::now().timestamp())
+        .map_err(|err| ApiError::bad_request(format!("invalid Stripe signature: {err}")))?;
+    let event: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|err| ApiError::bad_request(format!("not a JSON event: {err}")))?;
+    let (event_id, action) = read_stripe_event(&event).map_err(ApiError::bad_request)?;
+    // Recording is idempotent (one transaction per reference, whose state
+    // never moves back), so a redelivery that races this one is harmless;
+    // the delivery is noted once it was handled, so a failure is retried.
+    let outcome = match action {
+        StripeAction::Ignore(why) => why,
+        StripeAction::Record(payment) => {
+            let room = payment.room.clone();
+            match apply(&app, payment).await {
+                Ok(Some(status)) => format!("{room} is {}", status.as_str()),
+                Ok(None) => format!("recorded; {room} unchanged"),
+                // Retrying would not help: acknowledge, and say why.
+                Err(err) if matches!(err.code, ErrorCode::NotFound | ErrorCode::Conflict) => {
+                    warn!(%room, error = %err.message, "Stripe payment not applied");
+                    format!("not applied: {}", err.message)
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    };
+    let first = app.store.first_delivery("stripe", &event_id, &format_time(Utc::now())).await?;
+    info!(event = %event_id, first, %outcome, "Stripe webhook");
+    Ok(HttpResponse::Ok().json(WebhookAck { received: true, duplicate: !first, outcome }))
+}
