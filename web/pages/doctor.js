@@ -46,8 +46,12 @@ function showQueue(client, state) {
   $('#queue-empty').hidden = state.entries.length > 0;
   list.replaceChildren(
     ...state.entries.map((entry) => {
-      const admit = el('button', { type: 'button', class: 'admit' }, 'Let in');
-      admit.setAttribute('aria-label', `Let in ${entry.patient?.name ?? entry.ticket} (ticket ${entry.ticket})`);
+      const unpaid = entry.paid === false;
+      const admit = el('button', { type: 'button', class: 'admit' }, unpaid ? 'Awaiting payment' : 'Let in');
+      const who = `${entry.patient?.name ?? entry.ticket} (ticket ${entry.ticket})`;
+      admit.setAttribute('aria-label', unpaid ? `${who} has not paid yet` : `Let in ${who}`);
+      // Paying refreshes the queue, which renders an enabled button.
+      admit.disabled = unpaid;
       admit.addEventListener('click', () => letIn(client, entry, admit));
       return el(
         'li',

@@ -206,6 +206,8 @@ export interface QueueFrame {
 export interface QueueStateFrame { type: 'queue_state'; ref?: string; queue: string; entries: QueueEntry[] }
 export interface CalledFrame { type: 'called'; queue: string; ticket: string; at: string }
 export interface AdmittedFrame { type: 'admitted'; room: string }
+/** The consultation was paid (or refunded). */
+export interface PaymentFrame { type: 'payment'; room: string; status: 'paid' | 'refunded' }
 export interface OkFrame { type: 'ok'; ref?: string }
 export interface PongFrame { type: 'pong'; ref?: string }
 export interface ErrorFrame {
@@ -235,6 +237,7 @@ export type ServerFrame =
   | QueueStateFrame
   | CalledFrame
   | AdmittedFrame
+  | PaymentFrame
   | OkFrame
   | PongFrame
   | ErrorFrame
@@ -358,6 +361,7 @@ export interface TelehubEventMap {
   queue_state: QueueStateFrame;
   called: CalledFrame;
   admitted: AdmittedFrame;
+  payment: PaymentFrame;
   goaway: GoawayFrame;
   /**
    * An `error` frame no request was waiting for, a refused rejoin or
@@ -406,7 +410,7 @@ export class TelehubClient {
   /** Fire and forget. */
   reportIceFailed(room: string): Promise<OkFrame>;
   setMediaMode(room: string, mode: MediaMode): Promise<OkFrame>;
-  admit(room: string): Promise<OkFrame>;
+  admit(room: string, options?: { overridePayment?: boolean }): Promise<OkFrame>;
   end(room: string): Promise<OkFrame>;
   /** Renewed after reconnects until admitted or ended. */
   checkin(room: string): Promise<QueueFrame>;

@@ -35,7 +35,7 @@ const REPLY_TYPES = new Set(['ok', 'joined', 'left', 'ack', 'queue', 'queue_stat
 /** Server frames handed to listeners as they are, under their own type. */
 const EVENT_TYPES = new Set([
   'presence', 'typing', 'read', 'signal', 'media_mode', 'ended',
-  'queue', 'queue_state', 'called', 'admitted',
+  'queue', 'queue_state', 'called', 'admitted', 'payment',
 ]);
 
 /** Refusals after which the hub wants the very same frame again. */
@@ -661,11 +661,16 @@ export class TelehubClient {
   }
 
   /**
-   * Doctor or staff: admits the patient.
+   * Doctor or staff: admits the patient. A consultation with a price is
+   * refused (`conflict`) until it is paid, unless staff pass
+   * `overridePayment`.
    * @param {string} room
+   * @param {{ overridePayment?: boolean }} [options]
    */
-  admit(room) {
-    return this.request({ type: 'admit', room });
+  admit(room, options = {}) {
+    const frame = { type: 'admit', room };
+    if (options.overridePayment) frame.override_payment = true;
+    return this.request(frame);
   }
 
   /**

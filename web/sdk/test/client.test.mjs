@@ -681,6 +681,22 @@ test('checkin and watch are renewed after a reconnect; admitted ends the checkin
   assert.equal(env.ws.frames('watch').length, 1);
 });
 
+test('payment events reach listeners; staff may admit with an override', async () => {
+  const env = setup();
+  const payments = env.collect('payment');
+  await connected(env);
+  env.ws.receive({ type: 'payment', room: ROOM, status: 'paid' });
+  assert.deepEqual(payments, [{ type: 'payment', room: ROOM, status: 'paid' }]);
+  const plain = env.client.admit(ROOM);
+  assert.equal(env.ws.last('admit').override_payment, undefined, 'no override unless asked');
+  env.ws.receive({ type: 'ok', ref: env.ws.last('admit').ref });
+  await plain;
+  const forced = env.client.admit(ROOM, { overridePayment: true });
+  assert.equal(env.ws.last('admit').override_payment, true);
+  env.ws.receive({ type: 'ok', ref: env.ws.last('admit').ref });
+  await forced;
+});
+
 test('a refused checkin is not renewed', async () => {
   const env = setup();
   await connected(env);
