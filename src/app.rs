@@ -19,6 +19,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub rooms: Rooms,
     pub store: Arc<dyn Store>,
+    /// Stripe's API, when a secret key is configured.
+    pub stripe: Option<Arc<crate::payments::StripeApi>>,
     /// The cluster's broker; `None` on a node of its own.
     pub broker: Option<Arc<crate::broker::RedisBroker>>,
     pub limits: Arc<Limits>,

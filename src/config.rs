@@ -108,6 +108,15 @@ pub struct Settings {
     /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
     /// without it, Stripe webhooks are refused.
     pub stripe_webhook_secret: Option<String>,
+    /// Stripe's secret API key (`sk_…`), for Checkout Sessions,
+    /// PaymentIntents and refunds; without it those are refused.
+    pub stripe_secret_key: Option<String>,
+    /// Where Stripe's API is (a stand-in in tests).
+    pub stripe_api_base: String,
+    /// Where Stripe Checkout sends the patient after paying, and after
+    /// giving up; both are needed for Checkout.
+    pub payment_success_url: Option<String>,
+    pub payment_cancel_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -152,6 +161,10 @@ impl Default for Settings {
             consultation_estimate_s: 600,
             enable_payments: true,
             stripe_webhook_secret: None,
+            stripe_secret_key: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+            payment_success_url: None,
+            payment_cancel_url: None,
         }
     }
 }
@@ -196,6 +209,8 @@ impl std::fmt::Debug for Settings {
             .field("no_show_s", &self.no_show_s)
             .field("enable_payments", &self.enable_payments)
             .field("stripe_webhook_secret", &redact(&self.stripe_webhook_secret))
+            .field("stripe_secret_key", &redact(&self.stripe_secret_key))
+            .field("stripe_api_base", &self.stripe_api_base)
             .finish_non_exhaustive()
     }
 }
@@ -294,6 +309,14 @@ pub struct Args {
     pub enable_payments: Option<bool>,
     #[arg(long, env = "TELEHUB_STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<String>,
+    #[arg(long, env = "TELEHUB_STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    #[arg(long, env = "TELEHUB_STRIPE_API_BASE")]
+    pub stripe_api_base: Option<String>,
+    #[arg(long, env = "TELEHUB_PAYMENT_SUCCESS_URL")]
+    pub payment_success_url: Option<String>,
+    #[arg(long, env = "TELEHUB_PAYMENT_CANCEL_URL")]
+    pub payment_cancel_url: Option<String>,
 }
 
 impl Settings {
@@ -333,9 +356,9 @@ impl Settings {
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
         set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst, cluster_ttl_ms);
-        set!(enable_payments);
+        set!(enable_payments, stripe_api_base);
         set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
-        set_opt!(redis_url, stripe_webhook_secret);
+        set_opt!(redis_url, stripe_webhook_secret, stripe_secret_key, payment_success_url, payment_cancel_url);
         // An empty variable means unset, as operators expect.
         for secret in [
             &mut self.jwt_secret,
@@ -347,6 +370,9 @@ impl Settings {
             &mut self.jitsi_app_secret,
             &mut self.redis_url,
             &mut self.stripe_webhook_secret,
+            &mut self.stripe_secret_key,
+            &mut self.payment_success_url,
+            &mut self.payment_cancel_url,
         ] {
             if secret.as_deref().is_some_and(str::is_empty) {
                 *secret = None;

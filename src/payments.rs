@@ -142,6 +142,123 @@ pub async fn apply(app: &AppState, payment: NewPayment) -> Result<Option<Payment
     Ok(change)
 }
 
+/// Stripe's API, for Checkout Sessions, PaymentIntents and refunds.
+///
+/// Requests are async-stripe's typed builders (so the form encoding, the
+/// auth and the idempotency key are Stripe's), read back into the few
+/// fields the hub uses: the full typed objects insist on every field Stripe
+/// documents, which stand-ins and older API versions do not all send.
+pub struct StripeApi {
+    client: stripe::Client,
+}
+
+/// A Checkout Session: where to send the patient.
+#[derive(Debug, Clone, miniserde::Deserialize)]
+pub struct Checkout {
+    pub id: String,
+    pub url: Option<String>,
+}
+
+/// A PaymentIntent, for Stripe Elements on the clinic's own page.
+#[derive(Debug, Clone, miniserde::Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub client_secret: Option<String>,
+}
+
+/// A refund.
+#[derive(Debug, Clone, miniserde::Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub status: Option<String>,
+}
+
+/// Why Stripe could not be asked.
+#[derive(Debug, thiserror::Error)]
+#[error("Stripe: {0}")]
+pub struct StripeFailure(String);
+
+impl StripeApi {
+    /// A client for `secret_key` at `base` (`https://api.stripe.com`, or a
+    /// stand-in).
+    pub fn new(secret_key: &str, base: &str) -> anyhow::Result<StripeApi> {
+        let client = stripe::ClientBuilder::new(secret_key)
+            .url(base.trim_end_matches('/'))
+            .build()
+            .map_err(|err| anyhow::anyhow!("cannot make a Stripe client: {err}"))?;
+        Ok(StripeApi { client })
+    }
+
+    fn currency(price: &Price) -> Result<stripe_types::Currency, StripeFailure> {
+        price
+            .currency
+            .parse()
+            .map_err(|_| StripeFailure(format!("Stripe does not know the currency {}", price.currency)))
+    }
+
+    /// The same key for every attempt to make the same object: a retried
+    /// call returns the first object instead of making a second.
+    fn key(what: &str, room: &str, price: &Price) -> Result<stripe::IdempotencyKey, StripeFailure> {
+        stripe::IdempotencyKey::new(format!("telehub-{what}-{room}-{}-{}", price.amount, price.currency))
+            .map_err(|err| StripeFailure(err.to_string()))
+    }
+
+    /// A Checkout Session for the consultation's price; its
+    /// `client_reference_id` is the consultation, which the
+    /// `checkout.session.completed` webhook names.
+    pub async fn checkout(
+        &self,
+        room: &str,
+        item: &str,
+        price: &Price,
+        success_url: &str,
+        cancel_url: &str,
+    ) -> Result<Checkout, StripeFailure> {
+        use stripe::StripeRequest;
+        use stripe_checkout::checkout_session::{
+            CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData, ProductData,
+        };
+        let mut data = CreateCheckoutSessionLineItemsPriceData::new(Self::currency(price)?);
+        data.unit_amount = Some(price.amount);
+        data.product_data = Some(ProductData::new(item));
+        let mut line = CreateCheckoutSessionLineItems::new();
+        line.price_data = Some(data);
+        line.quantity = Some(1);
+        let create = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Payment)
+            .client_reference_id(room)
+            .line_items(vec![line])
+            .success_url(success_url)
+            .cancel_url(cancel_url);
+        let request = create.build().customize::<Checkout>();
+        let request =
+            request.request_strategy(stripe::RequestStrategy::Idempotent(Self::key("checkout", room, price)?));
+        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+    }
+
+    /// A PaymentIntent for the consultation's price, naming it in
+    /// `metadata.consultation` for the webhooks.
+    pub async fn intent(&self, room: &str, price: &Price) -> Result<Intent, StripeFailure> {
+        use stripe::StripeRequest;
+        let metadata = std::collections::HashMap::from([("consultation".to_owned(), room.to_owned())]);
+        let create = stripe_core::payment_intent::CreatePaymentIntent::new(price.amount, Self::currency(price)?)
+            .metadata(metadata);
+        let request = create.build().customize::<Intent>();
+        let request = request.request_strategy(stripe::RequestStrategy::Idempotent(Self::key("intent", room, price)?));
+        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+    }
+
+    /// Refunds a PaymentIntent in full.
+    pub async fn refund(&self, room: &str, intent: &str) -> Result<Refund, StripeFailure> {
+        use stripe::StripeRequest;
+        let create = stripe_core::refund::CreateRefund::new().payment_intent(intent);
+        let key = stripe::IdempotencyKey::new(format!("telehub-refund-{room}-{intent}"))
+            .map_err(|err| StripeFailure(err.to_string()))?;
+        let request = create.build().customize::<Refund>().request_strategy(stripe::RequestStrategy::Idempotent(key));
+        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

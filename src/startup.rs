@@ -53,6 +53,10 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
     let http_rate = (settings.http_rate_per_s, settings.http_rate_burst);
     let store: Arc<dyn Store> =
         store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
+    let stripe = match &settings.stripe_secret_key {
+        Some(key) => Some(Arc::new(crate::payments::StripeApi::new(key, &settings.stripe_api_base)?)),
+        None => None,
+    };
     let broker = match &settings.redis_url {
         Some(url) => {
             Some(RedisBroker::start(url, &settings.node_id, Duration::from_millis(settings.cluster_ttl_ms)).await?)
@@ -85,6 +89,7 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         tokens: Arc::new(tokens),
         rooms,
         store,
+        stripe,
         broker,
         limits: Arc::new(limits),
         api_key: api_key.map(Into::into),

@@ -74,6 +74,22 @@ impl Caller {
         }
     }
 
+    /// The backend, staff of the clinic, or the consultation's own patient
+    /// may start paying for it.
+    pub fn require_payer_of(&self, consultation: &Consultation) -> Result<(), ApiError> {
+        match self {
+            Caller::Person(claims) if claims.role == Role::Patient => {
+                let listed = claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id));
+                if listed && claims.sub == consultation.patient.id {
+                    Ok(())
+                } else {
+                    Err(ApiError::forbidden(format!("only its own patient may pay for {}", consultation.id)))
+                }
+            }
+            _ => self.require_staff_of(consultation),
+        }
+    }
+
     /// Staff of the consultation's clinic, or its own patient or doctor,
     /// may read it.
     pub fn may_read(&self, consultation: &Consultation) -> Result<(), ApiError> {

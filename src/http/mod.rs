@@ -35,6 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(consultations::end)
         .service(payments::confirm)
         .service(payments::stripe)
+        .service(payments::checkout)
+        .service(payments::intent)
         .service(queues::get_queue)
         .service(tokens::create)
         .service(audit::list)

@@ -24,6 +24,8 @@ use super::{audit, consultations, demo, health, payments, queues, tokens};
         consultations::end,
         payments::confirm,
         payments::stripe,
+        payments::checkout,
+        payments::intent,
         queues::get_queue,
         tokens::create,
         audit::list,
@@ -32,7 +34,7 @@ use super::{audit, consultations, demo, health, payments, queues, tokens};
         health::metrics,
         demo::create,
     ),
-    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck)),
+    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck, CheckoutView, IntentView)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

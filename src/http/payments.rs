@@ -3,16 +3,16 @@
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use chrono::Utc;
-use telehub_signaling::{ErrorCode, format_time};
+use telehub_signaling::{ErrorCode, PaymentStatus, format_time};
 use tracing::{info, instrument, warn};
 
 use super::caller::Caller;
 use super::consultations::{audit, find};
 use super::error::{ApiError, ErrorBody};
-use super::views::{BankTransferIn, PaymentView, WebhookAck};
+use super::views::{BankTransferIn, CheckoutView, IntentView, PaymentView, WebhookAck};
 use crate::app::AppState;
 use crate::payments::{StripeAction, apply, read_stripe_event, verify_stripe};
-use crate::store::{NewPayment, Price, TxStatus};
+use crate::store::{Consultation, NewPayment, Price, TxStatus};
 
 fn payments_enabled(app: &AppState) -> Result<(), ApiError> {
     if app.settings.enable_payments {
@@ -129,4 +129,108 @@ pub async fn stripe(req: HttpRequest, app: web::Data<AppState>, body: web::Bytes
     let first = app.store.first_delivery("stripe", &event_id, &format_time(Utc::now())).await?;
     info!(event = %event_id, first, %outcome, "Stripe webhook");
     Ok(HttpResponse::Ok().json(WebhookAck { received: true, duplicate: !first, outcome }))
+}
+
+/// Stripe's API, or why it cannot be used.
+fn stripe_api(app: &AppState) -> Result<&crate::payments::StripeApi, ApiError> {
+    payments_enabled(app)?;
+    app.stripe
+        .as_deref()
+        .ok_or_else(|| ApiError::forbidden("Stripe is not configured on this hub (TELEHUB_STRIPE_SECRET_KEY)"))
+}
+
+/// The consultation's price, if it is still owed.
+fn owed(consultation: &Consultation) -> Result<&Price, ApiError> {
+    match &consultation.payment {
+        None => Err(ApiError::new(ErrorCode::Conflict, format!("{} has no price: nothing to pay", consultation.id))),
+        Some(p) if p.status != PaymentStatus::Unpaid => {
+            Err(ApiError::new(ErrorCode::Conflict, format!("{} is {} already", consultation.id, p.status.as_str())))
+        }
+        Some(p) => Ok(&p.price),
+    }
+}
+
+fn stripe_failed(err: crate::payments::StripeFailure) -> ApiError {
+    warn!(error = %err, "Stripe call failed");
+    ApiError::new(ErrorCode::Unavailable, format!("{err}; nothing was charged, retry"))
+}
+
+/// Start a Stripe Checkout for an unpaid consultation; the answer's `url`
+/// is where to send the patient. Calling again makes no second session (the
+/// idempotency key is the consultation and its price).
+#[utoipa::path(
+    tag = "payments",
+    params(("id" = String, Path, description = "consultation id")),
+    responses(
+        (status = 200, body = CheckoutView),
+        (status = 403, description = "not the patient or staff of the clinic; payments or Stripe not configured", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "no price, or paid already", body = ErrorBody),
+        (status = 503, description = "Stripe did not answer", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("staff_token" = []))
+)]
+#[post("/v1/consultations/{id}/checkout")]
+#[instrument(skip(req, app), fields(room = %id))]
+pub async fn checkout(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let api = stripe_api(&app)?;
+    let caller = Caller::from_request(&req, &app)?;
+    let consultation = find(&app, &id).await?;
+    caller.require_payer_of(&consultation)?;
+    let price = owed(&consultation)?;
+    let (Some(success), Some(cancel)) = (&app.settings.payment_success_url, &app.settings.payment_cancel_url) else {
+        return Err(ApiError::forbidden(
+            "Checkout needs TELEHUB_PAYMENT_SUCCESS_URL and TELEHUB_PAYMENT_CANCEL_URL on this hub",
+        ));
+    };
+    let item = format!("Consultation with {}", consultation.doctor.name);
+    let session = api.checkout(&consultation.id, &item, price, success, cancel).await.map_err(stripe_failed)?;
+    audit(&app, &caller, Some(&consultation.id), "payment.checkout", serde_json::json!({ "session": session.id }));
+    Ok(HttpResponse::Ok().json(CheckoutView { id: session.id, url: session.url }))
+}
+
+/// Make a Stripe PaymentIntent for an unpaid consultation, for clinics that
+/// take the card with Stripe Elements on their own page. The intent names
+/// the consultation in `metadata.consultation`; its webhooks pay it.
+#[utoipa::path(
+    tag = "payments",
+    params(("id" = String, Path, description = "consultation id")),
+    responses(
+        (status = 200, body = IntentView),
+        (status = 403, description = "not the patient or staff of the clinic; payments or Stripe not configured", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "no price, or paid already", body = ErrorBody),
+        (status = 503, description = "Stripe did not answer", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("staff_token" = []))
+)]
+#[post("/v1/consultations/{id}/payment_intent")]
+#[instrument(skip(req, app), fields(room = %id))]
+pub async fn intent(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let api = stripe_api(&app)?;
+    let caller = Caller::from_request(&req, &app)?;
+    let consultation = find(&app, &id).await?;
+    caller.require_payer_of(&consultation)?;
+    let price = owed(&consultation)?.clone();
+    let intent = api.intent(&consultation.id, &price).await.map_err(stripe_failed)?;
+    // Known from now on, as pending: its webhooks move it on.
+    let pending = NewPayment {
+        room: consultation.id.clone(),
+        provider: "stripe".into(),
+        reference: intent.id.clone(),
+        price,
+        status: TxStatus::Pending,
+        at: format_time(Utc::now()),
+    };
+    apply(&app, pending).await?;
+    audit(&app, &caller, Some(&consultation.id), "payment.intent", serde_json::json!({ "intent": intent.id }));
+    Ok(HttpResponse::Ok().json(IntentView { id: intent.id, client_secret: intent.client_secret }))
 }

@@ -72,6 +72,22 @@ pub struct PaymentView {
     pub status: String,
 }
 
+/// A Stripe Checkout Session to send the patient to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutView {
+    pub id: String,
+    /// Stripe's hosted payment page.
+    pub url: Option<String>,
+}
+
+/// A Stripe PaymentIntent for Stripe Elements.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntentView {
+    pub id: String,
+    /// What Stripe.js needs to confirm the payment in the browser.
+    pub client_secret: Option<String>,
+}
+
 /// The answer to a webhook.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookAck {

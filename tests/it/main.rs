@@ -18,6 +18,7 @@ mod shutdown;
 mod signaling;
 mod slow;
 mod storage;
+mod stripe;
 mod tokens;
 mod turn;
 mod waiting_room;
