@@ -154,11 +154,11 @@ async fn checkout_sessions_are_asked_for_as_stripe_documents_them_and_only_once(
     let (status, again) = post_as(&app, &patient, "/v1/consultations/c-co/checkout").await;
     assert_eq!((status, &again["id"]), (200, &first["id"]), "a retried call gets the same session");
 
-    let seen = standin.seen.lock().unwrap();
-    assert_eq!(seen.requests.len(), 2);
-    let (key, form) = &seen.requests[0];
+    let requests = standin.seen.lock().unwrap().requests.clone();
+    assert_eq!(requests.len(), 2);
+    let (key, form) = &requests[0];
     assert!(key.is_some(), "an idempotency key is sent");
-    assert_eq!(key, &seen.requests[1].0, "the same key both times");
+    assert_eq!(key, &requests[1].0, "the same key both times");
     let expected = [
         ("mode", "payment"),
         ("client_reference_id", "c-co"),
@@ -172,7 +172,6 @@ async fn checkout_sessions_are_asked_for_as_stripe_documents_them_and_only_once(
     for (field, value) in expected {
         assert_eq!(form.get(field).map(String::as_str), Some(value), "{field} in {form:?}");
     }
-    drop(seen);
 
     // Who may, and when.
     let doctor = token("d-ana", "Ana", "doctor", 3600);
