@@ -37,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(payments::stripe)
         .service(payments::checkout)
         .service(payments::intent)
+        .service(payments::refund)
         .service(queues::get_queue)
         .service(tokens::create)
         .service(audit::list)

@@ -26,6 +26,7 @@ use super::{audit, consultations, demo, health, payments, queues, tokens};
         payments::stripe,
         payments::checkout,
         payments::intent,
+        payments::refund,
         queues::get_queue,
         tokens::create,
         audit::list,

@@ -234,3 +234,64 @@ pub async fn intent(
     audit(&app, &caller, Some(&consultation.id), "payment.intent", serde_json::json!({ "intent": intent.id }));
     Ok(HttpResponse::Ok().json(IntentView { id: intent.id, client_secret: intent.client_secret }))
 }
+
+/// Refund a consultation paid through Stripe, in full (staff of the clinic,
+/// or the backend): for a consultation that was cancelled, or that the
+/// clinic decides to give back. Its payment turns `refunded`, and the room
+/// and the queue hear. Payments by bank transfer are given back by
+/// transfer, outside the hub.
+#[utoipa::path(
+    tag = "payments",
+    params(("id" = String, Path, description = "consultation id")),
+    responses(
+        (status = 200, description = "refunded; the consultation's payment state", body = PaymentView),
+        (status = 403, description = "not staff of the clinic; payments or Stripe not configured", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "not paid, or not paid through Stripe", body = ErrorBody),
+        (status = 503, description = "Stripe did not answer", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("staff_token" = []))
+)]
+#[post("/v1/consultations/{id}/refund")]
+#[instrument(skip(req, app), fields(room = %id))]
+pub async fn refund(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let api = stripe_api(&app)?;
+    let caller = Caller::from_request(&req, &app)?;
+    let consultation = find(&app, &id).await?;
+    caller.require_staff_of(&consultation)?;
+    let Some(state) = consultation.payment.as_ref().filter(|p| p.status == PaymentStatus::Paid) else {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("{} is not paid: nothing to refund", consultation.id)));
+    };
+    let Some((provider, reference, paid)) = app.store.succeeded_payment(&consultation.id).await? else {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("{} has no recorded payment", consultation.id)));
+    };
+    if provider != "stripe" {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("{} was paid by {provider}: give it back the same way, outside the hub", consultation.id),
+        ));
+    }
+    let done = api.refund(&consultation.id, &reference).await.map_err(stripe_failed)?;
+    let refunded = NewPayment {
+        room: consultation.id.clone(),
+        provider,
+        reference: reference.clone(),
+        price: paid,
+        status: TxStatus::Refunded,
+        at: format_time(Utc::now()),
+    };
+    let change = apply(&app, refunded).await?;
+    let detail = serde_json::json!({ "intent": reference, "refund": done.id, "stripe_status": done.status });
+    audit(&app, &caller, Some(&consultation.id), "payment.refund", detail);
+    let status = change.unwrap_or(PaymentStatus::Refunded);
+    Ok(HttpResponse::Ok().json(PaymentView {
+        room: consultation.id.clone(),
+        amount: state.price.amount,
+        currency: state.price.currency.clone(),
+        status: status.as_str().into(),
+    }))
+}

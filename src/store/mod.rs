@@ -209,6 +209,9 @@ pub trait Store: RoomStore + QueueStore {
     /// consultation, `Conflict` when it has no price or the payment does not
     /// cover it.
     async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError>;
+    /// The newest succeeded payment of a consultation: provider, reference
+    /// and what was paid.
+    async fn succeeded_payment(&self, room: &str) -> Result<Option<(String, String, Price)>, StoreError>;
     /// Notes a webhook delivery; `false` when it was handled before.
     async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError>;
     /// Checks that storage answers.

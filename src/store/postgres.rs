@@ -33,11 +33,13 @@ use tracing::{error, info, warn};
 
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
-    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, lengths, next_number, record_payment_on, ticket,
-    ticket_letter,
+    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
+    record_payment_on, ticket, ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, Writes, next_batch};
-use super::{AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Store, unavailable};
+use super::{
+    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, unavailable,
+};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -567,6 +569,12 @@ impl Store for PostgresStore {
             record_payment_on::<sqlx::Postgres>(&mut tx, &payment, &format!("{PAYMENT_OF} FOR UPDATE")).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(change)
+    }
+
+    async fn succeeded_payment(&self, room: &str) -> Result<Option<(String, String, Price)>, StoreError> {
+        let row: Option<(String, String, i64, String)> =
+            sqlx::query_as(SUCCEEDED_PAYMENT).bind(room).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        Ok(row.map(|(provider, reference, amount, currency)| (provider, reference, Price { amount, currency })))
     }
 
     async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError> {

@@ -59,6 +59,10 @@ pub(crate) const INSERT_TRANSACTION: &str = "INSERT INTO payment_transactions
 pub(crate) const UPDATE_TRANSACTION: &str =
     "UPDATE payment_transactions SET status = $1, updated_at = $2 WHERE provider = $3 AND reference = $4";
 pub(crate) const SET_PAYMENT_STATUS: &str = "UPDATE consultations SET payment_status = $1 WHERE id = $2";
+/// The newest succeeded payment of a consultation: provider, reference,
+/// amount and currency.
+pub(crate) const SUCCEEDED_PAYMENT: &str = "SELECT provider, reference, amount, currency FROM payment_transactions
+     WHERE room = $1 AND status = 'succeeded' ORDER BY updated_at DESC LIMIT 1";
 /// Notes a webhook delivery; no row is inserted for one seen before.
 pub(crate) const INSERT_DELIVERY: &str =
     "INSERT INTO webhook_events (provider, id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";

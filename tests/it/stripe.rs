@@ -221,6 +221,44 @@ async fn a_payment_intent_made_at_stripe_pays_the_consultation_through_its_webho
     assert_eq!((&stored["amount"], &stored["currency"]), (&json!(150000), &json!("idr")), "{stored}");
     assert_eq!(stored["metadata"]["consultation"], "c-pi");
 
+    // The patient pays with Stripe Elements (played here at localstripe:
+    // a test card attached, then confirmed).
+    let http = reqwest::Client::new();
+    let at = |path: &str| format!("{}{path}", stripe.url);
+    let card: Value = http
+        .post(at("/v1/payment_methods"))
+        .basic_auth(KEY, Some(""))
+        .form(&[
+            ("type", "card"),
+            ("card[number]", "4242424242424242"),
+            ("card[exp_month]", "12"),
+            ("card[exp_year]", "2030"),
+            ("card[cvc]", "123"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pm = card["id"].as_str().unwrap();
+    http.post(at(&format!("/v1/payment_intents/{id}")))
+        .basic_auth(KEY, Some(""))
+        .form(&[("payment_method", pm)])
+        .send()
+        .await
+        .unwrap();
+    let confirmed: Value = http
+        .post(at(&format!("/v1/payment_intents/{id}/confirm")))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
+
     // Stripe says it succeeded: paid, and the room hears.
     let event = json!({"id": "evt_pi_1", "type": "payment_intent.succeeded", "data": {"object": {
         "id": id, "amount": 150000, "amount_received": 150000, "currency": "idr",
@@ -238,6 +276,27 @@ async fn a_payment_intent_made_at_stripe_pays_the_consultation_through_its_webho
     assert_eq!(doctor.recv_type("payment").await["status"], "paid");
     let (status, again) = post_as(&app, &patient, "/v1/consultations/c-pi/payment_intent").await;
     assert_eq!((status, again["error"]["code"].as_str()), (409, Some("conflict")), "paid already: {again}");
+
+    // The clinic gives it back: Stripe refunds the intent, and the room hears.
+    assert_eq!(post_as(&app, &patient, "/v1/consultations/c-pi/refund").await.0, 403, "not the patient's to refund");
+    let (status, refunded) = app.post("/v1/consultations/c-pi/refund", json!({})).await;
+    assert_eq!((status, refunded["status"].as_str()), (200, Some("refunded")), "{refunded}");
+    assert_eq!(doctor.recv_type("payment").await["status"], "refunded");
+    let after: Value = http
+        .get(at(&format!("/v1/payment_intents/{id}")))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let charge = &after["charges"]["data"][0];
+    assert_eq!((&charge["refunded"], &charge["amount_refunded"]), (&json!(true), &json!(150000)), "{after}");
+    let (status, twice) = app.post("/v1/consultations/c-pi/refund", json!({})).await;
+    assert_eq!(status, 409, "nothing left to refund: {twice}");
+    let (_, audit) = app.get("/v1/audit?room=c-pi").await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "payment.refund"), "{audit}");
 }
 
 #[tokio::test]
