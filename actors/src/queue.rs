@@ -283,12 +283,16 @@ impl Queue {
         }
     }
 
-    /// Tells this node's watchers who see `room` with names of its payment.
+    /// Tells this node's watchers who see `room` with names, and the
+    /// patient's checked-in sessions here, of its payment.
     fn tell_payment(&self, room: &str, status: PaymentStatus) {
         let Some(state) = self.state.as_ref() else { return };
         let frame = ByteString::from(ServerFrame::Payment { room: room.to_owned(), status }.to_json());
         for watcher in state.payment_watchers(room) {
             self.push(watcher, frame.clone());
+        }
+        for session in state.sessions_for(room) {
+            self.push(&session, frame.clone());
         }
     }
 

@@ -90,6 +90,8 @@ async fn an_unpaid_consultation_is_admitted_once_staff_confirm_the_transfer() {
     assert_eq!(told, json!({"type": "payment", "room": "c-pay", "status": "paid"}));
     let state = doctor.recv_type("queue_state").await;
     assert_eq!(state["entries"][0]["paid"], true, "{state}");
+    // The waiting patient hears too.
+    assert_eq!(patient.recv_type("payment").await["status"], "paid");
     // The same transfer again changes nothing and tells nobody.
     let (status, body) = app.post(path, transfer("BCA-1", 150000)).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("paid")), "{body}");

@@ -39,6 +39,30 @@ export function connectClient(token) {
   return client;
 }
 
+/**
+ * Calls the hub's HTTP API with the page's token; resolves with the JSON
+ * answer, or rejects with the API's error message.
+ */
+export async function apiRequest(path, token, method = 'GET') {
+  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error?.message ?? `HTTP ${response.status}`);
+  return body;
+}
+
+/** Currencies Stripe counts in whole units; the others in hundredths. */
+const WHOLE_UNITS = new Set(['bif', 'clp', 'djf', 'gnf', 'jpy', 'kmf', 'krw', 'mga', 'pyg', 'rwf', 'ugx', 'vnd', 'vuv', 'xaf', 'xof', 'xpf']);
+
+/** An amount in a currency's smallest unit, as people read it. */
+export function money(amount, currency) {
+  const units = WHOLE_UNITS.has(currency) ? amount : amount / 100;
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency: currency.toUpperCase() }).format(units);
+  } catch {
+    return `${units} ${currency.toUpperCase()}`;
+  }
+}
+
 /** `document.querySelector`, which must find something. */
 export function $(selector, root = document) {
   const found = root.querySelector(selector);

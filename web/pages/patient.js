@@ -4,7 +4,9 @@
 // Link: /patient?room=<consultation>#token=<patient token>
 
 import { Call } from '/sdk/call.js';
-import { $, ChatPanel, alertUser, claims, connectClient, joinConsultation, minutes, params, showConnection } from './common.js';
+import {
+  $, ChatPanel, alertUser, apiRequest, claims, connectClient, joinConsultation, minutes, money, params, showConnection,
+} from './common.js';
 
 const { token, room } = params();
 
@@ -21,6 +23,7 @@ async function main() {
   client.on('admitted', (a) => a.room === room && enter(client));
   client.on('ended', (e) => e.room === room && ended(e));
   await client.connect();
+  showPayment(client);
   try {
     showPlace(await client.checkin(room));
   } catch (err) {
@@ -28,6 +31,38 @@ async function main() {
     if (err.code === 'conflict') return enter(client);
     alertUser(`Could not check in: ${err.message}`);
   }
+}
+
+/** What is owed, with a button to pay it through Stripe Checkout. */
+async function showPayment(client) {
+  let consultation;
+  try {
+    consultation = await apiRequest(`/v1/consultations/${encodeURIComponent(room)}`, token);
+  } catch {
+    return; // The waiting room works without it.
+  }
+  const payment = consultation.payment;
+  if (!payment) return;
+  const show = (status) => {
+    const owed = money(payment.amount, payment.currency);
+    const text = { unpaid: `To pay before the consultation: ${owed}.`, paid: `Paid: ${owed}. Thank you.`, refunded: `Refunded: ${owed}.` };
+    $('#payment').hidden = false;
+    $('#payment').dataset.status = status;
+    $('#payment-status').textContent = text[status] ?? status;
+    $('#pay').hidden = status !== 'unpaid';
+  };
+  show(payment.status);
+  client.on('payment', (p) => p.room === room && show(p.status));
+  $('#pay').addEventListener('click', async () => {
+    $('#pay').disabled = true;
+    try {
+      const session = await apiRequest(`/v1/consultations/${encodeURIComponent(room)}/checkout`, token, 'POST');
+      location.assign(session.url);
+    } catch (err) {
+      $('#pay').disabled = false;
+      alertUser(`Could not start the payment: ${err.message}`);
+    }
+  });
 }
 
 function showPlace(queue) {
