@@ -58,6 +58,9 @@ pub async fn confirm(
     if reference.is_empty() || reference.len() > 200 {
         return Err(ApiError::bad_request("reference must be 1 to 200 characters"));
     }
+    if body.amount <= 0 {
+        return Err(ApiError::bad_request("amount must be positive (in the currency's smallest unit)"));
+    }
     let Some(owed) = consultation.payment.as_ref() else {
         return Err(ApiError::new(ErrorCode::Conflict, format!("{} has no price: nothing to pay", consultation.id)));
     };
@@ -73,7 +76,7 @@ pub async fn confirm(
     let detail = serde_json::json!({ "method": "bank_transfer", "reference": reference, "amount": body.amount });
     let change = apply(&app, payment).await?;
     audit(&app, &caller, Some(&consultation.id), "payment", detail);
-    let status = change.or(consultation.payment.as_ref().map(|p| p.status)).unwrap_or(owed.status);
+    let status = change.unwrap_or(owed.status);
     Ok(HttpResponse::Ok().json(PaymentView {
         room: consultation.id,
         amount: owed.price.amount,

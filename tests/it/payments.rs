@@ -81,6 +81,8 @@ async fn an_unpaid_consultation_is_admitted_once_staff_confirm_the_transfer() {
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
     let (status, body) = app.post(path, json!({"method": "cash", "reference": "x", "amount": 150000})).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = app.post(path, transfer("BCA-neg", -5)).await;
+    assert_eq!(status, 400, "{body}");
 
     // Staff of the clinic confirm: the room and the queue's watchers hear.
     let (status, body) = post_as(&app, &staff("k1"), path, transfer("BCA-1", 150000)).await;
@@ -123,6 +125,9 @@ async fn staff_may_admit_an_unpaid_consultation_and_it_is_on_record() {
     assert_eq!(ok["type"], "ok", "{ok}");
     assert_eq!(app.consultation_status("c-owed").await, "active");
     assert_eq!(payment_status(&app, "c-owed").await, "unpaid", "admitted, still owed");
+    // Audit entries queue in order with the room's writes: once this chat
+    // is acked, the admit's entry is in the trail.
+    staff.chat("c-owed", "flush", "in").await;
     let (_, audit) = app.get("/v1/audit?room=c-owed").await;
     let admit = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "admit").cloned().unwrap();
     assert_eq!((&admit["user"], &admit["detail"]["override_payment"]), (&json!("staff-k1"), &json!(true)));

@@ -295,6 +295,9 @@ async fn a_payment_intent_made_at_stripe_pays_the_consultation_through_its_webho
     assert_eq!((&charge["refunded"], &charge["amount_refunded"]), (&json!(true), &json!(150000)), "{after}");
     let (status, twice) = app.post("/v1/consultations/c-pi/refund", json!({})).await;
     assert_eq!(status, 409, "nothing left to refund: {twice}");
+    // Audit entries queue in order with the room's writes: once this chat
+    // is acked, the refund's entry is in the trail.
+    doctor.chat("c-pi", "flush", "refunded").await;
     let (_, audit) = app.get("/v1/audit?room=c-pi").await;
     assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "payment.refund"), "{audit}");
 }
