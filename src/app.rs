@@ -34,6 +34,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The HTTP API's rate limit per caller.
     pub http_limiter: Arc<crate::http::limit::HttpLimiter>,
+    /// The hub's address as patients and Twilio reach it, without a final
+    /// slash (`public_url`, or the address this node listens on).
+    pub public_url: Arc<str>,
 }
 
 /// A counter or gauge for `/metrics`.

@@ -117,6 +117,42 @@ pub struct Settings {
     /// giving up; both are needed for Checkout.
     pub payment_success_url: Option<String>,
     pub payment_cancel_url: Option<String>,
+    /// Video calls (WebRTC signaling and the Jitsi fallback). Off: `signal`
+    /// and `media` are refused and `joined` offers no ICE servers.
+    pub enable_video: bool,
+    /// SMS notifications through Twilio (needs the three Twilio settings).
+    pub enable_sms: bool,
+    /// Email notifications over SMTP (needs `smtp_url` and `mail_from`).
+    pub enable_email: bool,
+    /// The hub's address as patients and Twilio reach it
+    /// (`https://hub.example.org`): links in notifications and Twilio's
+    /// status callbacks. Unset: `http://` and the bind address.
+    pub public_url: Option<String>,
+    /// Twilio's account SID (`AC…`).
+    pub twilio_account_sid: Option<String>,
+    /// Twilio's auth token: HTTP Basic password and the key of
+    /// `X-Twilio-Signature`.
+    pub twilio_auth_token: Option<String>,
+    /// The sender: an E.164 number, or a Messaging Service SID (`MG…`).
+    pub twilio_from: Option<String>,
+    /// Where Twilio's API is (a stand-in in tests).
+    pub twilio_api_base: String,
+    /// `smtp://host:port` (plain, or STARTTLS when offered),
+    /// `smtps://host:465` (TLS); user and password may be in the URL.
+    pub smtp_url: Option<String>,
+    /// The `From` of notification emails (`Clinic <noreply@example.org>`).
+    pub mail_from: Option<String>,
+    /// How long before `scheduled_at` the reminder goes out; 0: no reminders.
+    pub reminder_lead_s: u64,
+    /// Tries of a notification before it is `failed`.
+    pub notify_max_attempts: u32,
+    /// The wait after a failed try; it doubles with every further try.
+    pub notify_backoff_ms: u64,
+    /// How often the notification worker looks for due notifications
+    /// (it also wakes at once when this node queues one).
+    pub notify_poll_ms: u64,
+    /// How long the link in a notification lets the patient in.
+    pub notify_link_ttl_s: u64,
 }
 
 impl Default for Settings {
@@ -165,6 +201,21 @@ impl Default for Settings {
             stripe_api_base: "https://api.stripe.com".into(),
             payment_success_url: None,
             payment_cancel_url: None,
+            enable_video: true,
+            enable_sms: true,
+            enable_email: true,
+            public_url: None,
+            twilio_account_sid: None,
+            twilio_auth_token: None,
+            twilio_from: None,
+            twilio_api_base: "https://api.twilio.com".into(),
+            smtp_url: None,
+            mail_from: None,
+            reminder_lead_s: 900,
+            notify_max_attempts: 3,
+            notify_backoff_ms: 30_000,
+            notify_poll_ms: 1000,
+            notify_link_ttl_s: 86_400,
         }
     }
 }
@@ -211,6 +262,19 @@ impl std::fmt::Debug for Settings {
             .field("stripe_webhook_secret", &redact(&self.stripe_webhook_secret))
             .field("stripe_secret_key", &redact(&self.stripe_secret_key))
             .field("stripe_api_base", &self.stripe_api_base)
+            .field("enable_video", &self.enable_video)
+            .field("enable_sms", &self.enable_sms)
+            .field("enable_email", &self.enable_email)
+            .field("public_url", &self.public_url)
+            .field("twilio_account_sid", &self.twilio_account_sid)
+            .field("twilio_auth_token", &redact(&self.twilio_auth_token))
+            .field("twilio_from", &self.twilio_from)
+            .field("twilio_api_base", &self.twilio_api_base)
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("mail_from", &self.mail_from)
+            .field("reminder_lead_s", &self.reminder_lead_s)
+            .field("notify_max_attempts", &self.notify_max_attempts)
+            .field("notify_backoff_ms", &self.notify_backoff_ms)
             .finish_non_exhaustive()
     }
 }
@@ -317,6 +381,36 @@ pub struct Args {
     pub payment_success_url: Option<String>,
     #[arg(long, env = "TELEHUB_PAYMENT_CANCEL_URL")]
     pub payment_cancel_url: Option<String>,
+    #[arg(long, env = "TELEHUB_ENABLE_VIDEO")]
+    pub enable_video: Option<bool>,
+    #[arg(long, env = "TELEHUB_ENABLE_SMS")]
+    pub enable_sms: Option<bool>,
+    #[arg(long, env = "TELEHUB_ENABLE_EMAIL")]
+    pub enable_email: Option<bool>,
+    #[arg(long, env = "TELEHUB_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[arg(long, env = "TELEHUB_TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    #[arg(long, env = "TELEHUB_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+    #[arg(long, env = "TELEHUB_TWILIO_FROM")]
+    pub twilio_from: Option<String>,
+    #[arg(long, env = "TELEHUB_TWILIO_API_BASE")]
+    pub twilio_api_base: Option<String>,
+    #[arg(long, env = "TELEHUB_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    #[arg(long, env = "TELEHUB_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    #[arg(long, env = "TELEHUB_REMINDER_LEAD_S")]
+    pub reminder_lead_s: Option<u64>,
+    #[arg(long, env = "TELEHUB_NOTIFY_MAX_ATTEMPTS")]
+    pub notify_max_attempts: Option<u32>,
+    #[arg(long, env = "TELEHUB_NOTIFY_BACKOFF_MS")]
+    pub notify_backoff_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_NOTIFY_POLL_MS")]
+    pub notify_poll_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_NOTIFY_LINK_TTL_S")]
+    pub notify_link_ttl_s: Option<u64>,
 }
 
 impl Settings {
@@ -356,7 +450,9 @@ impl Settings {
         set!(outbox_frames, rate_per_s, rate_burst, room_idle_s, room_threads, http_workers, goaway_retry_ms);
         set!(shutdown_grace_ms, ice_urls, system_name, turn_ttl_s, jitsi_audience, jitsi_ttl_s, mesh_limit);
         set!(queue_grace_s, no_show_s, consultation_estimate_s, http_rate_per_s, http_rate_burst, cluster_ttl_ms);
-        set!(enable_payments, stripe_api_base);
+        set!(enable_payments, stripe_api_base, enable_video, enable_sms, enable_email, twilio_api_base);
+        set!(reminder_lead_s, notify_max_attempts, notify_backoff_ms, notify_poll_ms, notify_link_ttl_s);
+        set_opt!(public_url, twilio_account_sid, twilio_auth_token, twilio_from, smtp_url, mail_from);
         set_opt!(jwt_secret, jwt_public_key, api_key, turn_secret, jitsi_domain, jitsi_app_id, jitsi_app_secret);
         set_opt!(redis_url, stripe_webhook_secret, stripe_secret_key, payment_success_url, payment_cancel_url);
         // An empty variable means unset, as operators expect.
@@ -373,6 +469,12 @@ impl Settings {
             &mut self.stripe_secret_key,
             &mut self.payment_success_url,
             &mut self.payment_cancel_url,
+            &mut self.public_url,
+            &mut self.twilio_account_sid,
+            &mut self.twilio_auth_token,
+            &mut self.twilio_from,
+            &mut self.smtp_url,
+            &mut self.mail_from,
         ] {
             if secret.as_deref().is_some_and(str::is_empty) {
                 *secret = None;
@@ -421,7 +523,38 @@ impl Settings {
             jitsi.iter().all(|v| v.is_some()) || jitsi.iter().all(|v| v.is_none()),
             "the Jitsi fallback needs jitsi_domain, jitsi_app_id and jitsi_app_secret together"
         );
+        let twilio = [&self.twilio_account_sid, &self.twilio_auth_token, &self.twilio_from];
+        anyhow::ensure!(
+            twilio.iter().all(|v| v.is_some()) || twilio.iter().all(|v| v.is_none()),
+            "SMS needs twilio_account_sid, twilio_auth_token and twilio_from together"
+        );
+        anyhow::ensure!(
+            self.smtp_url.is_some() == self.mail_from.is_some(),
+            "email needs smtp_url and mail_from together"
+        );
+        anyhow::ensure!(self.notify_max_attempts >= 1, "notify_max_attempts must be at least 1");
+        anyhow::ensure!(self.notify_poll_ms >= 10, "notify_poll_ms must be at least 10");
+        anyhow::ensure!(self.notify_link_ttl_s >= 60, "notify_link_ttl_s must be at least 60");
         Ok(())
+    }
+
+    /// SMS goes out: enabled, and Twilio configured.
+    pub fn sms_on(&self) -> bool {
+        self.enable_sms && self.twilio_account_sid.is_some()
+    }
+
+    /// Email goes out: enabled, and SMTP configured.
+    pub fn email_on(&self) -> bool {
+        self.enable_email && self.smtp_url.is_some()
+    }
+
+    /// The hub's address as others reach it, without a final slash; unset,
+    /// the address the node listens on.
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
     }
 
     /// Whether the bind address is on loopback.

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod notify;
 pub mod payments;
 pub mod ratelimit;
 pub mod session;

@@ -4,7 +4,7 @@
 //! so tests start real nodes on port 0 and stop them when they like.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::broker::RedisBroker;
 use crate::config::Settings;
 use crate::http;
 use crate::media::ConfiguredMedia;
+use crate::notify;
 use crate::store::{self, Store};
 
 /// Random hex, for demo mode's secrets.
@@ -28,8 +29,9 @@ fn random_secret() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
-/// Builds the shared state: storage, rooms, keys.
-async fn build(settings: Settings) -> anyhow::Result<AppState> {
+/// Builds the shared state: storage, rooms, keys; and the notification
+/// worker, to run beside it.
+async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState, notify::Worker)> {
     let demo = settings.demo_mode();
     if settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() && !demo {
         anyhow::bail!(
@@ -51,8 +53,13 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
     };
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
     let http_rate = (settings.http_rate_per_s, settings.http_rate_burst);
+    let outbox = notify::policy(&settings);
     let store: Arc<dyn Store> =
-        store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms)).await?;
+        store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms), outbox.clone())
+            .await?;
+    let public_url: Arc<str> = settings.public_base(addr).into();
+    let tokens = Arc::new(tokens);
+    let worker = notify::Worker::new(&settings, store.clone(), outbox, tokens.clone(), &public_url)?;
     let stripe = match &settings.stripe_secret_key {
         Some(key) => Some(Arc::new(crate::payments::StripeApi::new(key, &settings.stripe_api_base)?)),
         None => None,
@@ -84,9 +91,9 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         max_text_chars: settings.max_text_chars,
         ..Limits::default()
     };
-    Ok(AppState {
+    let app = AppState {
         settings: Arc::new(settings),
-        tokens: Arc::new(tokens),
+        tokens,
         rooms,
         store,
         stripe,
@@ -98,7 +105,9 @@ async fn build(settings: Settings) -> anyhow::Result<AppState> {
         sessions: TaskTracker::new(),
         metrics: Arc::new(Metrics::default()),
         http_limiter: Arc::new(crate::http::limit::HttpLimiter::new(http_rate.0, http_rate.1)),
-    })
+        public_url,
+    };
+    Ok((app, worker))
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -110,8 +119,9 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
     // a reconnect storm would overflow it and clients would wait a second
     // for their SYN to be retried. Listening again only lengthens the queue.
     socket2::SockRef::from(&listener).listen(4096)?;
-    let app = build(settings).await?;
     let addr = listener.local_addr()?;
+    let (app, worker) = build(settings, addr).await?;
+    let notifications = tokio::spawn(worker.run(app.shutdown.clone()));
     let state = app.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -149,6 +159,11 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
         warn!(left = app.sessions.len(), "sessions still open after the grace period");
     }
     handle.stop(true).await;
+    // A send under way is finished and its outcome stored before the
+    // store closes; the sends themselves time out after 20 s.
+    if tokio::time::timeout(Duration::from_secs(25), notifications).await.is_err() {
+        warn!("the notification worker did not stop in time");
+    }
     if let Some(broker) = &app.broker {
         broker.close().await;
     }

@@ -264,11 +264,19 @@ impl Queue {
     /// Stores an entry's new state. In a cluster the other nodes hear of
     /// it once it is stored, and they read the line again.
     fn store_entry(&mut self, room: String, state: EntryState, called: Option<Called>, ctx: &mut Context<Self>) {
+        self.store_entry_as(room, Stored::State(state), called, ctx);
+    }
+
+    fn store_entry_as(&mut self, room: String, stored: Stored, called: Option<Called>, ctx: &mut Context<Self>) {
         self.cluster.generation += 1;
         let store = self.store.clone();
         let addr = ctx.address();
         actix::spawn(async move {
-            let result = store.set_entry_state(&room, state, Utc::now()).await;
+            let at = Utc::now();
+            let result = match stored {
+                Stored::State(state) => store.set_entry_state(&room, state, at).await,
+                Stored::AdmittedAway => store.admit_away(&room, at).await,
+            };
             if let Err(err) = &result {
                 warn!(%room, error = %err, "queue entry state not stored");
             }
@@ -692,6 +700,13 @@ impl Handler<Watch> for Queue {
     }
 }
 
+/// What to store of an entry.
+enum Stored {
+    State(EntryState),
+    /// Admitted with no session of the patient's online anywhere.
+    AdmittedAway,
+}
+
 /// Moves an admitted patient out of the line: `admitted` to their sessions,
 /// `called` to the displays, new places to everyone else.
 impl Handler<Admitted> for Queue {
@@ -719,12 +734,15 @@ impl Handler<Admitted> for Queue {
             if let Some(state) = self.state.as_mut() {
                 state.settle(&msg.room);
             }
-            EntryState::Seen
+            Stored::State(EntryState::Seen)
+        } else if entry.online() {
+            Stored::State(EntryState::Admitted)
         } else {
-            EntryState::Admitted
+            // Nobody is on the page to see `admitted`: call them in.
+            Stored::AdmittedAway
         };
         let called = Called { room: msg.room.clone(), ticket: entry.ticket.clone(), clinic: entry.clinic.clone() };
-        self.store_entry(msg.room.clone(), stored, Some(called), ctx);
+        self.store_entry_as(msg.room.clone(), stored, Some(called), ctx);
         self.announce();
         if let Some(no_show) = self.config.no_show
             && !here

@@ -185,6 +185,11 @@ pub trait QueueStore: Send + Sync + 'static {
     ) -> Result<CheckedIn, StoreError>;
     /// Moves an entry to another state.
     async fn set_entry_state(&self, room: &str, state: EntryState, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores the admission of a patient who has no session online: the
+    /// entry becomes `Admitted` and, in the same transaction, the store
+    /// queues whatever calls the patient in (an SMS, an email), so the
+    /// admission and the call are stored together or not at all.
+    async fn admit_away(&self, room: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// The entries a queue starts from: the waiting ones of consultations
     /// still waiting, and the admitted ones of active consultations, in
     /// check-in order.

@@ -37,6 +37,40 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<String, ApiError> {
 }
 
 /// A new random consultation id.
+/// A phone number for SMS must be E.164: `+`, then 7 to 15 digits.
+fn check_phone(phone: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(phone) = phone.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()) else { return Ok(None) };
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    if !(7..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+        return Err(ApiError::bad_request(format!("patient.phone {phone:?} is not an E.164 number (+628123456789)")));
+    }
+    Ok(Some(phone))
+}
+
+/// An email address: something, `@`, a domain; the SMTP server has the
+/// last word.
+fn check_email(email: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(email) = email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()) else { return Ok(None) };
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !email.contains(char::is_whitespace);
+    if !valid {
+        return Err(ApiError::bad_request(format!("patient.email {email:?} is not an email address")));
+    }
+    Ok(Some(email))
+}
+
+/// A BCP 47 language tag such as `id` or `en-US`.
+fn check_locale(locale: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(locale) = locale.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()) else { return Ok(None) };
+    let valid = locale.len() <= 35
+        && locale.split(['-', '_']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !valid {
+        return Err(ApiError::bad_request(format!("patient.locale {locale:?} is not a language tag (id, en-US)")));
+    }
+    Ok(Some(locale))
+}
+
 pub fn new_consultation_id() -> String {
     format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
@@ -109,8 +143,9 @@ pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Re
         patient: Contact {
             id: body.patient.id,
             name: check_name("patient.name", &body.patient.name)?,
-            phone: body.patient.phone,
-            email: body.patient.email,
+            phone: check_phone(body.patient.phone)?,
+            email: check_email(body.patient.email)?,
+            locale: check_locale(body.patient.locale)?,
         },
         doctor: Person { id: body.doctor.id, name: check_name("doctor.name", &body.doctor.name)? },
         clinic: body.clinic,

@@ -54,6 +54,7 @@ pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest
                 name: patient_name.clone(),
                 phone: None,
                 email: None,
+                locale: None,
             },
             doctor: PersonIn { id: doctor_id.clone(), name: doctor_name.clone() },
             clinic: Some("demo".into()),

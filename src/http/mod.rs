@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod limit;
+pub mod notifications;
 pub mod openapi;
 pub mod pages;
 pub mod payments;
@@ -38,6 +39,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(payments::checkout)
         .service(payments::intent)
         .service(payments::refund)
+        .service(notifications::list)
+        .service(notifications::twilio_status)
         .service(queues::get_queue)
         .service(tokens::create)
         .service(audit::list)

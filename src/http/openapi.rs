@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::views::*;
-use super::{audit, consultations, demo, health, payments, queues, tokens};
+use super::{audit, consultations, demo, health, notifications, payments, queues, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use super::{audit, consultations, demo, health, payments, queues, tokens};
         payments::checkout,
         payments::intent,
         payments::refund,
+        notifications::list,
+        notifications::twilio_status,
         queues::get_queue,
         tokens::create,
         audit::list,
@@ -35,7 +37,7 @@ use super::{audit, consultations, demo, health, payments, queues, tokens};
         health::metrics,
         demo::create,
     ),
-    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck, CheckoutView, IntentView)),
+    components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck, CheckoutView, IntentView, NotificationView)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

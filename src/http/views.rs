@@ -19,6 +19,11 @@ pub struct PatientIn {
     pub phone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// BCP 47 language tag: the language of the SMS and emails the patient
+    /// gets (`id` Indonesian; anything else English).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "id")]
+    pub locale: Option<String>,
 }
 
 /// A doctor in a request or response.
@@ -162,6 +167,7 @@ impl From<Consultation> for ConsultationView {
                 name: c.patient.name,
                 phone: c.patient.phone,
                 email: c.patient.email,
+                locale: c.patient.locale,
             },
             doctor: PersonIn { id: c.doctor.id, name: c.doctor.name },
             clinic: c.clinic,
@@ -431,5 +437,55 @@ impl QueueView {
             })
             .collect();
         Some(QueueView { queue, entries })
+    }
+}
+
+/// A notification and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub id: String,
+    pub room: String,
+    /// call_in, reminder or receipt.
+    pub kind: String,
+    /// sms or email.
+    pub channel: String,
+    /// The phone number or email address.
+    pub to: String,
+    pub locale: String,
+    /// pending, sending, sent, delivered, undelivered, failed or skipped.
+    pub state: String,
+    /// Tries so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// When it is (or was) due: its first try, or its next retry.
+    pub due_at: String,
+    /// Why the last try failed, or why it was skipped.
+    pub last_error: Option<String>,
+    /// Twilio's message SID, or the email's Message-ID.
+    pub provider_ref: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl From<crate::store::Notification> for NotificationView {
+    fn from(n: crate::store::Notification) -> Self {
+        NotificationView {
+            id: n.id,
+            room: n.room,
+            kind: n.kind.as_str().into(),
+            channel: n.channel.as_str().into(),
+            to: n.recipient,
+            locale: n.locale,
+            state: n.state.as_str().into(),
+            attempts: n.attempts,
+            max_attempts: n.max_attempts,
+            due_at: n.due_at,
+            last_error: n.last_error,
+            provider_ref: n.provider_ref,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+            sent_at: n.sent_at,
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! group-commit [`writer`], so many rooms share one transaction and one
 //! fsync.
 
+pub mod outbox;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -14,6 +15,8 @@ mod writer;
 use async_trait::async_trait;
 use telehub_actors::{Person, QueueStore, RoomRecord, RoomStore, StoreError};
 use telehub_signaling::{MediaMode, PaymentStatus, RoomStatus};
+
+pub use outbox::{Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
 
 /// A consultation to create.
 #[derive(Debug, Clone)]
@@ -135,6 +138,8 @@ pub struct Contact {
     pub name: String,
     pub phone: Option<String>,
     pub email: Option<String>,
+    /// A BCP 47 tag (`id`, `en-US`): the language of what they are sent.
+    pub locale: Option<String>,
 }
 
 /// A stored consultation.
@@ -214,18 +219,53 @@ pub trait Store: RoomStore + QueueStore {
     async fn succeeded_payment(&self, room: &str) -> Result<Option<(String, String, Price)>, StoreError>;
     /// Notes a webhook delivery; `false` when it was handled before.
     async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError>;
+    /// Claims up to `limit` due notifications for `node` until
+    /// `lease_until` (see [`outbox`]).
+    async fn claim_notifications(
+        &self,
+        node: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// Records what a try of a claimed notification came to; `false` when
+    /// the claim was no longer `node`'s.
+    async fn finish_notification(
+        &self,
+        id: &str,
+        node: &str,
+        attempt: Attempt,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Every notification of a consultation, oldest first.
+    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError>;
+    /// A provider's report on a sent message; `false` when no sent message
+    /// of that reference was waiting for one.
+    async fn notification_reported(
+        &self,
+        channel: Channel,
+        reference: &str,
+        state: NotifyState,
+        error: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
     /// Checks that storage answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes pending writes and closes connections.
     async fn close(&self);
 }
 
-/// Opens the store that a database URL names.
-pub async fn connect(url: &str, busy: std::time::Duration) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+/// Opens the store that a database URL names; it queues notifications as
+/// `outbox` says.
+pub async fn connect(
+    url: &str,
+    busy: std::time::Duration,
+    outbox: std::sync::Arc<OutboxPolicy>,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, busy).await?))
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, busy, outbox).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url, busy).await?))
+        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url, busy, outbox).await?))
     } else {
         anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…")
     }

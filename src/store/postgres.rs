@@ -18,6 +18,7 @@
 //! `unavailable` and nothing of it is stored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,10 +28,11 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
-use telehub_signaling::{MediaMode, MessageEvent, RoomStatus, format_time};
+use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::outbox::{self, Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
@@ -48,12 +50,14 @@ const MAX_BATCH: usize = 1024;
 pub struct PostgresStore {
     pool: PgPool,
     writes: Writes,
+    outbox: Arc<OutboxPolicy>,
+    claim: String,
 }
 
 impl PostgresStore {
     /// Connects and migrates. `busy` bounds how long a statement may wait
     /// for a lock or a connection.
-    pub async fn connect(url: &str, busy: Duration) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, busy: Duration, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options
             .options([("lock_timeout", format!("{}", busy.as_millis())), ("statement_timeout", "30000".into())])
@@ -65,14 +69,20 @@ impl PostgresStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         info!(host = ?options.get_host(), "postgres store open");
-        let writes = Writes::start(|rx| run_writer(options, rx));
-        Ok(PostgresStore { pool, writes })
+        let writes = Writes::start({
+            let outbox = outbox.clone();
+            |rx| run_writer(options, rx, outbox)
+        });
+        // Nodes claim notifications side by side: each skips the rows
+        // another is claiming at that moment.
+        let claim = outbox::claim_sql(&format!("{} FOR UPDATE SKIP LOCKED", outbox::DUE));
+        Ok(PostgresStore { pool, writes, outbox, claim })
     }
 }
 
 /// The writer task: batches, applies, commits, replies; reconnects after
 /// the database went away.
-async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
+async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, outbox: Arc<OutboxPolicy>) {
     let mut conn: Option<PgConnection> = None;
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
         if conn.is_none() {
@@ -86,7 +96,7 @@ async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        if !apply_batch(c, batch).await {
+        if !apply_batch(c, batch, &outbox).await {
             // The connection may be broken; the next batch opens a new one.
             if let Some(old) = conn.take() {
                 let _ = old.close().await;
@@ -113,7 +123,7 @@ fn fail_all(batch: Vec<Job>, err: StoreError) {
 }
 
 /// Applies one batch in one transaction; returns whether it committed.
-async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
+async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>, outbox: &OutboxPolicy) -> bool {
     let mut messages = Vec::new();
     let mut replies = Vec::new();
     let mut others = Vec::new();
@@ -139,7 +149,7 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>) -> bool {
         sqlx::query("BEGIN").execute(&mut *conn).await?;
         appended = append_all(conn, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
-            outcomes.push(apply_write(conn, job).await?);
+            outcomes.push(apply_write(conn, job, outbox).await?);
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         Ok(())
@@ -264,7 +274,7 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
         .collect())
 }
 
-async fn apply_write(conn: &mut PgConnection, write: Write) -> Result<Outcome, sqlx::Error> {
+async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolicy) -> Result<Outcome, sqlx::Error> {
     let now = Utc::now();
     Ok(match write {
         Write::ReadMarker { room, user, seq, reply } => {
@@ -320,13 +330,17 @@ async fn apply_write(conn: &mut PgConnection, write: Write) -> Result<Outcome, s
             let checked = check_in(conn, &room, &queue, clinic.as_deref(), at).await?;
             Outcome::CheckedIn(reply, Ok(checked))
         }
-        Write::Entry { room, state, at, reply } => {
+        Write::Entry { room, state, at, call_in, reply } => {
             sqlx::query("UPDATE queue_entries SET state = $1, changed_at = $2 WHERE room = $3")
                 .bind(state.as_str())
                 .bind(format_time(at))
                 .bind(&room)
                 .execute(&mut *conn)
                 .await?;
+            if call_in {
+                outbox::enqueue_on::<sqlx::Postgres>(conn, outbox, &room, NotifyKind::CallIn, at, &format_time(at))
+                    .await?;
+            }
             Outcome::Done(reply, Ok(()))
         }
     })
@@ -412,7 +426,7 @@ async fn check_in(
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
         c.created_at, c.started_at, c.ended_at, c.last_seq, c.payment_amount, c.payment_currency, c.payment_status,
-        p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
+        p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name
      FROM consultations c
      JOIN members p ON p.consultation_id = c.id AND p.role = 'patient'
@@ -489,7 +503,13 @@ impl QueueStore for PostgresStore {
         state: EntryState,
         at: chrono::DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.writes.entry_state(room, state, at).await
+        self.writes.entry_state(room, state, at, false).await
+    }
+
+    async fn admit_away(&self, room: &str, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
+        self.writes.entry_state(room, EntryState::Admitted, at, true).await?;
+        self.outbox.wake.notify_one();
+        Ok(())
     }
 
     async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
@@ -537,8 +557,8 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO members (consultation_id, role, user_id, name, phone, email)
-                 VALUES ($1, 'patient', $2, $3, $4, $5), ($1, 'doctor', $6, $7, NULL, NULL)",
+                "INSERT INTO members (consultation_id, role, user_id, name, phone, email, locale)
+                 VALUES ($1, 'patient', $2, $3, $4, $5, $8), ($1, 'doctor', $6, $7, NULL, NULL, NULL)",
             )
             .bind(&new.id)
             .bind(&new.patient.id)
@@ -547,8 +567,13 @@ impl Store for PostgresStore {
             .bind(&new.patient.email)
             .bind(&new.doctor.id)
             .bind(&new.doctor.name)
+            .bind(&new.patient.locale)
             .execute(&mut *tx)
             .await?;
+            if let Some(due) = outbox::reminder_due(&self.outbox, new.scheduled_at.as_deref(), Utc::now()) {
+                outbox::enqueue_on::<sqlx::Postgres>(&mut tx, &self.outbox, &new.id, NotifyKind::Reminder, due, "")
+                    .await?;
+            }
             tx.commit().await
         }
         .await;
@@ -560,6 +585,7 @@ impl Store for PostgresStore {
                 other => unavailable(other),
             });
         }
+        self.outbox.wake.notify_one();
         self.consultation(&new.id).await?.ok_or_else(|| StoreError::Unavailable("created consultation vanished".into()))
     }
 
@@ -567,7 +593,20 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let change =
             record_payment_on::<sqlx::Postgres>(&mut tx, &payment, &format!("{PAYMENT_OF} FOR UPDATE")).await?;
+        if change == Some(PaymentStatus::Paid) {
+            outbox::enqueue_on::<sqlx::Postgres>(
+                &mut tx,
+                &self.outbox,
+                &payment.room,
+                NotifyKind::Receipt,
+                Utc::now(),
+                &payment.reference,
+            )
+            .await
+            .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)?;
+        self.outbox.wake.notify_one();
         Ok(change)
     }
 
@@ -611,6 +650,41 @@ impl Store for PostgresStore {
         .await
         .map_err(unavailable)?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    async fn claim_notifications(
+        &self,
+        node: &str,
+        now: chrono::DateTime<Utc>,
+        lease_until: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        outbox::claim(&self.pool, &self.claim, node, now, lease_until, limit).await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: &str,
+        node: &str,
+        attempt: Attempt,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::finish(&self.pool, id, node, attempt, now).await
+    }
+
+    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError> {
+        outbox::of_room(&self.pool, room).await
+    }
+
+    async fn notification_reported(
+        &self,
+        channel: Channel,
+        reference: &str,
+        state: NotifyState,
+        error: Option<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::reported(&self.pool, channel, reference, state, error, now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,10 +22,11 @@ use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
-use telehub_signaling::{MediaMode, MessageEvent, RoomStatus, format_time};
+use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use super::outbox::{self, Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
@@ -45,12 +47,14 @@ const MAX_CACHED_ROOMS: usize = 20_000;
 pub struct SqliteStore {
     pool: SqlitePool,
     writes: Writes,
+    outbox: Arc<OutboxPolicy>,
+    claim: String,
 }
 
 impl SqliteStore {
     /// Opens (and creates, and migrates) the database at `url`.
     /// Writes wait up to `busy` for a lock held by another process.
-    pub async fn connect(url: &str, busy: Duration) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, busy: Duration, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -73,10 +77,14 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let conn = options.connect().await?;
-        let writes = Writes::start(|rx| run_writer(conn, rx));
+        let writes = Writes::start({
+            let outbox = outbox.clone();
+            |rx| run_writer(conn, rx, outbox)
+        });
         tokio::spawn(checkpoints(pool.clone()));
         info!(database = %options.get_filename().display(), "sqlite store open");
-        Ok(SqliteStore { pool, writes })
+        // One node owns a SQLite file: nobody else claims its rows.
+        Ok(SqliteStore { pool, writes, outbox, claim: outbox::claim_sql(outbox::DUE) })
     }
 }
 
@@ -99,19 +107,24 @@ async fn checkpoints(pool: SqlitePool) {
 }
 
 /// The writer task: batches, applies, commits, replies.
-async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, outbox: Arc<OutboxPolicy>) {
     let mut rooms: HashMap<String, RoomMemory> = HashMap::new();
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
         if rooms.len() > MAX_CACHED_ROOMS {
             rooms.clear();
         }
         let (jobs, started) = (batch.len(), std::time::Instant::now());
-        apply_batch(&mut conn, &mut rooms, batch).await;
+        apply_batch(&mut conn, &mut rooms, batch, &outbox).await;
         tracing::trace!(jobs, elapsed_us = started.elapsed().as_micros() as u64, "write batch committed");
     }
 }
 
-async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, RoomMemory>, batch: Vec<Job>) {
+async fn apply_batch(
+    conn: &mut SqliteConnection,
+    rooms: &mut HashMap<String, RoomMemory>,
+    batch: Vec<Job>,
+    outbox: &OutboxPolicy,
+) {
     // Messages are inserted together, a few multi-row statements per batch:
     // each statement is a round trip to sqlx's SQLite thread, and one per
     // message would cost more than the insert itself.
@@ -136,7 +149,7 @@ async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, Ro
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         appended = append_all(conn, rooms, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
-            outcomes.push(apply_write(conn, job).await?);
+            outcomes.push(apply_write(conn, job, outbox).await?);
         }
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         Ok(())
@@ -163,7 +176,7 @@ async fn apply_batch(conn: &mut SqliteConnection, rooms: &mut HashMap<String, Ro
     }
 }
 
-async fn apply_write(conn: &mut SqliteConnection, write: Write) -> Result<Outcome, sqlx::Error> {
+async fn apply_write(conn: &mut SqliteConnection, write: Write, outbox: &OutboxPolicy) -> Result<Outcome, sqlx::Error> {
     let now = Utc::now();
     Ok(match write {
         Write::ReadMarker { room, user, seq, reply } => {
@@ -219,13 +232,17 @@ async fn apply_write(conn: &mut SqliteConnection, write: Write) -> Result<Outcom
             let checked = check_in(conn, &room, &queue, clinic.as_deref(), at).await?;
             Outcome::CheckedIn(reply, Ok(checked))
         }
-        Write::Entry { room, state, at, reply } => {
+        Write::Entry { room, state, at, call_in, reply } => {
             sqlx::query("UPDATE queue_entries SET state = ?, changed_at = ? WHERE room = ?")
                 .bind(state.as_str())
                 .bind(format_time(at))
                 .bind(&room)
                 .execute(&mut *conn)
                 .await?;
+            if call_in {
+                outbox::enqueue_on::<sqlx::Sqlite>(conn, outbox, &room, NotifyKind::CallIn, at, &format_time(at))
+                    .await?;
+            }
             Outcome::Done(reply, Ok(()))
         }
     })
@@ -488,7 +505,7 @@ async fn insert_rows(
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
         c.created_at, c.started_at, c.ended_at, c.payment_amount, c.payment_currency, c.payment_status,
-        p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email,
+        p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name,
         (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.room = c.id) AS last_seq
      FROM consultations c
@@ -566,7 +583,13 @@ impl QueueStore for SqliteStore {
         state: EntryState,
         at: chrono::DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.writes.entry_state(room, state, at).await
+        self.writes.entry_state(room, state, at, false).await
+    }
+
+    async fn admit_away(&self, room: &str, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
+        self.writes.entry_state(room, EntryState::Admitted, at, true).await?;
+        self.outbox.wake.notify_one();
+        Ok(())
     }
 
     async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
@@ -614,20 +637,28 @@ impl Store for SqliteStore {
             .bind(new.payment.as_ref().map(|_| "unpaid"))
             .execute(&mut *conn)
             .await?;
-            sqlx::query("INSERT INTO members (consultation_id, role, user_id, name, phone, email) VALUES (?, 'patient', ?, ?, ?, ?)")
-                .bind(&new.id)
-                .bind(&new.patient.id)
-                .bind(&new.patient.name)
-                .bind(&new.patient.phone)
-                .bind(&new.patient.email)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "INSERT INTO members (consultation_id, role, user_id, name, phone, email, locale)
+                 VALUES (?, 'patient', ?, ?, ?, ?, ?)",
+            )
+            .bind(&new.id)
+            .bind(&new.patient.id)
+            .bind(&new.patient.name)
+            .bind(&new.patient.phone)
+            .bind(&new.patient.email)
+            .bind(&new.patient.locale)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query("INSERT INTO members (consultation_id, role, user_id, name) VALUES (?, 'doctor', ?, ?)")
                 .bind(&new.id)
                 .bind(&new.doctor.id)
                 .bind(&new.doctor.name)
                 .execute(&mut *conn)
                 .await?;
+            if let Some(due) = outbox::reminder_due(&self.outbox, new.scheduled_at.as_deref(), Utc::now()) {
+                outbox::enqueue_on::<sqlx::Sqlite>(&mut conn, &self.outbox, &new.id, NotifyKind::Reminder, due, "")
+                    .await?;
+            }
             sqlx::query("COMMIT").execute(&mut *conn).await?;
             Ok(())
         }
@@ -642,15 +673,30 @@ impl Store for SqliteStore {
             });
         }
         drop(conn);
+        self.outbox.wake.notify_one();
         self.consultation(&new.id).await?.ok_or_else(|| StoreError::Unavailable("created consultation vanished".into()))
     }
 
     async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(unavailable)?;
-        let result = record_payment_on::<sqlx::Sqlite>(&mut conn, &payment, PAYMENT_OF).await;
+        let mut result = record_payment_on::<sqlx::Sqlite>(&mut conn, &payment, PAYMENT_OF).await;
+        if let Ok(Some(PaymentStatus::Paid)) = result
+            && let Err(err) = outbox::enqueue_on::<sqlx::Sqlite>(
+                &mut conn,
+                &self.outbox,
+                &payment.room,
+                NotifyKind::Receipt,
+                Utc::now(),
+                &payment.reference,
+            )
+            .await
+        {
+            result = Err(unavailable(err));
+        }
         let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
         sqlx::query(end).execute(&mut *conn).await.map_err(unavailable)?;
+        self.outbox.wake.notify_one();
         result
     }
 
@@ -696,6 +742,41 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
+    async fn claim_notifications(
+        &self,
+        node: &str,
+        now: chrono::DateTime<Utc>,
+        lease_until: chrono::DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        outbox::claim(&self.pool, &self.claim, node, now, lease_until, limit).await
+    }
+
+    async fn finish_notification(
+        &self,
+        id: &str,
+        node: &str,
+        attempt: Attempt,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::finish(&self.pool, id, node, attempt, now).await
+    }
+
+    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError> {
+        outbox::of_room(&self.pool, room).await
+    }
+
+    async fn notification_reported(
+        &self,
+        channel: Channel,
+        reference: &str,
+        state: NotifyState,
+        error: Option<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        outbox::reported(&self.pool, channel, reference, state, error, now).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if self.writes.is_stopped() {
             return Err(StoreError::Unavailable("writer stopped".into()));
@@ -727,9 +808,8 @@ mod tests {
     }
 
     async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
-        let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display()), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = SqliteStore::connect(&url, Duration::from_secs(1), OutboxPolicy::off()).await.unwrap();
         store.pool.close().await;
         SqliteConnectOptions::from_str(&format!("sqlite://{}/t.db", dir.path().display()))
             .unwrap()

@@ -53,6 +53,9 @@ pub(crate) enum Write {
         room: String,
         state: EntryState,
         at: DateTime<Utc>,
+        /// The patient is admitted while away: call them in, in the same
+        /// transaction.
+        call_in: bool,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
 }
@@ -179,9 +182,15 @@ impl Writes {
         submit(&self.tx, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
     }
 
-    pub(crate) async fn entry_state(&self, room: &str, state: EntryState, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(crate) async fn entry_state(
+        &self,
+        room: &str,
+        state: EntryState,
+        at: DateTime<Utc>,
+        call_in: bool,
+    ) -> Result<(), StoreError> {
         let room = room.to_owned();
-        submit(&self.tx, |reply| Job::Write(Write::Entry { room, state, at, reply })).await
+        submit(&self.tx, |reply| Job::Write(Write::Entry { room, state, at, call_in, reply })).await
     }
 
     pub(crate) fn is_stopped(&self) -> bool {

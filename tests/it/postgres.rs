@@ -163,7 +163,10 @@ async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
     let app = node(&database).await;
     app.consultation("c-dup").await;
     app.consultation("c-other").await;
-    let store = telehub::store::connect(&database, std::time::Duration::from_secs(5)).await.unwrap();
+    let store =
+        telehub::store::connect(&database, std::time::Duration::from_secs(5), telehub::store::OutboxPolicy::off())
+            .await
+            .unwrap();
     let message = |room: &str, client_id: &str| NewMessage {
         room: room.into(),
         from: Sender { id: "p-c-dup".into(), name: "Budi".into(), role: "patient".into() },

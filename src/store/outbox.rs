@@ -1,0 +1,492 @@
+//! The notification outbox, as both stores keep it.
+//!
+//! A notification is queued by [`enqueue_on`] inside the transaction of the
+//! event that causes it, so an admission, a scheduled consultation or a
+//! payment that is stored always has its notifications stored too, and one
+//! that rolls back has none. The worker in [`crate::notify`] then claims due
+//! rows ([`claim`]), sends them and records what happened ([`finish`]).
+//! A claim is a lease: the row is `sending`, owned by one node until
+//! `lease_until`. On PostgreSQL the claim skips rows that another node is
+//! claiming at that moment (`FOR UPDATE SKIP LOCKED`), so with several nodes
+//! each row goes to exactly one of them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use telehub_actors::StoreError;
+use telehub_signaling::format_time;
+
+use super::unavailable;
+
+/// Why a patient is told something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// The doctor admitted a patient who is not on the page.
+    CallIn,
+    /// A scheduled consultation starts soon.
+    Reminder,
+    /// A payment was received.
+    Receipt,
+}
+
+/// How a patient is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+/// Where a notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyState {
+    /// Waiting for its due time (its first try, or a retry).
+    Pending,
+    /// Claimed by a node, which is sending it.
+    Sending,
+    /// Accepted by the provider (Twilio queued it; the SMTP server took it).
+    Sent,
+    /// Twilio reports it reached the handset.
+    Delivered,
+    /// Twilio reports it did not reach the handset.
+    Undelivered,
+    /// Refused for good, or out of tries; `last_error` says why.
+    Failed,
+    /// No longer relevant when it came due (the consultation ended, say).
+    Skipped,
+}
+
+macro_rules! names {
+    ($ty:ty { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(StoreError::Unavailable(format!(
+                        concat!("unknown ", stringify!($ty), " {:?} in storage"), other
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+names!(NotifyKind { CallIn = "call_in", Reminder = "reminder", Receipt = "receipt" });
+names!(Channel { Sms = "sms", Email = "email" });
+names!(NotifyState {
+    Pending = "pending",
+    Sending = "sending",
+    Sent = "sent",
+    Delivered = "delivered",
+    Undelivered = "undelivered",
+    Failed = "failed",
+    Skipped = "skipped",
+});
+
+/// Which notifications a store queues: the channels that are on (enabled
+/// and configured), and how. Shared with the worker, which the store wakes
+/// after it queued something.
+#[derive(Debug, Default)]
+pub struct OutboxPolicy {
+    pub sms: bool,
+    pub email: bool,
+    /// How long before `scheduled_at` a reminder is due; `None`: no reminders.
+    pub reminder_lead: Option<chrono::Duration>,
+    pub max_attempts: u32,
+    /// Notified when a notification may be due now.
+    pub wake: tokio::sync::Notify,
+}
+
+impl OutboxPolicy {
+    /// Nothing is ever queued.
+    pub fn off() -> Arc<OutboxPolicy> {
+        Arc::new(OutboxPolicy { max_attempts: 1, ..OutboxPolicy::default() })
+    }
+
+    /// The channels that `kind` goes out on. A receipt is an email: an SMS
+    /// that says "paid" tells the patient nothing the page did not.
+    fn channels(&self, kind: NotifyKind) -> impl Iterator<Item = Channel> + '_ {
+        let sms = self.sms && kind != NotifyKind::Receipt;
+        [(Channel::Sms, sms), (Channel::Email, self.email)].into_iter().filter(|(_, on)| *on).map(|(c, _)| c)
+    }
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NotificationRow {
+    pub id: String,
+    pub room: String,
+    pub kind: String,
+    pub channel: String,
+    pub recipient: String,
+    pub locale: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub due_at: String,
+    pub last_error: Option<String>,
+    pub provider_ref: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+}
+
+/// A notification as the worker and the API see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: String,
+    pub room: String,
+    pub kind: NotifyKind,
+    pub channel: Channel,
+    pub recipient: String,
+    pub locale: String,
+    pub state: NotifyState,
+    /// Tries so far, this one included while `sending`.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub due_at: String,
+    pub last_error: Option<String>,
+    pub provider_ref: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl TryFrom<NotificationRow> for Notification {
+    type Error = StoreError;
+
+    fn try_from(row: NotificationRow) -> Result<Self, StoreError> {
+        Ok(Notification {
+            kind: row.kind.parse()?,
+            channel: row.channel.parse()?,
+            state: row.state.parse()?,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(row.max_attempts).unwrap_or(1),
+            id: row.id,
+            room: row.room,
+            recipient: row.recipient,
+            locale: row.locale,
+            due_at: row.due_at,
+            last_error: row.last_error,
+            provider_ref: row.provider_ref,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            sent_at: row.sent_at,
+        })
+    }
+}
+
+/// What a try of a claimed notification came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The provider took it, under this id.
+    Sent { provider_ref: String },
+    /// It failed for now; try again at `at`.
+    Retry { error: String, at: DateTime<Utc> },
+    /// It failed for good.
+    Failed { error: String },
+    /// Not sent: it no longer applies.
+    Skipped { why: String },
+    /// Not tried (the node is stopping): back to `pending`, the try not
+    /// counted.
+    Released,
+}
+
+/// The columns of [`NotificationRow`].
+macro_rules! notification_columns {
+    () => {
+        "id, room, kind, channel, recipient, locale, state, attempts, max_attempts, due_at, last_error, \
+         provider_ref, created_at, updated_at, sent_at"
+    };
+}
+
+/// Queues one notification per channel of the consultation's patient that
+/// has a contact: `$1` id, `$2` room, `$3` kind, `$4` channel, `$5` max
+/// attempts, `$6` due at, `$7` dedup key, `$8` now. A notification with the
+/// same dedup key exists already: nothing happens.
+const ENQUEUE: &str = "INSERT INTO notifications
+        (id, room, kind, channel, recipient, locale, state, attempts, max_attempts, due_at, dedup,
+         created_at, updated_at)
+     SELECT $1, consultation_id, $3, $4, CASE WHEN $4 = 'sms' THEN phone ELSE email END,
+         COALESCE(locale, 'en'), 'pending', 0, $5, $6, $7, $8, $8
+     FROM members
+     WHERE consultation_id = $2 AND role = 'patient'
+       AND (CASE WHEN $4 = 'sms' THEN phone ELSE email END) IS NOT NULL
+     ON CONFLICT (dedup) DO NOTHING";
+
+/// Due rows, and rows whose claim lapsed (their node stopped mid-send),
+/// oldest first: `$1` now, `$2` limit. PostgreSQL appends `FOR UPDATE SKIP
+/// LOCKED`.
+pub(crate) const DUE: &str = "SELECT id FROM notifications
+     WHERE (state = 'pending' AND due_at <= $1) OR (state = 'sending' AND lease_until < $1)
+     ORDER BY due_at LIMIT $2";
+
+/// The statement that claims the rows of `due` (a [`DUE`] query, perhaps
+/// with row locks) for a node: `$1` lease until, `$2` node, `$3` now, `$4`
+/// limit. Made once per store.
+pub(crate) fn claim_sql(due: &str) -> String {
+    let due = due.replace("$1", "$3").replace("$2", "$4");
+    format!(
+        "UPDATE notifications SET state = 'sending', attempts = attempts + 1, lease_until = $1, claimed_by = $2,
+             updated_at = $3
+         WHERE id IN ({due})
+         RETURNING {}",
+        notification_columns!()
+    )
+}
+
+/// Records a try's result, if the row is still this node's claim. The last
+/// error stays when a later try has none, so a message sent on its second
+/// try still shows why the first failed.
+const FINISH: &str = "UPDATE notifications SET state = $1, due_at = COALESCE($2, due_at),
+        last_error = COALESCE($3, last_error), provider_ref = COALESCE($4, provider_ref),
+        sent_at = COALESCE($5, sent_at), attempts = attempts - $9, lease_until = NULL, updated_at = $6
+     WHERE id = $7 AND state = 'sending' AND claimed_by = $8";
+
+const OF_ROOM: &str =
+    concat!("SELECT ", notification_columns!(), " FROM notifications WHERE room = $1 ORDER BY created_at, id");
+
+/// A provider's report on a sent message: only a `sent` one moves, so a
+/// late or repeated report never takes a state back.
+const REPORTED: &str = "UPDATE notifications SET state = $1, last_error = COALESCE($2, last_error), updated_at = $3
+     WHERE channel = $4 AND provider_ref = $5 AND state = 'sent'";
+
+/// When the reminder of a consultation scheduled at `scheduled_at` is due:
+/// the policy's lead time before it, or at once when that has passed;
+/// `None` without reminders, or when the consultation's time has passed.
+pub(crate) fn reminder_due(
+    policy: &OutboxPolicy,
+    scheduled_at: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let lead = policy.reminder_lead?;
+    let at = DateTime::parse_from_rfc3339(scheduled_at?).ok()?.with_timezone(&Utc);
+    (at > now).then(|| (at - lead).max(now))
+}
+
+/// What the outbox needs of a database beyond sqlx's traits: its query
+/// results have a row count under a name of their own.
+pub(crate) trait OutboxDb: sqlx::Database {
+    fn affected(result: &Self::QueryResult) -> u64;
+}
+
+impl OutboxDb for sqlx::Sqlite {
+    fn affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl OutboxDb for sqlx::Postgres {
+    fn affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+/// Queues `kind` for the patient of `room` on every channel that is on,
+/// inside the caller's transaction. `key` tells one event from another of
+/// the same kind (an admission from a later one); the same key is never
+/// queued twice. Returns how many rows were queued.
+pub(crate) async fn enqueue_on<DB>(
+    conn: &mut DB::Connection,
+    policy: &OutboxPolicy,
+    room: &str,
+    kind: NotifyKind,
+    due: DateTime<Utc>,
+    key: &str,
+) -> Result<u64, sqlx::Error>
+where
+    DB: OutboxDb,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let now = format_time(Utc::now());
+    let mut queued = 0;
+    for channel in policy.channels(kind) {
+        let done = sqlx::query(ENQUEUE)
+            .bind(uuid::Uuid::now_v7().simple().to_string())
+            .bind(room)
+            .bind(kind.as_str())
+            .bind(channel.as_str())
+            .bind(i64::from(policy.max_attempts))
+            .bind(format_time(due))
+            .bind(format!("{}:{room}:{}:{key}", kind.as_str(), channel.as_str()))
+            .bind(now.as_str())
+            .execute(&mut *conn)
+            .await?;
+        queued += DB::affected(&done);
+    }
+    Ok(queued)
+}
+
+/// Claims up to `limit` due notifications for `node` until `lease_until`
+/// with `sql`, the store's [`claim_sql`].
+pub(crate) async fn claim<'p, DB>(
+    pool: &'p sqlx::Pool<DB>,
+    sql: &str,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Notification>, StoreError>
+where
+    DB: OutboxDb,
+    &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> NotificationRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<NotificationRow> = sqlx::query_as(sql)
+        .bind(format_time(lease_until))
+        .bind(node.to_owned())
+        .bind(format_time(now))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    rows.into_iter().map(Notification::try_from).collect()
+}
+
+/// Records what a try of notification `id`, claimed by `node`, came to.
+/// `false`: the claim was no longer this node's (it lapsed and another
+/// node took the row), so nothing was recorded.
+pub(crate) async fn finish<'p, DB>(
+    pool: &'p sqlx::Pool<DB>,
+    id: &str,
+    node: &str,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError>
+where
+    DB: OutboxDb,
+    &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let now = format_time(now);
+    let uncounted = i64::from(attempt == Attempt::Released);
+    let (state, due, error, reference, sent) = match attempt {
+        Attempt::Sent { provider_ref } => (NotifyState::Sent, None, None, Some(provider_ref), Some(now.clone())),
+        Attempt::Retry { error, at } => (NotifyState::Pending, Some(format_time(at)), Some(error), None, None),
+        Attempt::Failed { error } => (NotifyState::Failed, None, Some(error), None, None),
+        Attempt::Skipped { why } => (NotifyState::Skipped, None, Some(why), None, None),
+        Attempt::Released => (NotifyState::Pending, None, None, None, None),
+    };
+    let done = sqlx::query(FINISH)
+        .bind(state.as_str().to_owned())
+        .bind(due)
+        .bind(error)
+        .bind(reference)
+        .bind(sent)
+        .bind(now)
+        .bind(id.to_owned())
+        .bind(node.to_owned())
+        .bind(uncounted)
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(DB::affected(&done) == 1)
+}
+
+/// Every notification of `room`, oldest first.
+pub(crate) async fn of_room<'p, DB>(pool: &'p sqlx::Pool<DB>, room: &str) -> Result<Vec<Notification>, StoreError>
+where
+    DB: OutboxDb,
+    &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> NotificationRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let rows: Vec<NotificationRow> =
+        sqlx::query_as(OF_ROOM).bind(room.to_owned()).fetch_all(pool).await.map_err(unavailable)?;
+    rows.into_iter().map(Notification::try_from).collect()
+}
+
+/// Records a provider's report that a sent message reached `state`
+/// (delivered, undelivered, failed). `false` when no sent message of that
+/// reference was waiting for a report (unknown, or reported before).
+pub(crate) async fn reported<'p, DB>(
+    pool: &'p sqlx::Pool<DB>,
+    channel: Channel,
+    reference: &str,
+    state: NotifyState,
+    error: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError>
+where
+    DB: OutboxDb,
+    &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let done = sqlx::query(REPORTED)
+        .bind(state.as_str().to_owned())
+        .bind(error)
+        .bind(format_time(now))
+        .bind(channel.as_str().to_owned())
+        .bind(reference.to_owned())
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(DB::affected(&done) == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_are_emails_only() {
+        let policy = OutboxPolicy { sms: true, email: true, ..OutboxPolicy::default() };
+        assert_eq!(policy.channels(NotifyKind::CallIn).collect::<Vec<_>>(), [Channel::Sms, Channel::Email]);
+        assert_eq!(policy.channels(NotifyKind::Receipt).collect::<Vec<_>>(), [Channel::Email]);
+        let sms_only = OutboxPolicy { sms: true, ..OutboxPolicy::default() };
+        assert_eq!(sms_only.channels(NotifyKind::Receipt).count(), 0);
+    }
+
+    #[test]
+    fn reminders_fall_due_a_lead_before_and_never_for_the_past() {
+        let policy = OutboxPolicy { reminder_lead: Some(chrono::Duration::minutes(15)), ..OutboxPolicy::default() };
+        let now = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let due = |at: &str| reminder_due(&policy, Some(at), now).map(format_time);
+        assert_eq!(due("2026-12-01T11:00:00Z").as_deref(), Some("2026-12-01T10:45:00.000Z"));
+        assert_eq!(due("2026-12-01T10:05:00Z").as_deref(), Some("2026-12-01T10:00:00.000Z"), "late: at once");
+        assert_eq!(due("2026-12-01T09:00:00Z"), None, "past: none");
+        assert_eq!(reminder_due(&OutboxPolicy::default(), Some("2026-12-01T11:00:00Z"), now), None);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in [
+            NotifyState::Pending,
+            NotifyState::Sending,
+            NotifyState::Sent,
+            NotifyState::Delivered,
+            NotifyState::Undelivered,
+            NotifyState::Failed,
+            NotifyState::Skipped,
+        ] {
+            assert_eq!(state.as_str().parse::<NotifyState>(), Ok(state));
+        }
+        assert!("lost".parse::<NotifyState>().is_err());
+        assert_eq!("call_in".parse::<NotifyKind>(), Ok(NotifyKind::CallIn));
+    }
+
+    #[test]
+    fn the_claim_renumbers_the_due_query() {
+        let sql = claim_sql(&format!("{DUE} FOR UPDATE SKIP LOCKED"));
+        assert!(sql.contains("due_at <= $3) OR (state = 'sending' AND lease_until < $3)"), "{sql}");
+        assert!(sql.contains("LIMIT $4 FOR UPDATE SKIP LOCKED"), "{sql}");
+    }
+}
