@@ -26,6 +26,9 @@ pub struct ConfiguredMedia {
     turn_ttl_s: u64,
     jitsi: Option<JitsiConfig>,
     mesh_limit: usize,
+    /// Video calls are on (`enable_video`); off, no session gets ICE
+    /// servers or Jitsi access.
+    video: bool,
 }
 
 #[derive(Clone)]
@@ -55,8 +58,10 @@ impl ConfiguredMedia {
             turn,
             turn_secret: settings.turn_secret.clone(),
             turn_ttl_s: settings.turn_ttl_s,
-            jitsi,
-            mesh_limit: settings.mesh_limit,
+            jitsi: jitsi.filter(|_| settings.enable_video),
+            // Without video there is no call to move out of the mesh.
+            mesh_limit: if settings.enable_video { settings.mesh_limit } else { usize::MAX },
+            video: settings.enable_video,
         }
     }
 }
@@ -108,6 +113,9 @@ struct JitsiUser<'a> {
 impl MediaPolicy for ConfiguredMedia {
     fn ice_servers(&self, user: &UserInfo) -> Vec<IceServer> {
         let mut servers = Vec::new();
+        if !self.video {
+            return servers;
+        }
         if !self.stun.is_empty() {
             servers.push(IceServer { urls: self.stun.clone(), username: None, credential: None });
         }
@@ -164,6 +172,10 @@ impl MediaPolicy for ConfiguredMedia {
 
     fn mesh_limit(&self) -> usize {
         self.mesh_limit
+    }
+
+    fn video(&self) -> bool {
+        self.video
     }
 }
 

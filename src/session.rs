@@ -122,6 +122,7 @@ impl Session {
             heartbeat_ms: settings.heartbeat_ms,
             node: settings.node_id.clone(),
             protocol: telehub_signaling::PROTOCOL_VERSION,
+            video: settings.enable_video,
         };
         if ws.text(welcome.to_json()).await.is_err() {
             return End::Gone;
@@ -322,6 +323,15 @@ impl Session {
                 Ok(handle) => handle.read(&me, reference, seq),
                 Err(refusal) => self.refuse(reference, refusal),
             },
+            ClientFrame::Signal { reference, .. } | ClientFrame::Media { reference, .. }
+                if !self.app.settings.enable_video =>
+            {
+                let refusal = Refusal::new(
+                    ErrorCode::Forbidden,
+                    "video calls are disabled on this hub (TELEHUB_ENABLE_VIDEO=false): chat only",
+                );
+                self.refuse(reference, refusal)
+            }
             ClientFrame::Signal { reference, room, to, data } => match self.joined(&room) {
                 Ok(handle) => handle.relay(&me, reference, to, data),
                 Err(refusal) => self.refuse(reference, refusal),

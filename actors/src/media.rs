@@ -19,4 +19,8 @@ pub trait MediaPolicy: Send + Sync + 'static {
     fn mesh_limit(&self) -> usize {
         4
     }
+    /// Whether the hub has video calls on at all.
+    fn video(&self) -> bool {
+        true
+    }
 }

@@ -435,6 +435,7 @@ impl Room {
                 MediaMode::Jitsi => self.media.jitsi(&self.id, user),
                 MediaMode::P2p => None,
             },
+            video: self.media.video(),
         };
         let joined = ServerFrame::Joined {
             reference,

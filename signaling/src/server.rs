@@ -11,7 +11,17 @@ use crate::{
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// First frame of every connection.
-    Welcome { session: String, user: UserInfo, heartbeat_ms: u64, node: String, protocol: u32 },
+    Welcome {
+        session: String,
+        user: UserInfo,
+        heartbeat_ms: u64,
+        node: String,
+        protocol: u32,
+        /// `false` when the hub has video calls off (before any `join`, so a
+        /// page need not ask for the camera). Absent (true) otherwise.
+        #[serde(default = "yes", skip_serializing_if = "is_yes")]
+        video: bool,
+    },
     /// Reply to `join`.
     Joined {
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +172,18 @@ pub struct MediaInfo {
     pub ice_servers: Vec<IceServer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitsi: Option<JitsiInfo>,
+    /// `false` when the hub has video calls off: clients show chat only.
+    /// Absent (true) otherwise.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub video: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// Where and how this session joins the Jitsi meeting.
@@ -242,6 +264,7 @@ mod tests {
                 heartbeat_ms: 25000,
                 node: "node-a".into(),
                 protocol: 1,
+                video: true,
             },
         );
     }
@@ -279,6 +302,7 @@ mod tests {
                         },
                     ],
                     jitsi: None,
+                    video: true,
                 },
                 read: vec![ReadMarker { user: UserId { id: "u7".into() }, seq: 57 }],
             },

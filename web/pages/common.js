@@ -309,14 +309,19 @@ export class ChatPanel {
  * Returns the `joined` frame and the call (null when ended).
  */
 export async function joinConsultation(client, room, chat, Call) {
-  const stream = await localMedia();
+  // A hub with video off says so in `welcome`: no camera, no call.
+  const video = client.videoEnabled;
+  $('#video').hidden = !video;
+  const switcher = $('#switch-media');
+  if (switcher) switcher.hidden = !video;
+  const stream = video ? await localMedia() : undefined;
   const joined = await client.join(room);
   if (joined.status === 'ended' || joined.status === 'cancelled') {
     chat.setEnabled(false, 'The consultation has ended');
     return { joined, call: null };
   }
   chat.setEnabled(true);
-  const call = startCall(client, room, Call, stream);
+  const call = video ? startCall(client, room, Call, stream) : null;
   $('#chat-input').focus();
   return { joined, call };
 }

@@ -379,6 +379,8 @@ export class TelehubClient {
   readonly session: string | null;
   /** The token's user, from the last `welcome`. */
   readonly user: User | null;
+  /** Whether the hub has video calls on (`welcome.video`); true until a `welcome` says otherwise. */
+  readonly videoEnabled: boolean;
   /** The token for the next connect; assign a new one before `connect()` after a 4001 close. */
   token: string | undefined;
   /** Rooms the client is in or joining. */

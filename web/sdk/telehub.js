@@ -425,6 +425,11 @@ export class TelehubClient {
     return this.#welcome?.user ?? null;
   }
 
+  /** Whether the hub has video calls on (`welcome.video`; true until told otherwise). */
+  get videoEnabled() {
+    return this.#welcome?.video !== false;
+  }
+
   /** The token of the current (or next) connection; assign a new one before `connect()` after a 4001 close. */
   get token() {
     return this.#token;
