@@ -10,6 +10,7 @@ mod helpers;
 mod history;
 mod media;
 mod nginx;
+mod notify;
 mod payments;
 mod postgres;
 mod presence;
