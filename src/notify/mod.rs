@@ -286,7 +286,49 @@ fn stale(kind: NotifyKind, c: &Consultation) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use telehub_actors::Person;
+    use telehub_signaling::MediaMode;
+
     use super::*;
+    use crate::store::{Contact, PaymentState, Price};
+
+    fn consultation(status: RoomStatus, payment: Option<PaymentStatus>) -> Consultation {
+        Consultation {
+            id: "c-1".into(),
+            status,
+            patient: Contact { id: "p".into(), name: "Budi".into(), phone: None, email: None, locale: None },
+            doctor: Person { id: "d".into(), name: "Ana".into() },
+            clinic: None,
+            queue: "q".into(),
+            scheduled_at: None,
+            media_mode: MediaMode::P2p,
+            created_at: "2026-12-01T10:00:00.000Z".into(),
+            started_at: None,
+            ended_at: None,
+            last_seq: 0,
+            payment: payment
+                .map(|status| PaymentState { price: Price { amount: 100, currency: "idr".into() }, status }),
+        }
+    }
+
+    #[test]
+    fn notifications_that_no_longer_apply_are_skipped() {
+        use NotifyKind::*;
+        use RoomStatus::*;
+        for (kind, status, skipped) in [
+            (CallIn, Active, false),
+            (CallIn, Ended, true),
+            (CallIn, Cancelled, true),
+            (Reminder, Scheduled, false),
+            (Reminder, Waiting, false),
+            (Reminder, Active, true),
+            (Reminder, Ended, true),
+        ] {
+            assert_eq!(stale(kind, &consultation(status, None)).is_some(), skipped, "{kind:?} when {status:?}");
+        }
+        assert!(stale(Receipt, &consultation(Ended, Some(PaymentStatus::Paid))).is_none(), "a receipt still holds");
+        assert!(stale(Receipt, &consultation(Active, Some(PaymentStatus::Refunded))).is_some());
+    }
 
     #[test]
     fn the_backoff_doubles_and_stops_at_an_hour() {

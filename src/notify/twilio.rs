@@ -107,8 +107,11 @@ impl Twilio {
 
 /// The `X-Twilio-Signature` of a request to `url` with form `params`.
 pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    // By name, then value; a repeated name and value counts once, as in
+    // Twilio's own helper libraries.
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
+    sorted.dedup();
     let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(url.as_bytes());
     for (name, value) in sorted {
@@ -181,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_parameters_sort_by_value_too() {
+    fn repeated_parameters_sort_by_value_and_count_once() {
         let repeated = pairs(&[
             ("Sid", "CA123"),
             ("SidAccount", "AC123"),
