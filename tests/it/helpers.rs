@@ -221,6 +221,8 @@ pub fn token_with(claims: Value, secret: &str) -> String {
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub session: String,
+    /// The `welcome` this connection began with.
+    pub welcome: Value,
     next_ref: u64,
 }
 
@@ -232,10 +234,11 @@ impl Client {
     /// Connects to any WebSocket URL of a hub (through a proxy, say).
     pub async fn connect_to(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
-        let mut client = Client { ws, session: String::new(), next_ref: 0 };
+        let mut client = Client { ws, session: String::new(), welcome: Value::Null, next_ref: 0 };
         let welcome = client.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         client.session = welcome["session"].as_str().unwrap().to_owned();
+        client.welcome = welcome;
         client
     }
 

@@ -91,3 +91,42 @@ async fn a_call_beyond_the_mesh_limit_moves_to_jitsi() {
     assert_eq!((&mode["mode"], &mode["reason"]), (&json!("jitsi"), &json!("mesh_limit")));
     assert_eq!(again.recv_type("media_mode").await["mode"], "jitsi");
 }
+
+#[tokio::test]
+async fn with_video_off_the_room_is_chat_only_and_says_so() {
+    let app = spawn_app_with(|s| {
+        with_media(s);
+        s.enable_video = false;
+    })
+    .await;
+    let (mut doctor, mut patient) = app.pair("c-m9").await;
+    assert_eq!(patient.welcome["video"], false, "{}", patient.welcome);
+    let joined = doctor.join("c-m9", None).await;
+    assert_eq!(joined["media"]["video"], false, "{joined}");
+    assert_eq!(joined["media"]["ice_servers"], json!([]), "no TURN credentials handed out");
+
+    let offer = json!({"type": "signal", "room": "c-m9", "to": patient.session,
+                       "data": {"candidate": {"candidate": "candidate:1 1 udp 2122260223 10.0.0.1 5000 typ host", "sdpMid": "0"}}});
+    for frame in [
+        offer,
+        json!({"type": "media", "room": "c-m9", "event": "ice_failed"}),
+        json!({"type": "media", "room": "c-m9", "mode": "jitsi"}),
+    ] {
+        let reply = doctor.request(frame).await;
+        assert_eq!((&reply["type"], &reply["code"]), (&json!("error"), &json!("forbidden")), "{reply}");
+        assert!(reply["message"].as_str().unwrap().contains("TELEHUB_ENABLE_VIDEO"), "{reply}");
+    }
+    // Chat is untouched, and nothing reached the patient but the message.
+    doctor.chat("c-m9", "v1", "chat still works").await;
+    let message = patient.recv_type("message").await;
+    assert_eq!(message["text"], "chat still works");
+    patient.assert_quiet().await;
+
+    // With video on (the default) neither frame says anything of it.
+    let on = spawn_app_with(with_media).await;
+    on.consultation("c-m10").await;
+    let mut p = on.patient("c-m10").await;
+    assert!(p.welcome.get("video").is_none(), "{}", p.welcome);
+    let joined = p.join("c-m10", None).await;
+    assert!(joined["media"].get("video").is_none(), "{joined}");
+}

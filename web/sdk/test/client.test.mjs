@@ -42,6 +42,19 @@ test('connect resolves with welcome; the token is URL-encoded in ?token=', async
   assert.equal(await env.client.connect(), welcome, 'connect() when open gives the current welcome');
 });
 
+test('videoEnabled follows welcome.video: on unless the hub says it is off', async () => {
+  const env = setup();
+  assert.equal(env.client.videoEnabled, true, 'before any welcome');
+  const connecting = env.client.connect();
+  env.ws.readyState = 1;
+  env.ws.receive({ type: 'welcome', session: 's_1', user: { id: 'u1', name: 'Ana', role: 'doctor' },
+    heartbeat_ms: 25000, node: 'node-1', protocol: 1, video: false });
+  await connecting;
+  assert.equal(env.client.videoEnabled, false);
+  await reconnect(env, 's_2');
+  assert.equal(env.client.videoEnabled, true, 'a welcome without the field: on');
+});
+
 test('a relative url is resolved against the page, with a ws scheme', async (t) => {
   globalThis.location = new URL('https://clinic.test/room.html?x=1');
   t.after(() => delete globalThis.location);
