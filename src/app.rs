@@ -63,4 +63,15 @@ pub struct Metrics {
     pub frames_in: Gauge,
     pub upgrades_refused: Gauge,
     pub http_requests: Gauge,
+    /// Tries of notifications by this node, by outcome.
+    pub notifications: NotificationCounts,
+}
+
+/// What this node's notification tries came to.
+#[derive(Debug, Default)]
+pub struct NotificationCounts {
+    pub sent: Gauge,
+    pub retried: Gauge,
+    pub failed: Gauge,
+    pub skipped: Gauge,
 }

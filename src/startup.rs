@@ -59,7 +59,8 @@ async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState
             .await?;
     let public_url: Arc<str> = settings.public_base(addr).into();
     let tokens = Arc::new(tokens);
-    let worker = notify::Worker::new(&settings, store.clone(), outbox, tokens.clone(), &public_url)?;
+    let metrics = Arc::new(Metrics::default());
+    let worker = notify::Worker::new(&settings, store.clone(), outbox, tokens.clone(), &public_url, metrics.clone())?;
     let stripe = match &settings.stripe_secret_key {
         Some(key) => Some(Arc::new(crate::payments::StripeApi::new(key, &settings.stripe_api_base)?)),
         None => None,
@@ -103,7 +104,7 @@ async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState
         demo,
         shutdown: CancellationToken::new(),
         sessions: TaskTracker::new(),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         http_limiter: Arc::new(crate::http::limit::HttpLimiter::new(http_rate.0, http_rate.1)),
         public_url,
     };

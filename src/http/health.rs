@@ -44,11 +44,20 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
          # HELP telehub_sessions_total Sessions opened since start.\n# TYPE telehub_sessions_total counter\ntelehub_sessions_total{{node=\"{node}\"}} {}\n\
          # HELP telehub_rooms Rooms running.\n# TYPE telehub_rooms gauge\ntelehub_rooms{{node=\"{node}\"}} {rooms}\n\
          # HELP telehub_frames_in_total Client frames received.\n# TYPE telehub_frames_in_total counter\ntelehub_frames_in_total{{node=\"{node}\"}} {}\n\
-         # HELP telehub_upgrades_refused_total WebSocket upgrades refused (bad token).\n# TYPE telehub_upgrades_refused_total counter\ntelehub_upgrades_refused_total{{node=\"{node}\"}} {}\n",
+         # HELP telehub_upgrades_refused_total WebSocket upgrades refused (bad token).\n# TYPE telehub_upgrades_refused_total counter\ntelehub_upgrades_refused_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_notification_tries_total Notification tries by this node, by outcome.\n# TYPE telehub_notification_tries_total counter\n\
+         telehub_notification_tries_total{{node=\"{node}\",outcome=\"sent\"}} {}\n\
+         telehub_notification_tries_total{{node=\"{node}\",outcome=\"retried\"}} {}\n\
+         telehub_notification_tries_total{{node=\"{node}\",outcome=\"failed\"}} {}\n\
+         telehub_notification_tries_total{{node=\"{node}\",outcome=\"skipped\"}} {}\n",
         m.sessions_open.get(),
         m.sessions_total.get(),
         m.frames_in.get(),
         m.upgrades_refused.get(),
+        m.notifications.sent.get(),
+        m.notifications.retried.get(),
+        m.notifications.failed.get(),
+        m.notifications.skipped.get(),
     );
     let body = match &app.broker {
         Some(broker) => {

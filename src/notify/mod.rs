@@ -24,6 +24,7 @@ use telehub_signaling::{PaymentStatus, Role, RoomStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
+use crate::app::Metrics;
 use crate::auth::{Claims, TokenKeys};
 use crate::config::Settings;
 use crate::store::{Attempt, Channel, Consultation, Notification, NotifyKind, OutboxPolicy, Store};
@@ -84,6 +85,7 @@ pub struct Worker {
     backoff: Duration,
     poll: Duration,
     link_ttl_s: i64,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -94,6 +96,7 @@ impl Worker {
         policy: Arc<OutboxPolicy>,
         tokens: Arc<TokenKeys>,
         public_url: &str,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Worker> {
         let sms = match (&settings.twilio_account_sid, &settings.twilio_auth_token, &settings.twilio_from) {
             (Some(sid), Some(token), Some(from)) if settings.enable_sms => Some(twilio::Twilio::new(
@@ -121,6 +124,7 @@ impl Worker {
             backoff: Duration::from_millis(settings.notify_backoff_ms),
             poll: Duration::from_millis(settings.notify_poll_ms),
             link_ttl_s: i64::try_from(settings.notify_link_ttl_s).unwrap_or(86_400),
+            metrics,
         })
     }
 
@@ -172,6 +176,14 @@ impl Worker {
     }
 
     async fn record(&self, id: &str, attempt: Attempt) {
+        let counts = &self.metrics.notifications;
+        match &attempt {
+            Attempt::Sent { .. } => counts.sent.inc(),
+            Attempt::Retry { .. } => counts.retried.inc(),
+            Attempt::Failed { .. } => counts.failed.inc(),
+            Attempt::Skipped { .. } => counts.skipped.inc(),
+            Attempt::Released => {}
+        }
         match self.store.finish_notification(id, &self.node, attempt, Utc::now()).await {
             Ok(true) => {}
             Ok(false) => warn!(notification = %id, "the claim lapsed before the outcome was stored"),

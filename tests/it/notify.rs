@@ -470,6 +470,11 @@ async fn twilio_refusals_are_final_rate_limits_are_retried_and_tries_run_out() {
     assert_eq!(twilio.sent_to("+15005550003").len(), 3);
     // Every request carried the reminder in English, the default.
     assert!(twilio.sent_to("+15005550002")[1]["Body"].contains("your consultation with Dr Ana"));
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (outcome, n) in [("sent", 1), ("retried", 3), ("failed", 2), ("skipped", 0)] {
+        let line = format!("telehub_notification_tries_total{{node=\"test-node\",outcome=\"{outcome}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line:?} in {metrics}");
+    }
 }
 
 /// A callback's form.

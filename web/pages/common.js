@@ -312,7 +312,8 @@ export async function joinConsultation(client, room, chat, Call) {
   // A hub with video off says so in `welcome`: no camera, no call.
   const video = client.videoEnabled;
   $('#video').hidden = !video;
-  const switcher = $('#switch-media');
+  // Only the doctor's page has the switch.
+  const switcher = document.querySelector('#switch-media');
   if (switcher) switcher.hidden = !video;
   const stream = video ? await localMedia() : undefined;
   const joined = await client.join(room);
