@@ -336,3 +336,26 @@ pub async fn refused_upgrade(url: &str) -> (u16, Value) {
         Err(other) => panic!("unexpected error {other}"),
     }
 }
+
+/// Serves the routes `configure` adds on a free loopback port, on a thread
+/// and actix system of its own, for as long as the test runs: a stand-in
+/// for an outside service. Returns its base URL.
+pub fn stand_in<F>(configure: F) -> String
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+                .workers(1)
+                .listen(listener)
+                .unwrap()
+                .run()
+                .await
+                .unwrap();
+        });
+    });
+    url
+}

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -48,7 +48,6 @@ struct Seen {
 struct TwilioStandIn {
     url: String,
     seen: Arc<Mutex<Seen>>,
-    _thread: std::thread::JoinHandle<()>,
 }
 
 async fn messages(
@@ -98,26 +97,12 @@ async fn messages(
 
 impl TwilioStandIn {
     fn start() -> TwilioStandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let data = web::Data::from(seen.clone());
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .route("/2010-04-01/Accounts/{sid}/Messages.json", web::post().to(messages))
-                })
-                .workers(1)
-                .listen(listener)
-                .unwrap()
-                .run()
-                .await
-                .unwrap();
-            });
+        let url = stand_in(move |cfg| {
+            cfg.app_data(data.clone()).route("/2010-04-01/Accounts/{sid}/Messages.json", web::post().to(messages));
         });
-        TwilioStandIn { url, seen, _thread: thread }
+        TwilioStandIn { url, seen }
     }
 
     fn script(&self, to: &str, answers: &[Answer]) {

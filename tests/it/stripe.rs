@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -67,7 +67,6 @@ struct Seen {
 struct CheckoutStandIn {
     url: String,
     seen: Arc<Mutex<Seen>>,
-    _thread: std::thread::JoinHandle<()>,
 }
 
 async fn create_session(
@@ -94,24 +93,12 @@ async fn create_session(
 
 impl CheckoutStandIn {
     fn start() -> CheckoutStandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Seen::default()));
         let data = web::Data::from(seen.clone());
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    App::new().app_data(data.clone()).route("/v1/checkout/sessions", web::post().to(create_session))
-                })
-                .workers(1)
-                .listen(listener)
-                .unwrap()
-                .run()
-                .await
-                .unwrap();
-            });
+        let url = stand_in(move |cfg| {
+            cfg.app_data(data.clone()).route("/v1/checkout/sessions", web::post().to(create_session));
         });
-        CheckoutStandIn { url, seen, _thread: thread }
+        CheckoutStandIn { url, seen }
     }
 }
 
