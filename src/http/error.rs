@@ -98,6 +98,18 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::H
     ApiError::bad_request(err.to_string()).into()
 }
 
+/// Like [`json_error`], for form bodies (Twilio's callbacks).
+pub fn form_error(err: actix_web::error::UrlencodedError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    use actix_web::error::UrlencodedError;
+    let api = match &err {
+        UrlencodedError::Overflow { limit, .. } => {
+            ApiError::new(ErrorCode::TooLarge, format!("body over {limit} bytes"))
+        }
+        _ => ApiError::bad_request(err.to_string()),
+    };
+    api.into()
+}
+
 /// Like [`json_error`], for path segments.
 pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
     ApiError::bad_request(err.to_string()).into()

@@ -26,6 +26,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(error::json_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::FormConfig::default().limit(MAX_BODY).error_handler(error::form_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .service(ws::upgrade)
         .service(consultations::create)

@@ -131,6 +131,10 @@ impl Worker {
     /// Sends due notifications until `shutdown`; a send under way when
     /// it comes is finished and recorded first.
     pub async fn run(self, shutdown: CancellationToken) {
+        if self.sms.is_none() && self.email.is_none() {
+            // Nothing is queued on such a node; it need not look.
+            return shutdown.cancelled().await;
+        }
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,

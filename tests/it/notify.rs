@@ -626,6 +626,12 @@ async fn disabled_channels_queue_nothing_and_refuse_clearly() {
     let (status, body) = callback(&app, &params, &signed(&params)).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("TELEHUB_ENABLE_SMS"), "{body}");
+    // Not a form at all: the API's own error body.
+    let response = app.http.post(app.url("/v1/webhooks/twilio")).json(&json!({"MessageSid": "SM1"})).send().await;
+    let response = response.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
     until(&app, "c-d1", |l| all_in(l, &["sent"])).await;
     assert!(twilio.sent_to("+15005550031").is_empty());
 
