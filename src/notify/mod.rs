@@ -59,8 +59,10 @@ pub fn policy(settings: &Settings) -> Arc<OutboxPolicy> {
     Arc::new(OutboxPolicy {
         sms: settings.sms_on(),
         email: settings.email_on(),
-        reminder_lead: (settings.reminder_lead_s > 0)
-            .then(|| chrono::Duration::seconds(i64::try_from(settings.reminder_lead_s).unwrap_or(i64::MAX / 1000))),
+        reminder_lead: (settings.reminder_lead_s > 0).then(|| {
+            // More than a year ahead is as good as "at once".
+            chrono::Duration::seconds(i64::try_from(settings.reminder_lead_s.min(366 * 86_400)).unwrap_or(0))
+        }),
         max_attempts: settings.notify_max_attempts,
         wake: tokio::sync::Notify::new(),
     })
