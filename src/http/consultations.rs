@@ -52,7 +52,9 @@ fn check_phone(phone: Option<String>) -> Result<Option<String>, ApiError> {
 fn check_email(email: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(email) = email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()) else { return Ok(None) };
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@') && !domain.starts_with('.')
+        })
         && !email.contains(char::is_whitespace);
     if !valid {
         return Err(ApiError::bad_request(format!("patient.email {email:?} is not an email address")));

@@ -648,6 +648,7 @@ async fn contacts_are_checked_when_a_consultation_is_made() {
         (json!({"phone": "0812345678"}), "patient.phone"),
         (json!({"phone": "+62 812"}), "patient.phone"),
         (json!({"email": "not-an-address"}), "patient.email"),
+        (json!({"email": "two@@ats.test"}), "patient.email"),
         (json!({"locale": "en US!"}), "patient.locale"),
     ] {
         let mut patient = patient;
@@ -667,4 +668,21 @@ async fn contacts_are_checked_when_a_consultation_is_made() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["patient"]["locale"], "id");
+}
+
+#[tokio::test]
+async fn an_unreachable_smtp_server_is_retried_then_the_email_fails_with_its_error() {
+    let twilio = TwilioStandIn::start();
+    // A port nobody listens on: every connection is refused.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = spawn_app_with(|s| {
+        notifying(s, &twilio, None);
+        s.smtp_url = Some(format!("smtp://127.0.0.1:{closed}"));
+        s.mail_from = Some("noreply@klinik.test".into());
+    })
+    .await;
+    consultation(&app, "c-e1", json!({"email": "e1@pasien.test"}), Some(chrono::Duration::minutes(5))).await;
+    let failed = until(&app, "c-e1", |l| all_in(l, &["failed"])).await;
+    assert_eq!(failed[0]["attempts"], 3, "{failed:?}");
+    assert!(failed[0]["last_error"].as_str().unwrap().starts_with("SMTP"), "{failed:?}");
 }
