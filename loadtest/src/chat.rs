@@ -34,9 +34,10 @@ use crate::api::create_rooms;
 use crate::cli::ChatArgs;
 use crate::client::{Joined, Ws, check_file_limit, close_reason, connect_all};
 use crate::stats::{
-    ChatLatency, ChatReport, Latencies, StepLatency, StepReport, Summary, bump, micros_at, now_micros, per_second,
-    write_json,
+    ChatLatency, ChatReport, Distribution, Latencies, StepLatency, StepReport, Summary, bump, distribution, micros_at,
+    now_micros, per_second, write_json,
 };
+use crate::timeline::{Event, Timeline};
 use crate::verify::{RoomProgress, SeqCheck};
 
 /// The time between the end of connecting and the first scheduled send, so
@@ -154,6 +155,7 @@ async fn run_session(
     joined: Joined,
     room: Arc<RoomProgress>,
     plan: watch::Receiver<Option<Arc<Plan>>>,
+    timeline: Arc<Timeline>,
 ) -> SessionOutcome {
     let Joined { index, room: room_index, room_id, ws, session, since } = joined;
     let (sink, stream) = ws.split();
@@ -165,14 +167,15 @@ async fn run_session(
         errors: BTreeMap::new(),
         closed: None,
     };
-    let writer = Writer { session: &session, room_id: &room_id, room: &room, shared: &shared };
-    let reader = Reader { index, room: &room, shared: &shared, outcome: &mut outcome };
+    let writer = Writer { session: &session, room_id: &room_id, room: &room, shared: &shared, timeline: &timeline };
+    let reader = Reader { index, room: &room, shared: &shared, outcome: &mut outcome, timeline: &timeline };
     let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone()), reader.run(stream, plan));
     if let Some(err) = send_error {
         outcome.closed.get_or_insert(err);
     }
     // Say goodbye properly; a hub that no longer listens does not delay the report.
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    timeline.now(Event::Closed);
     outcome
 }
 
@@ -182,6 +185,7 @@ struct Writer<'a> {
     room_id: &'a str,
     room: &'a RoomProgress,
     shared: &'a Shared,
+    timeline: &'a Timeline,
 }
 
 impl Writer<'_> {
@@ -231,6 +235,7 @@ impl Writer<'_> {
                 self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
                 self.room.sent(1);
                 sink.send(Message::Text(text.into())).await.map_err(|err| format!("send: {err}"))?;
+                self.timeline.now(Event::Sent);
             }
         }
         Ok(())
@@ -248,6 +253,7 @@ struct Reader<'a> {
     room: &'a RoomProgress,
     shared: &'a Shared,
     outcome: &'a mut SessionOutcome,
+    timeline: &'a Timeline,
 }
 
 impl Reader<'_> {
@@ -317,6 +323,7 @@ impl Reader<'_> {
         let now = now_micros();
         match serde_json::from_str::<ServerFrame>(text) {
             Ok(ServerFrame::Message(message)) => {
+                self.timeline.count(Event::Delivered, now);
                 self.outcome.check.observe(message.seq);
                 let Some(plan) = plan else { return };
                 if let Some(step) = plan.window_of(now) {
@@ -332,6 +339,7 @@ impl Reader<'_> {
                 }
             }
             Ok(ServerFrame::Ack { reference, seq, .. }) => {
+                self.timeline.count(Event::Acked, now);
                 self.outcome.acks += 1;
                 self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 self.room.acked(seq);
@@ -379,11 +387,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
     let rooms = create_rooms(&args.target).await?;
     let progress: Vec<Arc<RoomProgress>> = rooms.iter().map(|_| Arc::default()).collect();
     let (plan_tx, plan_rx) = watch::channel(None);
+    let timeline = Arc::new(Timeline::new());
 
     let mut connected = connect_all(&args.target, &rooms, |joined| {
         let room = Arc::clone(&progress[joined.room]);
         room.joined();
-        tokio::spawn(run_session(joined, room, plan_rx.clone()))
+        timeline.now(Event::Joined);
+        tokio::spawn(run_session(joined, room, plan_rx.clone(), Arc::clone(&timeline)))
     })
     .await?;
     let sessions = connected.sessions.len();
@@ -404,10 +414,13 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
     let _ = plan_tx.send(Some(Arc::clone(&plan)));
     let outcomes = collect(std::mem::take(&mut connected.sessions)).await;
 
-    let report = report(&args, &plan, &progress, outcomes, &connected);
+    let report = report(&args, &plan, &progress, outcomes, &connected, &timeline);
     report.print();
     if let Some(path) = &args.target.json {
         write_json(path, &report)?;
+    }
+    if let Some(path) = &args.html {
+        crate::html::write(path, &report)?;
     }
     Ok(report.clean)
 }
@@ -429,6 +442,7 @@ fn report(
     progress: &[Arc<RoomProgress>],
     outcomes: Vec<Result<SessionOutcome, String>>,
     connected: &crate::client::Connected<JoinHandle<SessionOutcome>>,
+    timeline: &Timeline,
 ) -> ChatReport {
     let mut errors = BTreeMap::new();
     let mut closes = BTreeMap::new();
@@ -511,6 +525,8 @@ fn report(
         join_per_s: per_second(plan.sessions as u64, connected.elapsed),
         acked: acks,
         steps,
+        distribution_ms: Distribution { delivery: distribution(&delivery), ack: distribution(&ack) },
+        timeline: timeline.report(),
         clean: lost == 0 && duplicated == 0 && out_of_order == 0 && connected.failed == 0,
     }
 }
@@ -586,13 +602,17 @@ mod tests {
     /// Runs the scenario against a mock hub and returns whether it passed,
     /// its JSON report, and how long it took.
     async fn run_against(faults: crate::mock_hub::Faults, drain: &str) -> (bool, Value, Duration) {
+        let (passed, report, took, _) = run_with_html(faults, drain).await;
+        (passed, report, took)
+    }
+
+    /// The same, with the HTML report's text too.
+    async fn run_with_html(faults: crate::mock_hub::Faults, drain: &str) -> (bool, Value, Duration, String) {
         use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(faults).await;
-        let json = std::env::temp_dir().join(format!(
-            "telehub-loadtest-{}-{}.json",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let name = format!("telehub-loadtest-{}-{}", std::process::id(), rand::random::<u32>());
+        let json = std::env::temp_dir().join(format!("{name}.json"));
+        let html = std::env::temp_dir().join(format!("{name}.html"));
         let cli = crate::cli::Cli::try_parse_from([
             "telehub-loadtest",
             "chat",
@@ -616,6 +636,8 @@ mod tests {
             "127.0.0.1",
             "--json",
             json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
         ])
         .unwrap();
         let crate::cli::Command::Chat(args) = cli.command else { unreachable!() };
@@ -623,8 +645,33 @@ mod tests {
         let passed = run(args).await.unwrap();
         let took = started.elapsed();
         let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let page = std::fs::read_to_string(&html).unwrap();
         let _ = std::fs::remove_file(&json);
-        (passed, report, took)
+        let _ = std::fs::remove_file(&html);
+        (passed, report, took, page)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_html_report_plots_what_the_run_counted() {
+        let (passed, report, _, page) = run_with_html(crate::mock_hub::Faults::default(), "10s").await;
+        assert!(passed, "{report:#}");
+        assert!(page.starts_with("<!doctype html>") && page.contains("chat <span class=\"pass\">PASS</span>"));
+        assert_eq!(page.matches("<svg").count(), 3, "distribution, throughput, connections");
+        assert_eq!(page.matches("<polyline").count(), 6);
+        // The timeline counts every frame of the run, warm-up and drain included.
+        let timeline = &report["timeline"];
+        let total = |key: &str| timeline[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
+        assert_eq!(total("acked_per_s"), report["acked"].as_u64().unwrap());
+        assert_eq!(total("sent_per_s"), total("acked_per_s"), "nothing lost: every send acked");
+        assert_eq!(total("delivered_per_s"), 2 * total("sent_per_s"), "two sessions per room");
+        let connections: Vec<i64> =
+            timeline["connections"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(connections.iter().max(), Some(&8), "{connections:?}");
+        assert_eq!(connections.last(), Some(&0), "every session closed at the end");
+        // Percentiles rise with the percentile.
+        let delivery = report["distribution_ms"]["delivery"].as_array().unwrap();
+        let ms: Vec<f64> = delivery.iter().map(|p| p[1].as_f64().unwrap()).collect();
+        assert!(ms.windows(2).all(|w| w[0] <= w[1]) && ms.len() == 13, "{ms:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

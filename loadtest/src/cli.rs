@@ -129,6 +129,10 @@ pub struct ChatArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(rename = "drain_s", serialize_with = "as_secs")]
     pub drain: Duration,
+    /// Also write an HTML report with plots (latency distribution,
+    /// throughput and connections over time) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 impl ChatArgs {

@@ -5,7 +5,8 @@
 //!   rate (or a list of rates, one step each, to find the saturation point).
 //!   Measures send-to-delivery, ack and join latency with HDR histograms and
 //!   verifies that every stored message reached every session of its room
-//!   once and in order.
+//!   once and in order. Reports as a table, as JSON (`--json`) and as an
+//!   HTML page with plots (`--html`).
 //! - `idle`: many joined sessions held open, for the join rate and the hub's
 //!   memory per session.
 //! - `baseline`: not a scenario but a minimal broadcast server (`mock_hub`),
@@ -13,7 +14,8 @@
 //!
 //! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
 //! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
-//! checks), `stats` (clock, histograms, reports).
+//! checks), `stats` (clock, histograms, reports), `timeline` (events per
+//! second), `html` (the HTML report).
 //!
 //! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
 //! 2 when it could not run (bad flags, setup refused, hub unreachable).
@@ -22,9 +24,11 @@ mod api;
 mod chat;
 mod cli;
 mod client;
+mod html;
 mod idle;
 mod mock_hub;
 mod stats;
+mod timeline;
 mod verify;
 
 use std::process::ExitCode;

@@ -209,8 +209,34 @@ pub struct ChatReport {
     /// Acks received over the whole run, warm-up included.
     pub acked: u64,
     pub steps: Vec<StepReport>,
+    /// Latency by percentile over every measured step, for plotting.
+    pub distribution_ms: Distribution,
+    /// Frames and connections per second of the whole run.
+    pub timeline: crate::timeline::TimelineReport,
     /// No loss, duplicate or reordering, and every session joined.
     pub clean: bool,
+}
+
+/// Latency by percentile: `[percentile, ms]` pairs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Distribution {
+    pub delivery: Vec<(f64, f64)>,
+    pub ack: Vec<(f64, f64)>,
+}
+
+/// The percentiles a [`Distribution`] has.
+const PERCENTILES: [f64; 13] = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 99.999, 100.0];
+
+/// `[percentile, ms]` of the histograms together (empty when they are).
+pub fn distribution(histograms: &[Histogram<u64>]) -> Vec<(f64, f64)> {
+    let mut all = histogram();
+    for h in histograms {
+        all.add(h).expect("histograms of the same bounds add");
+    }
+    if all.is_empty() {
+        return Vec::new();
+    }
+    PERCENTILES.iter().map(|&p| (p, all.value_at_quantile(p / 100.0) as f64 / 1000.0)).collect()
 }
 
 impl ChatReport {

@@ -69,7 +69,7 @@ peer=(--peer-url "http://127.0.0.1:$port_b")
 [ -z "${ONE_NODE:-}" ] || peer=()  # both sessions of each room on node a
 "$LOAD" chat --url "http://127.0.0.1:$port_a" "${peer[@]}" --api-key $KEY \
     --rooms "$ROOMS" --rate "$RATES" --duration "$DURATION" --warmup 5s --drain 30s \
-    --json "$OUT/cluster.json" &
+    --json "$OUT/cluster.json" --html "$OUT/cluster.html" &
 load=$!
 # CPU over 8 s inside the last step's measured window.
 steps=$(awk -F, '{print NF}' <<<"$RATES")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The core benchmark of one Telehub node, with the load generator beside it
-# on the same machine. Writes JSON reports to bench-results/ and prints the
-# tables that docs/benchmarks.md quotes.
+# on the same machine. Writes JSON and HTML reports to bench-results/ and
+# prints the tables that docs/benchmarks.md quotes.
 #
 #   scripts/bench/core.sh                 # everything (about 6 minutes)
 #   ROOMS=1000 RATE=25000 scripts/bench/core.sh chat
@@ -67,7 +67,7 @@ trap stop_hub EXIT
 chat_with_cpu() {
     local name=$1 url=$2 server=$3 load cpu result=0
     "$LOAD" chat --url "$url" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
-        --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/$name.json" &
+        --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/$name.json" --html "$OUT/$name.html" &
     load=$!
     (sleep 10 && python3 scripts/bench/cpu.py 8 "$server" "$load" >"$OUT/cpu-$name.txt" 2>&1) &
     cpu=$!
@@ -94,7 +94,7 @@ for step in $steps; do
         echo "== saturation: $ROOMS rooms, offered $SATURATION sends/s"
         start_hub saturation
         "$LOAD" chat --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$ROOMS" --rate "$SATURATION" \
-            --duration 10s --warmup 3s --drain 30s --json "$OUT/saturation.json" || true
+            --duration 10s --warmup 3s --drain 30s --json "$OUT/saturation.json" --html "$OUT/saturation.html" || true
         stop_hub
         ;;
     baseline)

@@ -1,0 +1,251 @@
+//! The HTML report of the chat scenario: one self-contained page (inline
+//! SVG, no scripts, nothing fetched) with the results table, the latency
+//! distribution, throughput over time and connections over time.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::stats::ChatReport;
+
+/// Writes the report to `path`.
+pub fn write(path: &Path, report: &ChatReport) -> anyhow::Result<()> {
+    std::fs::write(path, page(report)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
+}
+
+/// The whole page.
+pub fn page(report: &ChatReport) -> String {
+    let mut html = String::with_capacity(32 * 1024);
+    let verdict = if report.clean { "PASS" } else { "FAIL" };
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Telehub load test: chat, {verdict}</title>\
+         <style>body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1b1f24}}\
+         table{{border-collapse:collapse;font-variant-numeric:tabular-nums}}td,th{{padding:.25rem .6rem;border-bottom:1px solid #d0d7de;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}.pass{{color:#116329}}.fail{{color:#a40e26}}\
+         svg{{max-width:100%;height:auto}}pre{{background:#f6f8fa;padding:1rem;overflow:auto}}</style></head><body>\n\
+         <h1>Telehub load test: chat <span class=\"{}\">{verdict}</span></h1>\n",
+        verdict.to_lowercase()
+    );
+    let _ = writeln!(
+        html,
+        "<p>{} sessions joined ({} failed) at {:.0} joins/s. {} acks; lost {}, duplicated {}, out of order {}; \
+         error frames: {}; closed early: {}.</p>",
+        report.sessions,
+        report.failed_sessions,
+        report.join_per_s,
+        report.acked,
+        report.lost,
+        report.duplicated,
+        report.out_of_order,
+        escape(&crate::stats::counts_line(&report.errors)),
+        report.closed_sessions,
+    );
+    html.push_str(
+        "<h2>Steps</h2>\n<table><tr><th>offered/s</th><th>sent/s</th><th>delivered/s</th><th>acked/s</th>\
+         <th>delivery p50</th><th>p90</th><th>p99</th><th>max</th><th>ack p99</th></tr>\n",
+    );
+    for step in &report.steps {
+        let d = step.latency_ms.delivery;
+        let _ = writeln!(
+            html,
+            "<tr><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td><td>{:.2} ms</td><td>{:.2} ms</td>\
+             <td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr>",
+            step.offered_per_s,
+            step.sent_per_s,
+            step.delivered_per_s,
+            step.acked_per_s,
+            d.p50,
+            d.p90,
+            d.p99,
+            d.max,
+            step.latency_ms.ack.p99
+        );
+    }
+    html.push_str("</table>\n<p>Latencies are measured from each message's scheduled send time.</p>\n");
+
+    // The latency distribution, HDR style: the x axis counts nines.
+    let nines = |p: f64| -(1.0 - (p / 100.0).min(0.99999)).log10();
+    let curve = |points: &[(f64, f64)]| points.iter().map(|&(p, ms)| (nines(p), ms)).collect::<Vec<_>>();
+    let dist = &report.distribution_ms;
+    let ticks = [0.0, 90.0, 99.0, 99.9, 99.99, 99.999].iter().map(|&p| (nines(p), format!("{p}%"))).collect();
+    html.push_str("<h2>Latency distribution (all measured steps)</h2>\n");
+    html.push_str(&chart(
+        "latency by percentile",
+        "percentile",
+        "ms",
+        &[
+            Series { name: "delivery", color: "#0969da", points: curve(&dist.delivery) },
+            Series { name: "ack", color: "#bf3989", points: curve(&dist.ack) },
+        ],
+        ticks,
+    ));
+
+    let t = &report.timeline;
+    let over_time = |values: &[u64]| t.seconds.iter().zip(values).map(|(&s, &v)| (s as f64, v as f64)).collect();
+    html.push_str("<h2>Throughput over time</h2>\n");
+    html.push_str(&chart(
+        "frames per second",
+        "seconds since the start",
+        "per s",
+        &[
+            Series { name: "sent", color: "#1a7f37", points: over_time(&t.sent_per_s) },
+            Series { name: "delivered", color: "#0969da", points: over_time(&t.delivered_per_s) },
+            Series { name: "acked", color: "#bf3989", points: over_time(&t.acked_per_s) },
+        ],
+        time_ticks(t.seconds.len()),
+    ));
+    html.push_str("<h2>Connections over time</h2>\n");
+    let open = t.seconds.iter().zip(&t.connections).map(|(&s, &c)| (s as f64, c as f64)).collect();
+    html.push_str(&chart(
+        "joined sessions",
+        "seconds since the start",
+        "sessions",
+        &[Series { name: "connections", color: "#8250df", points: open }],
+        time_ticks(t.seconds.len()),
+    ));
+    let scenario = serde_json::to_string_pretty(&report.scenario).unwrap_or_default();
+    let _ = write!(html, "<h2>Scenario</h2>\n<pre>{}</pre>\n</body></html>\n", escape(&scenario));
+    html
+}
+
+/// One line of a chart.
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    points: Vec<(f64, f64)>,
+}
+
+const WIDTH: f64 = 760.0;
+const HEIGHT: f64 = 300.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 28.0;
+const BOTTOM: f64 = 44.0;
+
+/// A line chart as inline SVG: `x_ticks` label the x axis, the y axis
+/// starts at 0 and gets five ticks.
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>], x_ticks: Vec<(f64, String)>) -> String {
+    let all = || series.iter().flat_map(|s| s.points.iter().copied());
+    let x_max = all().map(|(x, _)| x).chain(x_ticks.iter().map(|(x, _)| *x)).fold(0.0f64, f64::max).max(1e-9);
+    let x_min = all().map(|(x, _)| x).chain(x_ticks.iter().map(|(x, _)| *x)).fold(x_max, f64::min);
+    let y_max = nice_ceiling(all().map(|(_, y)| y).fold(0.0, f64::max));
+    let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let span = (x_max - x_min).max(1e-9);
+    let sx = |x: f64| LEFT + (x - x_min) / span * w;
+    let sy = |y: f64| TOP + h - y / y_max * h;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
+         aria-label=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"12\" font-family=\"system-ui,sans-serif\">",
+        escape(title)
+    );
+    let _ = write!(svg, "<title>{}</title>", escape(title));
+    for i in 0..=4 {
+        let y = y_max * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            "<line x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y1:.1}\" y2=\"{y1:.1}\" stroke=\"#d0d7de\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LEFT + w,
+            LEFT - 6.0,
+            sy(y) + 4.0,
+            number(y),
+            y1 = sy(y)
+        );
+    }
+    for (x, label) in &x_ticks {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            sx(*x),
+            TOP + h + 16.0,
+            escape(label)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\
+         <text x=\"14\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">{}</text>",
+        LEFT + w / 2.0,
+        HEIGHT - 8.0,
+        escape(x_label),
+        TOP + h / 2.0,
+        TOP + h / 2.0,
+        escape(y_label)
+    );
+    for (i, s) in series.iter().enumerate() {
+        let points: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"><title>{}</title></polyline>\
+             <rect x=\"{:.1}\" y=\"8\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{:.1}\" y=\"17\">{}</text>",
+            s.color,
+            points.join(" "),
+            escape(s.name),
+            LEFT + 110.0 * i as f64,
+            s.color,
+            LEFT + 14.0 + 110.0 * i as f64,
+            escape(s.name)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Up to about eight evenly spaced second marks.
+fn time_ticks(seconds: usize) -> Vec<(f64, String)> {
+    let step = (seconds / 8).max(1);
+    (0..seconds).step_by(step).map(|s| (s as f64, format!("{s}"))).collect()
+}
+
+/// The next round number at or above `v` (1, 2 or 5 times a power of ten).
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|&c| c >= v).unwrap_or(10.0 * magnitude)
+}
+
+fn number(v: f64) -> String {
+    if v >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_ceilings() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(50_000.0), 50_000.0);
+        assert_eq!(nice_ceiling(51_700.0), 100_000.0);
+        assert_eq!(nice_ceiling(0.07), 0.1);
+    }
+
+    #[test]
+    fn a_chart_has_a_line_per_series_inside_its_frame() {
+        let svg = chart(
+            "t",
+            "x",
+            "y",
+            &[
+                Series { name: "a", color: "#000", points: vec![(0.0, 0.0), (1.0, 10.0)] },
+                Series { name: "b<", color: "#111", points: vec![(0.0, 5.0), (1.0, 5.0)] },
+            ],
+            vec![(0.0, "0".into()), (1.0, "1".into())],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("b&lt;"), "names are escaped");
+        // The highest point sits on the top of the plot, the lowest on its floor.
+        assert!(svg.contains(&format!("{:.1},{:.1}", LEFT + WIDTH - LEFT - RIGHT, TOP)), "{svg}");
+        assert!(svg.contains(&format!("{LEFT:.1},{:.1}", HEIGHT - BOTTOM)), "{svg}");
+    }
+}
