@@ -412,7 +412,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
     );
     // Every session task holds a receiver, so the plan reaches them all.
     let _ = plan_tx.send(Some(Arc::clone(&plan)));
+    let live = tokio::spawn(show_progress(Arc::clone(&plan), Arc::clone(&timeline)));
     let outcomes = collect(std::mem::take(&mut connected.sessions)).await;
+    live.abort();
 
     let report = report(&args, &plan, &progress, outcomes, &connected, &timeline);
     report.print();
@@ -423,6 +425,28 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
         crate::html::write(path, &report)?;
     }
     Ok(report.clean)
+}
+
+/// Shows the current step and the rates of the last second on a spinner
+/// until aborted (nothing without a terminal).
+async fn show_progress(plan: Arc<Plan>, timeline: Arc<Timeline>) {
+    let spinner = crate::progress::spinner();
+    let _clear = crate::progress::ClearOnDrop(spinner.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let live = timeline.live();
+        let phase = match plan.step_starts.iter().rposition(|start| *start <= now) {
+            _ if now >= plan.send_end => "draining".to_owned(),
+            Some(step) => format!("step {}/{} ({:.0}/s)", step + 1, plan.rates.len(), plan.rates[step]),
+            None => "starting".to_owned(),
+        };
+        spinner.set_message(format!(
+            "{phase} │ per s: sent {} · delivered {} · acked {} │ {} open",
+            live.sent_per_s, live.delivered_per_s, live.acked_per_s, live.connections
+        ));
+    }
 }
 
 /// Waits for every session task. A task that panicked is a bug of this

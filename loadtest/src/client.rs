@@ -243,6 +243,7 @@ pub async fn connect_all<T>(
     };
     let mut results = stream::iter(attempts).buffer_unordered(target.connect_concurrency);
     let mut last_progress = Instant::now();
+    let bar = crate::progress::bar(total as u64, "joining");
     while let Some((result, took)) = results.next().await {
         match result {
             Ok(joined) => {
@@ -254,11 +255,15 @@ pub async fn connect_all<T>(
                 bump(&mut connected.failures, reason, 1);
             }
         }
-        if last_progress.elapsed() >= Duration::from_secs(2) {
+        bar.inc(1);
+        bar.set_message(format!("{} failed", connected.failed));
+        // Without a terminal the bar is hidden: a line every two seconds.
+        if bar.is_hidden() && last_progress.elapsed() >= Duration::from_secs(2) {
             last_progress = Instant::now();
             eprintln!("  {} joined, {} failed of {total}", connected.sessions.len(), connected.failed);
         }
     }
+    bar.finish_and_clear();
     connected.elapsed = started.elapsed();
     eprintln!(
         "  {} joined, {} failed in {:.1} s",

@@ -15,7 +15,7 @@
 //! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
 //! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
 //! checks), `stats` (clock, histograms, reports), `timeline` (events per
-//! second), `html` (the HTML report).
+//! second), `html` (the HTML report), `progress` (the live bars).
 //!
 //! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
 //! 2 when it could not run (bad flags, setup refused, hub unreachable).
@@ -27,6 +27,7 @@ mod client;
 mod html;
 mod idle;
 mod mock_hub;
+mod progress;
 mod stats;
 mod timeline;
 mod verify;

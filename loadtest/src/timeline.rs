@@ -56,6 +56,26 @@ impl Timeline {
         self.count(event, now_micros());
     }
 
+    /// The rates of the last full second, and the sessions open now.
+    pub fn live(&self) -> Live {
+        self.live_at(now_micros())
+    }
+
+    /// [`Timeline::live`] at `at` (on the `micros_at` clock).
+    fn live_at(&self, at: u64) -> Live {
+        let load = |s: usize, e: Event| self.counts[s][e as usize].load(Ordering::Relaxed);
+        let now = usize::try_from(at.saturating_sub(self.start) / 1_000_000).unwrap_or(0).min(SECONDS - 1);
+        let last = now.saturating_sub(1);
+        let (joined, closed) =
+            (0..=now).fold((0u64, 0u64), |(j, c), s| (j + load(s, Event::Joined), c + load(s, Event::Closed)));
+        Live {
+            sent_per_s: load(last, Event::Sent),
+            delivered_per_s: load(last, Event::Delivered),
+            acked_per_s: load(last, Event::Acked),
+            connections: joined.saturating_sub(closed),
+        }
+    }
+
     /// The seconds up to the last one with any event.
     pub fn report(&self) -> TimelineReport {
         let load = |s: usize, e: Event| self.counts[s][e as usize].load(Ordering::Relaxed);
@@ -78,6 +98,15 @@ impl Timeline {
             connections,
         }
     }
+}
+
+/// What the progress line shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    pub sent_per_s: u64,
+    pub delivered_per_s: u64,
+    pub acked_per_s: u64,
+    pub connections: u64,
 }
 
 /// The timeline in the report: one entry per second from the start of the
@@ -114,6 +143,21 @@ mod tests {
         assert_eq!(&report.delivered_per_s[..4], &[0, 1, 1, 0]);
         assert_eq!(&report.connections[..4], &[2, 2, 2, 1]);
         assert_eq!(report.acked_per_s[SECONDS - 1], 1);
+    }
+
+    #[test]
+    fn the_live_view_shows_the_last_full_second() {
+        let timeline = Timeline::new();
+        let at = |s: f64| timeline.start + (s * 1e6) as u64;
+        timeline.count(Event::Joined, at(0.5));
+        timeline.count(Event::Joined, at(0.6));
+        timeline.count(Event::Sent, at(1.2));
+        timeline.count(Event::Delivered, at(1.3));
+        timeline.count(Event::Delivered, at(1.4));
+        timeline.count(Event::Closed, at(2.1));
+        timeline.count(Event::Sent, at(2.2));
+        let live = timeline.live_at(at(2.5));
+        assert_eq!(live, Live { sent_per_s: 1, delivered_per_s: 2, acked_per_s: 0, connections: 1 });
     }
 
     #[test]
