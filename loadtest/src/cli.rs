@@ -15,7 +15,10 @@ use serde::{Serialize, Serializer};
 #[command(
     name = "telehub-loadtest",
     version,
-    about = "Load tester for Telehub: offered-rate chat with delivery verification, and idle session holding"
+    about = "Load tester for Telehub: offered-rate chat with delivery verification, and idle session holding",
+    after_help = "A scenario file sets the same flags in TOML: `telehub-loadtest --scenario bench.toml` \
+                  (keys are flag names with `_` for `-`, and `scenario = \"chat\"` names the subcommand; \
+                  flags on the command line win)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -15,7 +15,8 @@
 //! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
 //! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
 //! checks), `stats` (clock, histograms, reports), `timeline` (events per
-//! second), `html` (the HTML report), `progress` (the live bars).
+//! second), `html` (the HTML report), `progress` (the live bars),
+//! `scenario_file` (a run's flags from a TOML file, `--scenario`).
 //!
 //! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
 //! 2 when it could not run (bad flags, setup refused, hub unreachable).
@@ -28,6 +29,7 @@ mod html;
 mod idle;
 mod mock_hub;
 mod progress;
+mod scenario_file;
 mod stats;
 mod timeline;
 mod verify;
@@ -45,7 +47,14 @@ async fn main() -> ExitCode {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: cannot raise the open-file limit: {err}");
     }
-    let cli = cli::Cli::parse();
+    let args = match scenario_file::expand(std::env::args().collect()) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     let result = match cli.command {
         cli::Command::Chat(args) => chat::run(args).await,
         cli::Command::Idle(args) => idle::run(args).await,
