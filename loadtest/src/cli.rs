@@ -39,6 +39,43 @@ pub enum Command {
     /// scenario against it shows what this machine and this load generator
     /// can do at all, the baseline for the hub's figures.
     Baseline(BaselineArgs),
+    /// Whole consultations: check-in, admit, join, a call negotiated
+    /// through the relay (a real offer and answer, trickled candidates),
+    /// chat with typing and read receipts, end; every step timed and every
+    /// message checked.
+    Consult(ConsultArgs),
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct ConsultArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub target: Target,
+    /// Chat rounds per consultation; in each, the patient and then the
+    /// doctor send a message.
+    #[arg(long, default_value_t = 10)]
+    pub messages: usize,
+    /// The time between two messages of a consultation.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[serde(rename = "interval_s", serialize_with = "as_secs")]
+    pub interval: Duration,
+    /// ICE candidates each side trickles after the offer and answer.
+    #[arg(long, default_value_t = 6)]
+    pub candidates: usize,
+    /// How long one step (a reply, a relayed frame) may take before the
+    /// consultation counts as failed at that step.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[serde(rename = "step_timeout_s", serialize_with = "as_secs")]
+    pub step_timeout: Duration,
+}
+
+impl ConsultArgs {
+    /// Refuses flag combinations that cannot run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.target.validate()?;
+        anyhow::ensure!(!self.interval.is_zero(), "--interval must be longer than 0s");
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ mod api;
 mod chat;
 mod cli;
 mod client;
+mod consult;
 mod html;
 mod idle;
 mod mock_hub;
@@ -59,6 +60,7 @@ async fn main() -> ExitCode {
         cli::Command::Chat(args) => chat::run(args).await,
         cli::Command::Idle(args) => idle::run(args).await,
         cli::Command::Baseline(args) => mock_hub::run(&args.bind).await,
+        cli::Command::Consult(args) => consult::run(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -37,11 +37,15 @@ pub struct Faults {
 struct Room {
     seq: i64,
     members: Vec<mpsc::UnboundedSender<String>>,
+    /// The sessions that checked in to this consultation's queue.
+    waiting: Vec<mpsc::UnboundedSender<String>>,
 }
 
 #[derive(Default)]
 struct State {
     rooms: Mutex<HashMap<String, Room>>,
+    /// Every session's outgoing frames, by session id, for signals.
+    by_session: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     consultations: AtomicUsize,
     sessions: AtomicUsize,
     http_calls: AtomicUsize,
@@ -177,6 +181,7 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
         }
     });
     let session = format!("s_{}", state.sessions.fetch_add(1, Ordering::SeqCst));
+    state.by_session.lock().unwrap().insert(session.clone(), tx.clone());
     let user = json!({"id": id, "name": name, "role": role});
     let _ = tx.send(json!({"type": "welcome", "session": session, "user": user, "heartbeat_ms": 25000, "node": "mock", "protocol": 1}).to_string());
     while let Some(Ok(message)) = stream.next().await {
@@ -213,6 +218,52 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                     let _ = member.send(message.clone());
                     if second && faults.duplicate {
                         let _ = member.send(message.clone());
+                    }
+                }
+            }
+            // Just enough of the waiting room, signaling and the rest for
+            // the consultation scenario.
+            Some("checkin") => {
+                state.rooms.lock().unwrap().entry(room_id.clone()).or_default().waiting.push(tx.clone());
+                let _ = tx.send(
+                    json!({"type": "queue", "ref": reference, "queue": "q", "room": room_id, "ticket": "A-001",
+                           "position": 1, "ahead": 0, "eta_s": 0})
+                    .to_string(),
+                );
+            }
+            Some("admit") => {
+                let rooms = state.rooms.lock().unwrap();
+                for waiting in rooms.get(&room_id).map(|r| r.waiting.as_slice()).unwrap_or_default() {
+                    let _ = waiting.send(json!({"type": "admitted", "room": room_id}).to_string());
+                }
+                let _ = tx.send(json!({"type": "ok", "ref": reference}).to_string());
+            }
+            Some("signal") => {
+                let to = frame["to"].as_str().unwrap_or("");
+                let target = state.by_session.lock().unwrap().get(to).cloned();
+                let relayed =
+                    json!({"type": "signal", "room": room_id, "from": session, "user": user, "data": frame["data"]});
+                if let Some(target) = target {
+                    let _ = target.send(relayed.to_string());
+                }
+            }
+            Some(kind @ ("typing" | "read" | "end")) => {
+                let event = match kind {
+                    "typing" => {
+                        json!({"type": "typing", "room": room_id, "user": {"id": id, "name": name}, "active": frame["active"]})
+                    }
+                    "read" => json!({"type": "read", "room": room_id, "user": {"id": id}, "seq": frame["seq"]}),
+                    _ => {
+                        json!({"type": "ended", "room": room_id, "by": {"id": id, "name": name}, "at": "2026-01-01T00:00:00.000Z"})
+                    }
+                };
+                if kind == "end" {
+                    let _ = tx.send(json!({"type": "ok", "ref": reference}).to_string());
+                }
+                let rooms = state.rooms.lock().unwrap();
+                for member in rooms.get(&room_id).map(|r| r.members.as_slice()).unwrap_or_default() {
+                    if kind == "end" || !member.same_channel(&tx) {
+                        let _ = member.send(event.to_string());
                     }
                 }
             }

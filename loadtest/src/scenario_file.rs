@@ -22,7 +22,7 @@
 use anyhow::Context;
 
 /// The subcommands a file may name.
-const SCENARIOS: [&str; 3] = ["chat", "idle", "baseline"];
+const SCENARIOS: [&str; 4] = ["chat", "idle", "baseline", "consult"];
 
 /// `args` (the process's, program name first) with `--scenario FILE`
 /// replaced by the flags the file sets and the command line does not.
