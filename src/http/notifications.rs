@@ -47,7 +47,7 @@ pub async fn list(
     let caller = Caller::from_request(&req, &app)?;
     let consultation = find(&app, &query.room).await?;
     caller.require_staff_of(&consultation)?;
-    let list = app.store.notifications(&consultation.id).await?;
+    let list = app.store.notifications().of_room(&consultation.id).await?;
     Ok(HttpResponse::Ok().json(list.into_iter().map(NotificationView::from).collect::<Vec<_>>()))
 }
 
@@ -99,7 +99,7 @@ pub async fn twilio_status(
     let outcome = match state {
         Some(state) => {
             let error = field("ErrorCode").filter(|c| !c.is_empty()).map(|c| format!("Twilio error {c}"));
-            let moved = app.store.notification_reported(Channel::Sms, sid, state, error, Utc::now()).await?;
+            let moved = app.store.notifications().reported(Channel::Sms, sid, state, error, Utc::now()).await?;
             if moved { format!("{sid} is {}", state.as_str()) } else { format!("{sid} unchanged") }
         }
         None => format!("{sid}: {status} changes nothing"),

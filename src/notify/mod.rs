@@ -152,7 +152,7 @@ impl Worker {
         loop {
             let now = Utc::now();
             let lease = chrono::Duration::from_std(LEASE).expect("a short lease");
-            let batch = match self.store.claim_notifications(&self.node, now, now + lease, CLAIM).await {
+            let batch = match self.store.notifications().claim(&self.node, now, now + lease, CLAIM).await {
                 Ok(batch) => batch,
                 Err(err) => {
                     warn!(error = %err, "notifications not claimed");
@@ -190,7 +190,7 @@ impl Worker {
             Attempt::Skipped { .. } => counts.skipped.inc(),
             Attempt::Released => {}
         }
-        match self.store.finish_notification(id, &self.node, attempt, Utc::now()).await {
+        match self.store.notifications().finish(id, &self.node, attempt, Utc::now()).await {
             Ok(true) => {}
             Ok(false) => warn!(notification = %id, "the claim lapsed before the outcome was stored"),
             // The lease runs out and the row is tried again: at least once.

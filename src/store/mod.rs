@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use telehub_actors::{Person, QueueStore, RoomRecord, RoomStore, StoreError};
 use telehub_signaling::{MediaMode, PaymentStatus, RoomStatus};
 
-pub use outbox::{Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
+pub use outbox::{Attempt, Channel, Notification, Notifications, NotifyKind, NotifyState, OutboxPolicy};
 
 /// A consultation to create.
 #[derive(Debug, Clone)]
@@ -219,36 +219,8 @@ pub trait Store: RoomStore + QueueStore {
     async fn succeeded_payment(&self, room: &str) -> Result<Option<(String, String, Price)>, StoreError>;
     /// Notes a webhook delivery; `false` when it was handled before.
     async fn first_delivery(&self, provider: &str, id: &str, at: &str) -> Result<bool, StoreError>;
-    /// Claims up to `limit` due notifications for `node` until
-    /// `lease_until` (see [`outbox`]).
-    async fn claim_notifications(
-        &self,
-        node: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        lease_until: chrono::DateTime<chrono::Utc>,
-        limit: u32,
-    ) -> Result<Vec<Notification>, StoreError>;
-    /// Records what a try of a claimed notification came to; `false` when
-    /// the claim was no longer `node`'s.
-    async fn finish_notification(
-        &self,
-        id: &str,
-        node: &str,
-        attempt: Attempt,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError>;
-    /// Every notification of a consultation, oldest first.
-    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError>;
-    /// A provider's report on a sent message; `false` when no sent message
-    /// of that reference was waiting for one.
-    async fn notification_reported(
-        &self,
-        channel: Channel,
-        reference: &str,
-        state: NotifyState,
-        error: Option<String>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError>;
+    /// The notification outbox (see [`outbox`]).
+    fn notifications(&self) -> &dyn Notifications;
     /// Checks that storage answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Finishes pending writes and closes connections.

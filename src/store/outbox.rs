@@ -229,7 +229,7 @@ pub(crate) const DUE: &str = "SELECT id FROM notifications
 /// The statement that claims the rows of `due` (a [`DUE`] query, perhaps
 /// with row locks) for a node: `$1` lease until, `$2` node, `$3` now, `$4`
 /// limit. Made once per store.
-pub(crate) fn claim_sql(due: &str) -> String {
+fn claim_sql(due: &str) -> String {
     let due = due.replace("$1", "$3").replace("$2", "$4");
     format!(
         "UPDATE notifications SET state = 'sending', attempts = attempts + 1, lease_until = $1, claimed_by = $2,
@@ -268,6 +268,93 @@ pub(crate) fn reminder_due(
     let at = DateTime::parse_from_rfc3339(scheduled_at?).ok()?.with_timezone(&Utc);
     (at > now).then(|| (at - lead).max(now))
 }
+
+/// The outbox's rows: what the worker and the API do with them.
+#[async_trait::async_trait]
+pub trait Notifications: Send + Sync {
+    /// Claims up to `limit` due notifications for `node` until `lease_until`.
+    async fn claim(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// Records what a try of a claimed notification came to; `false` when
+    /// the claim was no longer `node`'s.
+    async fn finish(&self, id: &str, node: &str, attempt: Attempt, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Every notification of a consultation, oldest first.
+    async fn of_room(&self, room: &str) -> Result<Vec<Notification>, StoreError>;
+    /// A provider's report on a sent message; `false` when no sent message
+    /// of that reference was waiting for one.
+    async fn reported(
+        &self,
+        channel: Channel,
+        reference: &str,
+        state: NotifyState,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The outbox of one database: its pool and its claim statement.
+pub(crate) struct Outbox<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    claim: String,
+}
+
+impl<DB: sqlx::Database> Outbox<DB> {
+    /// `due` is [`DUE`], with whatever row locks the database needs.
+    pub(crate) fn new(pool: sqlx::Pool<DB>, due: &str) -> Self {
+        Outbox { pool, claim: claim_sql(due) }
+    }
+}
+
+/// [`Notifications`] for an [`Outbox`] of each database, written once.
+macro_rules! notifications_for {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl Notifications for Outbox<$db> {
+            async fn claim(
+                &self,
+                node: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<Notification>, StoreError> {
+                claim(&self.pool, &self.claim, node, now, lease_until, limit).await
+            }
+
+            async fn finish(
+                &self,
+                id: &str,
+                node: &str,
+                attempt: Attempt,
+                now: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                finish(&self.pool, id, node, attempt, now).await
+            }
+
+            async fn of_room(&self, room: &str) -> Result<Vec<Notification>, StoreError> {
+                of_room(&self.pool, room).await
+            }
+
+            async fn reported(
+                &self,
+                channel: Channel,
+                reference: &str,
+                state: NotifyState,
+                error: Option<String>,
+                now: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                reported(&self.pool, channel, reference, state, error, now).await
+            }
+        }
+    };
+}
+
+notifications_for!(sqlx::Sqlite);
+notifications_for!(sqlx::Postgres);
 
 /// What the outbox needs of a database beyond sqlx's traits: its query
 /// results have a row count under a name of their own.
@@ -328,7 +415,7 @@ where
 
 /// Claims up to `limit` due notifications for `node` until `lease_until`
 /// with `sql`, the store's [`claim_sql`].
-pub(crate) async fn claim<'p, DB>(
+async fn claim<'p, DB>(
     pool: &'p sqlx::Pool<DB>,
     sql: &str,
     node: &str,
@@ -358,7 +445,7 @@ where
 /// Records what a try of notification `id`, claimed by `node`, came to.
 /// `false`: the claim was no longer this node's (it lapsed and another
 /// node took the row), so nothing was recorded.
-pub(crate) async fn finish<'p, DB>(
+async fn finish<'p, DB>(
     pool: &'p sqlx::Pool<DB>,
     id: &str,
     node: &str,
@@ -399,7 +486,7 @@ where
 }
 
 /// Every notification of `room`, oldest first.
-pub(crate) async fn of_room<'p, DB>(pool: &'p sqlx::Pool<DB>, room: &str) -> Result<Vec<Notification>, StoreError>
+async fn of_room<'p, DB>(pool: &'p sqlx::Pool<DB>, room: &str) -> Result<Vec<Notification>, StoreError>
 where
     DB: OutboxDb,
     &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
@@ -415,7 +502,7 @@ where
 /// Records a provider's report that a sent message reached `state`
 /// (delivered, undelivered, failed). `false` when no sent message of that
 /// reference was waiting for a report (unknown, or reported before).
-pub(crate) async fn reported<'p, DB>(
+async fn reported<'p, DB>(
     pool: &'p sqlx::Pool<DB>,
     channel: Channel,
     reference: &str,

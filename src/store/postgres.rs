@@ -32,7 +32,7 @@ use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, form
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::outbox::{self, Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
+use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
@@ -51,7 +51,8 @@ pub struct PostgresStore {
     pool: PgPool,
     writes: Writes,
     outbox: Arc<OutboxPolicy>,
-    claim: String,
+    /// The outbox's rows.
+    rows: Outbox<sqlx::Postgres>,
 }
 
 impl PostgresStore {
@@ -75,8 +76,8 @@ impl PostgresStore {
         });
         // Nodes claim notifications side by side: each skips the rows
         // another is claiming at that moment.
-        let claim = outbox::claim_sql(&format!("{} FOR UPDATE SKIP LOCKED", outbox::DUE));
-        Ok(PostgresStore { pool, writes, outbox, claim })
+        let rows = Outbox::new(pool.clone(), &format!("{} FOR UPDATE SKIP LOCKED", outbox::DUE));
+        Ok(PostgresStore { pool, writes, outbox, rows })
     }
 }
 
@@ -652,39 +653,8 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
-    async fn claim_notifications(
-        &self,
-        node: &str,
-        now: chrono::DateTime<Utc>,
-        lease_until: chrono::DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Notification>, StoreError> {
-        outbox::claim(&self.pool, &self.claim, node, now, lease_until, limit).await
-    }
-
-    async fn finish_notification(
-        &self,
-        id: &str,
-        node: &str,
-        attempt: Attempt,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        outbox::finish(&self.pool, id, node, attempt, now).await
-    }
-
-    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError> {
-        outbox::of_room(&self.pool, room).await
-    }
-
-    async fn notification_reported(
-        &self,
-        channel: Channel,
-        reference: &str,
-        state: NotifyState,
-        error: Option<String>,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        outbox::reported(&self.pool, channel, reference, state, error, now).await
+    fn notifications(&self) -> &dyn Notifications {
+        &self.rows
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

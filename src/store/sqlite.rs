@@ -26,7 +26,7 @@ use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, form
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-use super::outbox::{self, Attempt, Channel, Notification, NotifyKind, NotifyState, OutboxPolicy};
+use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
@@ -48,7 +48,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     writes: Writes,
     outbox: Arc<OutboxPolicy>,
-    claim: String,
+    /// The outbox's rows.
+    rows: Outbox<sqlx::Sqlite>,
 }
 
 impl SqliteStore {
@@ -84,7 +85,8 @@ impl SqliteStore {
         tokio::spawn(checkpoints(pool.clone()));
         info!(database = %options.get_filename().display(), "sqlite store open");
         // One node owns a SQLite file: nobody else claims its rows.
-        Ok(SqliteStore { pool, writes, outbox, claim: outbox::claim_sql(outbox::DUE) })
+        let rows = Outbox::new(pool.clone(), outbox::DUE);
+        Ok(SqliteStore { pool, writes, outbox, rows })
     }
 }
 
@@ -781,39 +783,8 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
-    async fn claim_notifications(
-        &self,
-        node: &str,
-        now: chrono::DateTime<Utc>,
-        lease_until: chrono::DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Notification>, StoreError> {
-        outbox::claim(&self.pool, &self.claim, node, now, lease_until, limit).await
-    }
-
-    async fn finish_notification(
-        &self,
-        id: &str,
-        node: &str,
-        attempt: Attempt,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        outbox::finish(&self.pool, id, node, attempt, now).await
-    }
-
-    async fn notifications(&self, room: &str) -> Result<Vec<Notification>, StoreError> {
-        outbox::of_room(&self.pool, room).await
-    }
-
-    async fn notification_reported(
-        &self,
-        channel: Channel,
-        reference: &str,
-        state: NotifyState,
-        error: Option<String>,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        outbox::reported(&self.pool, channel, reference, state, error, now).await
+    fn notifications(&self) -> &dyn Notifications {
+        &self.rows
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
