@@ -43,7 +43,7 @@ impl Api {
             .pool_max_idle_per_host(target.connect_concurrency)
             .timeout(HTTP_TIMEOUT)
             .build()?;
-        Ok(Api { http, base: target.url.trim_end_matches('/').to_owned(), api_key: target.api_key.clone() })
+        Ok(Api { http, base: target.api_url().trim_end_matches('/').to_owned(), api_key: target.api_key.clone() })
     }
 
     /// POSTs JSON and returns the JSON answer of a 2xx response. A 429

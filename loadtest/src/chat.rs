@@ -26,13 +26,13 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use telehub_signaling::{ClientFrame, ServerFrame};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::create_rooms;
-use crate::cli::ChatArgs;
-use crate::client::{Joined, Ws, check_file_limit, close_reason, connect_all};
+use crate::cli::{ChatArgs, Protocol};
+use crate::client::{Incoming, Joined, Ws, check_file_limit, close_reason, connect_all, decode, encode};
 use crate::stats::{
     ChatLatency, ChatReport, Distribution, Latencies, StepLatency, StepReport, Summary, bump, distribution, micros_at,
     now_micros, per_second, write_json,
@@ -153,6 +153,7 @@ struct Shared {
 /// arrives.
 async fn run_session(
     joined: Joined,
+    protocol: Protocol,
     room: Arc<RoomProgress>,
     plan: watch::Receiver<Option<Arc<Plan>>>,
     timeline: Arc<Timeline>,
@@ -167,9 +168,21 @@ async fn run_session(
         errors: BTreeMap::new(),
         closed: None,
     };
-    let writer = Writer { session: &session, room_id: &room_id, room: &room, shared: &shared, timeline: &timeline };
-    let reader = Reader { index, room: &room, shared: &shared, outcome: &mut outcome, timeline: &timeline };
-    let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone()), reader.run(stream, plan));
+    // Socket.IO's pings come in on the reading half and are answered by
+    // the writing one.
+    let (pings_tx, pings) = mpsc::unbounded_channel();
+    let writer =
+        Writer { protocol, session: &session, room_id: &room_id, room: &room, shared: &shared, timeline: &timeline };
+    let reader = Reader {
+        protocol,
+        index,
+        room: &room,
+        shared: &shared,
+        outcome: &mut outcome,
+        timeline: &timeline,
+        pings: pings_tx,
+    };
+    let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone(), pings), reader.run(stream, plan));
     if let Some(err) = send_error {
         outcome.closed.get_or_insert(err);
     }
@@ -181,6 +194,7 @@ async fn run_session(
 
 /// The sending half of a session.
 struct Writer<'a> {
+    protocol: Protocol,
     session: &'a str,
     room_id: &'a str,
     room: &'a RoomProgress,
@@ -189,22 +203,31 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Sends on the plan's schedule; returns the sink and why sending
-    /// failed, if it did.
+    /// Sends on the plan's schedule, then answers pings until the reading
+    /// half ends; returns the sink and why sending failed, if it did.
     async fn run(
         self,
         mut sink: SplitSink<Ws, Message>,
         mut plan: watch::Receiver<Option<Arc<Plan>>>,
+        mut pings: mpsc::UnboundedReceiver<()>,
     ) -> (SplitSink<Ws, Message>, Option<String>) {
-        let result = match wait_for_plan(&mut plan).await {
-            Some(plan) => self.send_all(&mut sink, &plan).await,
-            None => Ok(()),
+        let result = match answering(&mut sink, &mut pings, wait_for_plan(&mut plan)).await {
+            Ok(Answered::Done(Some(plan))) => self.send_all(&mut sink, &plan, &mut pings).await,
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
         };
         self.room.done_sending();
-        (sink, result.err())
+        // Until the reading half is done: it may still see pings.
+        let answered = answering(&mut sink, &mut pings, std::future::pending::<()>()).await;
+        (sink, result.err().or(answered.err()))
     }
 
-    async fn send_all(&self, sink: &mut SplitSink<Ws, Message>, plan: &Plan) -> Result<(), String> {
+    async fn send_all(
+        &self,
+        sink: &mut SplitSink<Ws, Message>,
+        plan: &Plan,
+        pings: &mut mpsc::UnboundedReceiver<()>,
+    ) -> Result<(), String> {
         let mut count = 0u64;
         for step in 0..plan.rates.len() {
             let period = plan.period(step);
@@ -215,7 +238,8 @@ impl Writer<'_> {
             // sends go out at once, each stamped with its scheduled time.
             let mut ticker = tokio::time::interval_at((start + phase).into(), period);
             loop {
-                let at = ticker.tick().await.into_std();
+                let Answered::Done(at) = answering(sink, pings, ticker.tick()).await? else { break };
+                let at = at.into_std();
                 if at >= end || self.shared.finished.load(Ordering::SeqCst) {
                     break;
                 }
@@ -231,7 +255,7 @@ impl Writer<'_> {
                     client_id: format!("{}-{count}", self.session),
                     text: text_for(t, plan.size),
                 };
-                let text = serde_json::to_string(&frame).map_err(|err| err.to_string())?;
+                let text = encode(self.protocol, &frame).map_err(|err| err.to_string())?;
                 self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
                 self.room.sent(1);
                 sink.send(Message::Text(text.into())).await.map_err(|err| format!("send: {err}"))?;
@@ -242,6 +266,37 @@ impl Writer<'_> {
     }
 }
 
+/// How [`answering`] ended.
+enum Answered<T> {
+    /// `until` finished with this.
+    Done(T),
+    /// The reading half ended first: nothing more will come to answer.
+    ReaderGone,
+}
+
+/// Runs `until` while answering the Socket.IO pings that the reading half
+/// passes on (the hub's are WebSocket pings, which tungstenite answers).
+async fn answering<T>(
+    sink: &mut SplitSink<Ws, Message>,
+    pings: &mut mpsc::UnboundedReceiver<()>,
+    until: impl Future<Output = T>,
+) -> Result<Answered<T>, String> {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            biased;
+            value = &mut until => return Ok(Answered::Done(value)),
+            ping = pings.recv() => match ping {
+                Some(()) => sink
+                    .send(Message::Text(crate::socketio::PONG.into()))
+                    .await
+                    .map_err(|err| format!("send: {err}"))?,
+                None => return Ok(Answered::ReaderGone),
+            },
+        }
+    }
+}
+
 /// Waits until the plan is published; `None` if the run was called off.
 async fn wait_for_plan(plan: &mut watch::Receiver<Option<Arc<Plan>>>) -> Option<Arc<Plan>> {
     plan.wait_for(Option::is_some).await.ok().and_then(|p| p.clone())
@@ -249,11 +304,14 @@ async fn wait_for_plan(plan: &mut watch::Receiver<Option<Arc<Plan>>>) -> Option<
 
 /// The receiving half of a session.
 struct Reader<'a> {
+    protocol: Protocol,
     index: usize,
     room: &'a RoomProgress,
     shared: &'a Shared,
     outcome: &'a mut SessionOutcome,
     timeline: &'a Timeline,
+    /// Socket.IO pings, for the writing half to answer.
+    pings: mpsc::UnboundedSender<()>,
 }
 
 impl Reader<'_> {
@@ -293,7 +351,12 @@ impl Reader<'_> {
                     }
                 }
                 message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => self.handle(text.as_str(), plan.as_deref()),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(reason) = self.handle(text.as_str(), plan.as_deref()) {
+                            self.outcome.closed = Some(reason);
+                            break;
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         self.outcome.closed = Some(close_reason(frame.as_ref()));
                         break;
@@ -318,14 +381,30 @@ impl Reader<'_> {
         self.room.settled(self.shared.outstanding.swap(0, Ordering::SeqCst));
     }
 
-    /// Takes one text frame into account.
-    fn handle(&mut self, text: &str, plan: Option<&Plan>) {
+    /// Takes one text frame into account; returns why the server ended
+    /// the session, if the frame says it did.
+    fn handle(&mut self, text: &str, plan: Option<&Plan>) -> Option<String> {
         let now = now_micros();
-        match serde_json::from_str::<ServerFrame>(text) {
-            Ok(ServerFrame::Message(message)) => {
+        let frame = match decode(self.protocol, text) {
+            Incoming::Frame(frame) => frame,
+            Incoming::Ping => {
+                // The writing half is gone only when sending failed, and
+                // then the session is over anyway.
+                let _ = self.pings.send(());
+                return None;
+            }
+            Incoming::Closed(reason) => return Some(reason),
+            Incoming::Other => return None,
+            Incoming::Unparsable => {
+                bump(&mut self.outcome.errors, unparsable_key(text), 1);
+                return None;
+            }
+        };
+        match frame {
+            ServerFrame::Message(message) => {
                 self.timeline.count(Event::Delivered, now);
                 self.outcome.check.observe(message.seq);
-                let Some(plan) = plan else { return };
+                let Some(plan) = plan else { return None };
                 if let Some(step) = plan.window_of(now) {
                     plan.received[step].fetch_add(1, Ordering::Relaxed);
                 }
@@ -338,12 +417,12 @@ impl Reader<'_> {
                     }
                 }
             }
-            Ok(ServerFrame::Ack { reference, seq, .. }) => {
+            ServerFrame::Ack { reference, seq, .. } => {
                 self.timeline.count(Event::Acked, now);
                 self.outcome.acks += 1;
                 self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 self.room.acked(seq);
-                let Some(plan) = plan else { return };
+                let Some(plan) = plan else { return None };
                 if let Some(step) = plan.window_of(now) {
                     plan.acked[step].fetch_add(1, Ordering::Relaxed);
                 }
@@ -352,7 +431,7 @@ impl Reader<'_> {
                     plan.ack.record(self.index, step, now.saturating_sub(sent));
                 }
             }
-            Ok(ServerFrame::Error { code, reference, .. }) => {
+            ServerFrame::Error { code, reference, .. } => {
                 bump(&mut self.outcome.errors, code.as_str(), 1);
                 // An error that answers a chat frame settles it; chat refs
                 // are the scheduled send times, all digits.
@@ -362,9 +441,9 @@ impl Reader<'_> {
                 }
             }
             // Presence, pongs and the like carry nothing to measure.
-            Ok(_) => {}
-            Err(_) => bump(&mut self.outcome.errors, unparsable_key(text), 1),
+            _ => {}
         }
+        None
     }
 }
 
@@ -393,7 +472,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
         let room = Arc::clone(&progress[joined.room]);
         room.joined();
         timeline.now(Event::Joined);
-        tokio::spawn(run_session(joined, room, plan_rx.clone(), Arc::clone(&timeline)))
+        tokio::spawn(run_session(joined, args.target.protocol, room, plan_rx.clone(), Arc::clone(&timeline)))
     })
     .await?;
     let sessions = connected.sessions.len();

@@ -74,6 +74,10 @@ impl ConsultArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.target.validate()?;
         anyhow::ensure!(!self.interval.is_zero(), "--interval must be longer than 0s");
+        anyhow::ensure!(
+            self.target.protocol == Protocol::Telehub,
+            "the consult scenario speaks Telehub's protocol only (the Socket.IO peer has no waiting room or signaling)"
+        );
         Ok(())
     }
 }
@@ -88,14 +92,23 @@ pub struct BaselineArgs {
 /// Where the hub is, how many rooms to set up there, and how to connect.
 #[derive(Debug, Args, Clone, Serialize)]
 pub struct Target {
-    /// Base URL of the hub's HTTP API (http only); the WebSocket URL is derived from it.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Another node of the same cluster: each room's doctor connects here,
-    /// its patient to --url, so every message crosses between nodes (the
-    /// `peer` latency in the report).
+    /// Base URL of the hub's HTTP API (http only); the WebSocket URL is
+    /// derived from it. Several nodes of one cluster, comma-separated:
+    /// sessions go to them round-robin, so with two or more a room's patient
+    /// and doctor are on different nodes (the `peer` latency in the report);
+    /// setup calls go to the first.
+    #[arg(long = "url", value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    #[serde(rename = "url")]
+    pub urls: Vec<String>,
+    /// Another node of the same cluster, as if appended to --url: each
+    /// room's doctor connects here, its patient to --url.
     #[arg(long)]
     pub peer_url: Option<String>,
+    /// The wire protocol to speak: Telehub's, or Socket.IO 4 (for the
+    /// Socket.IO peer of the benchmark suite, `loadtest/peers/socketio`;
+    /// the chat and idle scenarios only).
+    #[arg(long, value_enum, default_value_t = Protocol::Telehub)]
+    pub protocol: Protocol,
     /// The hub's API key, sent as `Authorization: Bearer`.
     #[arg(long, env = "TELEHUB_API_KEY", hide_env_values = true)]
     #[serde(skip)]
@@ -128,7 +141,28 @@ pub struct Target {
     pub json: Option<PathBuf>,
 }
 
+/// The wire protocol a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Telehub's WebSocket protocol (`/v1/ws`).
+    Telehub,
+    /// Socket.IO 4 over a WebSocket (Engine.IO 4, `/socket.io/`).
+    #[value(name = "socketio")]
+    SocketIo,
+}
+
 impl Target {
+    /// Every node's base URL: --url, then --peer-url.
+    pub fn nodes(&self) -> Vec<&str> {
+        self.urls.iter().map(String::as_str).chain(self.peer_url.as_deref()).collect()
+    }
+
+    /// Where setup calls go: the first node.
+    pub fn api_url(&self) -> &str {
+        self.urls.first().map_or("http://127.0.0.1:8080", String::as_str)
+    }
+
     /// The number of WebSocket sessions the scenario opens.
     pub fn sessions(&self) -> usize {
         self.rooms * 2
@@ -137,6 +171,7 @@ impl Target {
     /// Refuses flag combinations that cannot run.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.rooms > 0, "--rooms must be at least 1");
+        anyhow::ensure!(!self.urls.is_empty(), "--url must name at least one node");
         anyhow::ensure!(self.connect_concurrency > 0, "--connect-concurrency must be at least 1");
         anyhow::ensure!(!self.api_key.is_empty(), "--api-key (or TELEHUB_API_KEY) must not be empty");
         Ok(())

@@ -21,7 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use crate::api::RoomSetup;
-use crate::cli::Target;
+use crate::cli::{Protocol, Target};
+use crate::socketio;
+pub use crate::socketio::Incoming;
 use crate::stats::{bump, histogram, record};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -32,11 +34,12 @@ pub type Ws = WebSocketStream<TcpStream>;
 pub struct Endpoint {
     addr: SocketAddr,
     ws_url: Url,
+    protocol: Protocol,
 }
 
 impl Endpoint {
     /// Resolves the hub's address from its HTTP base URL.
-    pub async fn resolve(base: &str) -> anyhow::Result<Self> {
+    pub async fn resolve(base: &str, protocol: Protocol) -> anyhow::Result<Self> {
         let mut url = Url::parse(base).map_err(|err| anyhow::anyhow!("bad --url {base:?}: {err}"))?;
         anyhow::ensure!(url.scheme() == "http", "only http:// hub URLs are supported (no TLS): {base}");
         let host = url.host_str().ok_or_else(|| anyhow::anyhow!("no host in --url {base:?}"))?.to_owned();
@@ -50,22 +53,31 @@ impl Endpoint {
             .next()
             .ok_or_else(|| anyhow::anyhow!("{host} resolves to no address"))?;
         url.set_scheme("ws").map_err(|()| anyhow::anyhow!("cannot make a ws:// URL of {base}"))?;
-        let path = format!("{}/v1/ws", url.path().trim_end_matches('/'));
-        url.set_path(&path);
+        let base_path = url.path().trim_end_matches('/').to_owned();
         url.set_query(None);
-        Ok(Endpoint { addr, ws_url: url })
+        match protocol {
+            Protocol::Telehub => url.set_path(&format!("{base_path}/v1/ws")),
+            Protocol::SocketIo => {
+                url.set_path(&format!("{base_path}/socket.io/"));
+                url.set_query(Some("EIO=4&transport=websocket"));
+            }
+        }
+        Ok(Endpoint { addr, ws_url: url, protocol })
     }
 
-    /// The WebSocket URL with `token` in the query, encoded.
+    /// The WebSocket URL for a session of `token`: the hub takes the token
+    /// in the query (encoded), Socket.IO in its connect packet instead.
     fn url_with(&self, token: &str) -> Url {
         let mut url = self.ws_url.clone();
-        url.query_pairs_mut().append_pair("token", token);
+        if self.protocol == Protocol::Telehub {
+            url.query_pairs_mut().append_pair("token", token);
+        }
         url
     }
 }
 
-/// Opens a WebSocket from `source` (if given) and reads the `welcome`;
-/// returns the socket and the session id.
+/// Opens a WebSocket from `source` (if given) and reads the `welcome` (or
+/// makes the Socket.IO connection); returns the socket and the session id.
 pub async fn connect(endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -> anyhow::Result<(Ws, String)> {
     let socket = if endpoint.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
@@ -81,9 +93,59 @@ pub async fn connect(endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -
     let (mut ws, _) = client_async_with_config(endpoint.url_with(token).as_str(), stream, Some(config))
         .await
         .map_err(|err| anyhow::anyhow!("websocket handshake: {err}"))?;
+    if endpoint.protocol == Protocol::SocketIo {
+        let sid = socketio_connect(&mut ws, token).await?;
+        return Ok((ws, sid));
+    }
     match next_frame(&mut ws).await? {
         ServerFrame::Welcome { session, .. } => Ok((ws, session)),
         other => anyhow::bail!("expected welcome, got {}", frame_type(&other)),
+    }
+}
+
+/// The next text frame, answering Engine.IO pings on the way.
+async fn socketio_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                ws.send(Message::Text(socketio::PONG.into())).await?
+            }
+            Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
+            Some(Ok(Message::Close(frame))) => anyhow::bail!("closed by the server: {}", close_reason(frame.as_ref())),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err.into()),
+            None => anyhow::bail!("connection closed"),
+        }
+    }
+}
+
+/// Sends the Socket.IO connect packet with the token; returns the sid.
+async fn socketio_connect(ws: &mut Ws, token: &str) -> anyhow::Result<String> {
+    ws.send(Message::Text(socketio::connect_packet(token).into())).await?;
+    loop {
+        let text = socketio_text(ws).await?;
+        if let Some(sid) = socketio::connected(&text).map_err(anyhow::Error::msg)? {
+            return Ok(sid);
+        }
+    }
+}
+
+/// A hub frame as the text that `protocol` sends for it.
+pub fn encode(protocol: Protocol, frame: &ClientFrame) -> anyhow::Result<String> {
+    match protocol {
+        Protocol::Telehub => Ok(serde_json::to_string(frame)?),
+        Protocol::SocketIo => socketio::encode(frame),
+    }
+}
+
+/// What a text frame from a server speaking `protocol` means.
+pub fn decode(protocol: Protocol, text: &str) -> Incoming {
+    match protocol {
+        Protocol::Telehub => match serde_json::from_str::<ServerFrame>(text) {
+            Ok(frame) => Incoming::Frame(frame),
+            Err(_) => Incoming::Unparsable,
+        },
+        Protocol::SocketIo => socketio::decode(text),
     }
 }
 
@@ -111,7 +173,16 @@ pub async fn next_frame(ws: &mut Ws) -> anyhow::Result<ServerFrame> {
 }
 
 /// Joins `room`; returns the room's last `seq` at the join.
-pub async fn join(ws: &mut Ws, room: &str) -> anyhow::Result<i64> {
+pub async fn join(ws: &mut Ws, protocol: Protocol, room: &str) -> anyhow::Result<i64> {
+    if protocol == Protocol::SocketIo {
+        ws.send(Message::Text(socketio::join_packet(room).into())).await?;
+        loop {
+            let text = socketio_text(ws).await?;
+            if let Some(seq) = socketio::join_reply(&text).map_err(anyhow::Error::msg)? {
+                return Ok(seq);
+            }
+        }
+    }
     let reference = "j";
     send(ws, &ClientFrame::Join { reference: Some(reference.into()), room: room.to_owned(), since: None }).await?;
     loop {
@@ -183,19 +254,13 @@ pub async fn connect_all<T>(
     rooms: &[RoomSetup],
     mut on_joined: impl FnMut(Joined) -> T,
 ) -> anyhow::Result<Connected<T>> {
-    let endpoint = Endpoint::resolve(&target.url).await?;
-    let peer_endpoint = match &target.peer_url {
-        Some(url) => Some(Endpoint::resolve(url).await?),
-        None => None,
-    };
-    let total = rooms.len() * 2;
-    match &peer_endpoint {
-        Some(peer) => eprintln!(
-            "connecting and joining {total} sessions: patients to {}, doctors to {}…",
-            endpoint.addr, peer.addr
-        ),
-        None => eprintln!("connecting and joining {total} sessions to {}…", endpoint.addr),
+    let mut endpoints = Vec::new();
+    for url in target.nodes() {
+        endpoints.push(Endpoint::resolve(url, target.protocol).await?);
     }
+    let total = rooms.len() * 2;
+    let addrs: Vec<String> = endpoints.iter().map(|e| e.addr.to_string()).collect();
+    eprintln!("connecting and joining {total} sessions to {} round-robin…", addrs.join(", "));
     let started = Instant::now();
     let ramp = target.ramp;
     let timeout = target.connect_timeout;
@@ -207,11 +272,9 @@ pub async fn connect_all<T>(
         .flat_map(|(room, setup)| [(room, setup, &setup.patient_token), (room, setup, &setup.doctor_token)])
         .enumerate()
         .map(|(index, (room, setup, token))| {
-            // Doctors (the second session of each room) go to the peer node.
-            let endpoint = match &peer_endpoint {
-                Some(peer) if index % 2 == 1 => peer,
-                _ => &endpoint,
-            };
+            // Round-robin over the nodes: with two, patients (the even
+            // sessions) go to the first and doctors to the second.
+            let endpoint = &endpoints[index % endpoints.len()];
             let source = (!sources.is_empty()).then(|| sources[index % sources.len()]);
             // Session `index` may start no earlier than its share of the ramp.
             let not_before = started + ramp.mul_f64(index as f64 / total as f64);
@@ -220,7 +283,7 @@ pub async fn connect_all<T>(
                 let attempt_started = Instant::now();
                 let attempt = async {
                     let (mut ws, session) = connect(endpoint, token, source).await?;
-                    let since = join(&mut ws, &setup.room).await?;
+                    let since = join(&mut ws, target.protocol, &setup.room).await?;
                     anyhow::Ok((ws, session, since))
                 };
                 let result = match tokio::time::timeout(timeout, attempt).await {
@@ -296,15 +359,22 @@ mod tests {
 
     #[tokio::test]
     async fn the_websocket_url_follows_the_http_url() {
-        let endpoint = Endpoint::resolve("http://127.0.0.1:8080").await.unwrap();
+        let endpoint = Endpoint::resolve("http://127.0.0.1:8080", Protocol::Telehub).await.unwrap();
         assert_eq!(endpoint.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(endpoint.url_with("a.b-c_d").as_str(), "ws://127.0.0.1:8080/v1/ws?token=a.b-c_d");
 
-        let endpoint = Endpoint::resolve("http://[::1]:9000/hub/").await.unwrap();
+        let endpoint = Endpoint::resolve("http://[::1]:9000/hub/", Protocol::Telehub).await.unwrap();
         assert_eq!(endpoint.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(endpoint.url_with("x+y").as_str(), "ws://[::1]:9000/hub/v1/ws?token=x%2By");
 
-        assert!(Endpoint::resolve("https://127.0.0.1").await.is_err());
-        assert!(Endpoint::resolve("not a url").await.is_err());
+        assert!(Endpoint::resolve("https://127.0.0.1", Protocol::Telehub).await.is_err());
+        assert!(Endpoint::resolve("not a url", Protocol::Telehub).await.is_err());
+
+        let endpoint = Endpoint::resolve("http://127.0.0.1:8095", Protocol::SocketIo).await.unwrap();
+        assert_eq!(
+            endpoint.url_with("tok").as_str(),
+            "ws://127.0.0.1:8095/socket.io/?EIO=4&transport=websocket",
+            "Socket.IO takes the token in its connect packet"
+        );
     }
 }

@@ -218,12 +218,12 @@ async fn relayed(side: &mut Side, from: &str, accept: impl Fn(&SignalData) -> bo
 /// Runs one consultation through every step.
 async fn consultation(
     setup: RoomSetup,
-    endpoint: Arc<Endpoint>,
+    endpoints: Arc<Vec<Endpoint>>,
     args: Arc<ConsultArgs>,
     lat: Arc<Latencies>,
 ) -> Outcome {
     let mut outcome = Outcome { failure: None, sides: Vec::new(), highest: 0, messages: 0 };
-    if let Err(err) = steps(&setup, &endpoint, &args, &lat, &mut outcome).await {
+    if let Err(err) = steps(&setup, &endpoints, &args, &lat, &mut outcome).await {
         outcome.failure = Some(err);
     }
     for side in &mut outcome.sides {
@@ -234,15 +234,18 @@ async fn consultation(
 
 async fn steps(
     setup: &RoomSetup,
-    endpoint: &Endpoint,
+    endpoints: &[Endpoint],
     args: &ConsultArgs,
     lat: &Latencies,
     outcome: &mut Outcome,
 ) -> Result<(), String> {
     let room = setup.room.as_str();
     let source = args.target.source_addrs.get(setup.number % args.target.source_addrs.len().max(1)).copied();
-    let mut patient = Side::connect(endpoint, &setup.patient_token, source, args.step_timeout).await?;
-    let mut doctor = Side::connect(endpoint, &setup.doctor_token, source, args.step_timeout).await?;
+    // Round-robin over the nodes as in the chat scenario: with two, every
+    // patient is on the first and every doctor on the second.
+    let node = |k: usize| &endpoints[(2 * setup.number + k) % endpoints.len()];
+    let mut patient = Side::connect(node(0), &setup.patient_token, source, args.step_timeout).await?;
+    let mut doctor = Side::connect(node(1), &setup.doctor_token, source, args.step_timeout).await?;
 
     // 1. Check in.
     let t = Instant::now();
@@ -411,7 +414,11 @@ pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
     args.validate()?;
     check_file_limit(&args.target)?;
     let rooms = create_rooms(&args.target).await?;
-    let endpoint = Arc::new(Endpoint::resolve(&args.target.url).await?);
+    let mut endpoints = Vec::new();
+    for url in args.target.nodes() {
+        endpoints.push(Endpoint::resolve(url, args.target.protocol).await?);
+    }
+    let endpoints = Arc::new(endpoints);
     let args = Arc::new(args);
     let lat = Arc::new(Latencies::default());
     let started = Instant::now();
@@ -423,10 +430,10 @@ pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
         .enumerate()
         .map(|(i, setup)| {
             let not_before = started + args.target.ramp.mul_f64(i as f64 / total as f64);
-            let (endpoint, args, lat) = (Arc::clone(&endpoint), Arc::clone(&args), Arc::clone(&lat));
+            let (endpoints, args, lat) = (Arc::clone(&endpoints), Arc::clone(&args), Arc::clone(&lat));
             tokio::spawn(async move {
                 tokio::time::sleep_until(not_before.into()).await;
-                consultation(setup, endpoint, args, lat).await
+                consultation(setup, endpoints, args, lat).await
             })
         })
         .collect();

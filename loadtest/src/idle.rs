@@ -10,14 +10,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::create_rooms;
-use crate::cli::IdleArgs;
-use crate::client::{Ws, check_file_limit, close_reason, connect_all};
+use crate::cli::{IdleArgs, Protocol};
+use crate::client::{Incoming, Ws, check_file_limit, close_reason, connect_all, decode};
 use crate::stats::{IdleLatency, IdleReport, Summary, bump, per_second, write_json};
 
 /// VmRSS of a process in KiB, from `/proc/PID/status`.
@@ -56,7 +56,7 @@ async fn settled_rss(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Holds one session until `stop`; returns why it ended early, if it did.
-async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> Option<String> {
+async fn hold(mut ws: Ws, protocol: Protocol, mut stop: watch::Receiver<bool>) -> Option<String> {
     loop {
         tokio::select! {
             // The only change ever sent is the stop (and a dropped sender
@@ -67,6 +67,16 @@ async fn hold(mut ws: Ws, mut stop: watch::Receiver<bool>) -> Option<String> {
             }
             message = ws.next() => match message {
                 Some(Ok(Message::Close(frame))) => return Some(close_reason(frame.as_ref())),
+                // Socket.IO's pings are frames of its own protocol.
+                Some(Ok(Message::Text(text))) if protocol == Protocol::SocketIo => match decode(protocol, &text) {
+                    Incoming::Ping => {
+                        if let Err(err) = ws.send(Message::Text(crate::socketio::PONG.into())).await {
+                            return Some(format!("send: {err}"));
+                        }
+                    }
+                    Incoming::Closed(reason) => return Some(reason),
+                    _ => {}
+                },
                 Some(Ok(_)) => {}
                 Some(Err(err)) => return Some(format!("read: {err}")),
                 None => return Some("connection closed".into()),
@@ -91,7 +101,8 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<bool> {
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let connected = connect_all(target, &rooms, |joined| tokio::spawn(hold(joined.ws, stop_rx.clone()))).await?;
+    let connected =
+        connect_all(target, &rooms, |joined| tokio::spawn(hold(joined.ws, target.protocol, stop_rx.clone()))).await?;
     let sessions = connected.sessions.len();
 
     let rss_after = match args.pid {

@@ -31,6 +31,7 @@ mod idle;
 mod mock_hub;
 mod progress;
 mod scenario_file;
+mod socketio;
 mod stats;
 mod timeline;
 mod verify;
