@@ -803,6 +803,122 @@ mod tests {
         assert!(took < Duration::from_secs(6), "took {took:?}");
     }
 
+    /// The Socket.IO peer of the benchmark suite, a real Node.js process
+    /// (its npm packages are installed by scripts/test), on a free port.
+    struct SocketIoPeer {
+        url: String,
+        _child: tokio::process::Child,
+    }
+
+    impl SocketIoPeer {
+        async fn start(ping_interval_ms: u64) -> SocketIoPeer {
+            use tokio::io::AsyncBufReadExt;
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/socketio");
+            assert!(
+                dir.join("node_modules/socket.io").is_dir(),
+                "the Socket.IO peer's packages are missing: run scripts/test, or npm ci in {}",
+                dir.display()
+            );
+            let mut child = tokio::process::Command::new("node")
+                .arg("server.js")
+                .current_dir(&dir)
+                .env("PORT", "0")
+                .env("PING_INTERVAL_MS", ping_interval_ms.to_string())
+                .env("PING_TIMEOUT_MS", ping_interval_ms.to_string())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("node runs");
+            let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            let line = lines.next_line().await.unwrap().expect("the peer says where it listens");
+            let url = line.rsplit(' ').next().unwrap().to_owned();
+            assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+            // Keep reading its output so that it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            SocketIoPeer { url, _child: child }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drives_the_socketio_peer_and_answers_its_pings() {
+        use clap::Parser;
+        // Pings every 200 ms with 200 ms to answer: a session that did not
+        // answer them would be disconnected long before the run ends.
+        let peer = SocketIoPeer::start(200).await;
+        let json = std::env::temp_dir().join(format!("telehub-loadtest-sio-{}.json", rand::random::<u32>()));
+        let cli = crate::cli::Cli::try_parse_from([
+            "telehub-loadtest",
+            "chat",
+            "--protocol",
+            "socketio",
+            "--url",
+            &peer.url,
+            "--api-key",
+            "k",
+            "--rooms",
+            "5",
+            "--rate",
+            "200",
+            "--warmup",
+            "500ms",
+            "--duration",
+            "1500ms",
+            "--drain",
+            "5s",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .unwrap();
+        let crate::cli::Command::Chat(args) = cli.command else { unreachable!() };
+        let passed = run(args).await.unwrap();
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        assert!(passed, "{report:#}");
+        assert_eq!(report["sessions"], 10);
+        assert_eq!(report["closed_sessions"], 0, "pings answered, nobody dropped: {report:#}");
+        assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(report["scenario"]["protocol"], "socketio");
+        let deliveries = report["latency_ms"]["delivery"]["count"].as_u64().unwrap();
+        let acks = report["latency_ms"]["ack"]["count"].as_u64().unwrap();
+        assert!(acks > 0 && deliveries == 2 * acks, "every acked message reached both sessions: {report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn socketio_refuses_what_it_has_not() {
+        let peer = SocketIoPeer::start(25_000).await;
+        let endpoint = crate::client::Endpoint::resolve(&peer.url, Protocol::SocketIo).await.unwrap();
+        // A token the peer cannot read is refused at connect.
+        let err = crate::client::connect(&endpoint, "not-a-token", None).await.err().expect("refused");
+        assert!(format!("{err:#}").contains("connect refused: unauthorized"), "{err:#}");
+        // Chat in a room the session has not joined is refused, with the ref.
+        let api = crate::api::Api::new(&crate::cli::Target { urls: vec![peer.url.clone()], ..test_target() }).unwrap();
+        let token = api.token("p-1", "Patient 1", "patient").await.unwrap();
+        let (mut ws, _) = crate::client::connect(&endpoint, &token, None).await.unwrap();
+        let frame = ClientFrame::Chat {
+            reference: Some("5".into()),
+            room: "r-9".into(),
+            client_id: "c".into(),
+            text: "hi".into(),
+        };
+        ws.send(Message::Text(encode(Protocol::SocketIo, &frame).unwrap().into())).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(text))) = ws.next().await else { panic!("connection ended") };
+            if let Incoming::Frame(ServerFrame::Error { reference, code, .. }) = decode(Protocol::SocketIo, &text) {
+                assert_eq!((reference.as_deref(), code.as_str()), (Some("5"), "forbidden"));
+                break;
+            }
+        }
+    }
+
+    fn test_target() -> crate::cli::Target {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["telehub-loadtest", "chat", "--api-key", "k"]).unwrap();
+        match cli.command {
+            crate::cli::Command::Chat(args) => args.target,
+            _ => unreachable!(),
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lost_messages_fail_the_run() {
         let faults = crate::mock_hub::Faults { drop_every: Some(7), ..Default::default() };

@@ -162,7 +162,8 @@ async function main() {
     });
   });
 
-  server.listen(port, host, () => console.error(`socket.io peer ${nodeId} on http://${host}:${port}`));
+  // PORT=0 picks a free port; this line says which (the tests read it).
+  server.listen(port, host, () => console.error(`socket.io peer ${nodeId} on http://${host}:${server.address().port}`));
   const stop = () => io.close(() => process.exit(0));
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
