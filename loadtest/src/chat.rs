@@ -404,7 +404,7 @@ impl Reader<'_> {
             ServerFrame::Message(message) => {
                 self.timeline.count(Event::Delivered, now);
                 self.outcome.check.observe(message.seq);
-                let Some(plan) = plan else { return None };
+                let plan = plan?;
                 if let Some(step) = plan.window_of(now) {
                     plan.received[step].fetch_add(1, Ordering::Relaxed);
                 }
@@ -422,7 +422,7 @@ impl Reader<'_> {
                 self.outcome.acks += 1;
                 self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 self.room.acked(seq);
-                let Some(plan) = plan else { return None };
+                let plan = plan?;
                 if let Some(step) = plan.window_of(now) {
                     plan.acked[step].fetch_add(1, Ordering::Relaxed);
                 }

@@ -67,6 +67,31 @@ pub struct ConsultArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     #[serde(rename = "step_timeout_s", serialize_with = "as_secs")]
     pub step_timeout: Duration,
+    /// The clinic of every consultation and token, which scopes queues and
+    /// displays.
+    #[arg(long, default_value = "c-load")]
+    pub clinic: String,
+    /// Doctors sharing the consultations, so that queues hold several
+    /// patients: consultation N gets doctor d-(N mod M) and that doctor's
+    /// queue (counted from --room-offset). Default: one per consultation.
+    #[arg(long)]
+    pub doctors: Option<usize>,
+    /// Waiting-room displays watching the queues for the whole run, spread
+    /// over them round-robin; each checks that it sees tickets only and
+    /// hears every admitted patient of its queue `called` exactly once.
+    #[arg(long, default_value_t = 0)]
+    pub displays: usize,
+    /// The share of consultations (0 to 1, every k-th) whose patient loses
+    /// the connection halfway through the chat, without a close frame, and
+    /// rejoins on a fresh one with `since`.
+    #[arg(long, default_value_t = 0.0)]
+    pub reconnect_share: f64,
+    /// A reconnect storm: every chosen patient drops at this time since the
+    /// start of the run, all at once, instead of each at its own halfway
+    /// point (one that gets there early waits for it).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(rename = "storm_at_s", serialize_with = "as_secs_opt")]
+    pub storm_at: Option<Duration>,
 }
 
 impl ConsultArgs {
@@ -74,6 +99,12 @@ impl ConsultArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.target.validate()?;
         anyhow::ensure!(!self.interval.is_zero(), "--interval must be longer than 0s");
+        anyhow::ensure!((0.0..=1.0).contains(&self.reconnect_share), "--reconnect-share must be between 0 and 1");
+        anyhow::ensure!(self.doctors != Some(0), "--doctors must be at least 1");
+        anyhow::ensure!(
+            self.storm_at.is_none() || self.reconnect_share > 0.0,
+            "--storm-at needs a --reconnect-share above 0"
+        );
         anyhow::ensure!(
             self.target.protocol == Protocol::Telehub,
             "the consult scenario speaks Telehub's protocol only (the Socket.IO peer has no waiting room or signaling)"
@@ -268,6 +299,14 @@ fn as_secs<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
+/// Writes an optional duration as seconds, or `null`.
+fn as_secs_opt<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => as_secs(duration, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +360,26 @@ mod tests {
         let cli = Cli::try_parse_from(["telehub-loadtest", "chat", "--api-key", "k", "--rate", "100,0"]).unwrap();
         let Command::Chat(args) = cli.command else { panic!("expected chat") };
         assert!(args.validate().is_err());
+    }
+
+    #[test]
+    fn consult_flags_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["telehub-loadtest", "consult", "--api-key", "k"];
+            argv.extend_from_slice(extra);
+            let Command::Consult(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("consult") };
+            args
+        };
+        let args = parse(&[]);
+        args.validate().unwrap();
+        assert_eq!((args.reconnect_share, args.displays, args.doctors, args.clinic.as_str()), (0.0, 0, None, "c-load"));
+        assert_eq!(serde_json::to_value(&args).unwrap()["storm_at_s"], serde_json::Value::Null);
+        assert!(parse(&["--reconnect-share", "1.5"]).validate().is_err());
+        assert!(parse(&["--reconnect-share", "NaN"]).validate().is_err());
+        assert!(parse(&["--doctors", "0"]).validate().is_err());
+        assert!(parse(&["--storm-at", "10s"]).validate().is_err(), "a storm of nobody");
+        let args = parse(&["--reconnect-share", "0.5", "--storm-at", "10s"]);
+        args.validate().unwrap();
+        assert_eq!(serde_json::to_value(&args).unwrap()["storm_at_s"], 10.0);
     }
 }

@@ -340,15 +340,19 @@ pub async fn connect_all<T>(
 /// Refuses a run that would need more sockets than this process may open,
 /// before anything is set up on the hub.
 pub fn check_file_limit(target: &Target) -> anyhow::Result<()> {
+    check_open_files(target.sessions())
+}
+
+/// Refuses a run of `sessions` sockets that this process may not open.
+pub fn check_open_files(sessions: usize) -> anyhow::Result<()> {
     // Besides the WebSockets: the HTTP pool during setup, stdio, the runtime.
     const SPARE: u64 = 64;
     let Ok((soft, _)) = rlimit::Resource::NOFILE.get() else { return Ok(()) };
-    let needed = target.sessions() as u64 + SPARE;
+    let needed = sessions as u64 + SPARE;
     anyhow::ensure!(
         needed <= soft,
-        "{} sessions need about {needed} open files but this process may open {soft}; \
-         run several processes with fewer --rooms each and distinct --room-offset values",
-        target.sessions()
+        "{sessions} sessions need about {needed} open files but this process may open {soft}; \
+         run several processes with fewer --rooms each and distinct --room-offset values"
     );
     Ok(())
 }

@@ -1,7 +1,12 @@
 //! The consultation scenario: whole consultations, each the way a patient
-//! and a doctor go through one.
+//! and a doctor go through one, with waiting-room displays watching and,
+//! if asked, patients whose connection drops mid-chat.
 //!
-//! For every consultation, started evenly over `--ramp`:
+//! Every consultation and token is of one clinic (`--clinic`). Consultation
+//! N gets doctor `d-N`, or with `--doctors M` one of M doctors (d-(N mod M)
+//! counted from `--room-offset`), and that doctor's queue, so that queues
+//! hold several patients. For every consultation, started evenly over
+//! `--ramp`:
 //! 1. the patient connects and checks in to the waiting room (`queue`);
 //! 2. the doctor connects and admits them (`admitted` reaches the patient);
 //! 3. both join the room;
@@ -13,26 +18,58 @@
 //!    other sends a read receipt; `--interval` apart;
 //! 6. the doctor ends the consultation and both hear `ended`.
 //!
+//! Reconnects (`--reconnect-share F`): an evenly spread share F of the
+//! consultations (consultation i of the run when `floor((i+1)F) >
+//! floor(iF)`: every one for 1, every second for 0.5) drops its patient's
+//! connection after half of the chat rounds, without a close frame (the
+//! socket is simply dropped, so the hub sees the TCP connection end). While the patient is away the doctor sends a
+//! message; then the patient connects afresh (to the doctor's node, so in
+//! a cluster the replay crosses nodes) and joins with `since` = the highest
+//! seq it had seen. The `joined` history must bring that message and every
+//! other one it missed, through the same [`SeqCheck`] as live messages, or
+//! the consultation fails at `replay`; then the chat goes on. With
+//! `--storm-at T` every chosen patient drops at time T of the run instead,
+//! all at once: one that reaches its halfway point earlier waits there
+//! (both sides keep reading, so pings are answered); one that was not yet
+//! that far into its chat at T (still connecting, in the waiting room, or
+//! in its first rounds) drops as soon as it gets there, and counts as late
+//! for the storm (`storm_late`).
+//!
+//! Displays (`--displays N`): N sessions of role `display` watch the queues
+//! (round-robin over the queues of the run, in room order) from before the
+//! first consultation starts until the last one is over. Each checks that
+//! every `queue_state` entry it gets is anonymised (no room, no patient),
+//! and that every patient admitted in its queue is `called` exactly once.
+//! After the consultations, a display waits up to `--step-timeout` for
+//! calls still missing; a duplicate that would come after that is not seen.
+//!
 //! Every step's latency goes into an HDR histogram (check-in and admit
 //! from the request to the patient's reply, join, each relayed signal from
 //! send to arrival, each message from send to the other side and to its
-//! ack, end to both `ended`). Every `message` goes through the receiving
-//! side's [`SeqCheck`]; a consultation that lost, duplicated or reordered a
-//! message, or did not get through its steps, fails the run.
+//! ack, end to both `ended`; `rejoin` from the start of reconnecting to
+//! `joined`, `called` from the doctor's admit to each display's `called`).
+//! Every `message` goes through the receiving side's [`SeqCheck`]; a
+//! consultation that lost, duplicated or reordered a message, or did not
+//! get through its steps (reconnect and replay included), and a display
+//! that failed, saw a name or missed or doubled a call, fail the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use telehub_signaling::{Candidate, ClientFrame, Description, DescriptionKind, ServerFrame, SignalData, is_polite};
+use telehub_signaling::{
+    Candidate, ClientFrame, Description, DescriptionKind, HistoryItem, ServerFrame, SignalData, is_polite,
+};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::api::{RoomSetup, create_rooms};
+use crate::api::{RoomSetup, Staffing, create_staffed_rooms, display_tokens};
 use crate::cli::ConsultArgs;
-use crate::client::{Endpoint, Ws, check_file_limit, close_reason, connect, send};
+use crate::client::{Endpoint, Ws, check_open_files, close_reason, connect, send};
 use crate::stats::{Summary, bump, counts_line, histogram, micros_at, record, write_json};
 use crate::verify::SeqCheck;
 
@@ -44,7 +81,11 @@ struct Latencies {
 
 impl Latencies {
     fn record(&self, kind: &'static str, since: Instant) {
-        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.record_span(kind, since, Instant::now());
+    }
+
+    fn record_span(&self, kind: &'static str, from: Instant, to: Instant) {
+        let micros = u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX);
         let mut kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         record(kinds.entry(kind).or_insert_with(histogram), micros);
     }
@@ -71,11 +112,21 @@ impl Side {
     async fn connect(
         endpoint: &Endpoint,
         token: &str,
-        source: Option<std::net::IpAddr>,
+        source: Option<IpAddr>,
         patience: Duration,
     ) -> Result<Side, String> {
         let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("connect: {err:#}"))?;
         Ok(Side { ws, session, patience, check: SeqCheck::new(0), errors: BTreeMap::new(), typing: 0, reads: 0 })
+    }
+
+    /// Drops the socket without a WebSocket close frame; what the side saw
+    /// is kept. The hub sees the TCP connection end with no close
+    /// handshake. (A phone that loses its network sends nothing at all,
+    /// which the hub notices only by its heartbeat; that is not simulated.)
+    fn hang_up(self) -> Away {
+        let Side { ws, session: _, patience, check, errors, typing, reads } = self;
+        drop(ws);
+        Away { patience, check, errors, typing, reads }
     }
 
     async fn send(&mut self, frame: &ClientFrame) -> Result<(), String> {
@@ -83,18 +134,32 @@ impl Side {
     }
 
     /// Reads until `want` takes a frame, accounting for every frame on the
-    /// way. An error that answers `reference` fails the step.
+    /// way. An error that answers `reference` fails the step, and so does
+    /// waiting longer than the side's patience.
     async fn until<T>(
         &mut self,
         step: &str,
         reference: Option<&str>,
-        mut want: impl FnMut(&ServerFrame) -> Option<T>,
+        want: impl FnMut(&ServerFrame) -> Option<T>,
     ) -> Result<T, String> {
         let deadline = tokio::time::Instant::now() + self.patience;
+        let found = self.until_by(step, reference, deadline, want).await?;
+        found.ok_or_else(|| format!("{step}: nothing within {:?}", self.patience))
+    }
+
+    /// [`Side::until`] with a deadline of its own: `None` when it passes
+    /// first.
+    async fn until_by<T>(
+        &mut self,
+        step: &str,
+        reference: Option<&str>,
+        deadline: tokio::time::Instant,
+        mut want: impl FnMut(&ServerFrame) -> Option<T>,
+    ) -> Result<Option<T>, String> {
         loop {
-            let message = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .map_err(|_| format!("{step}: nothing within {:?}", self.patience))?;
+            let Ok(message) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return Ok(None);
+            };
             let text = match message {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Close(frame))) => {
@@ -126,19 +191,72 @@ impl Side {
                 _ => {}
             }
             if let Some(found) = want(&frame) {
-                return Ok(found);
+                return Ok(Some(found));
             }
         }
     }
 }
 
+/// A side whose connection is gone: what it saw, until it reconnects.
+struct Away {
+    patience: Duration,
+    check: SeqCheck,
+    errors: BTreeMap<String, u64>,
+    typing: u64,
+    reads: u64,
+}
+
+impl Away {
+    /// Connects afresh (without joining yet).
+    async fn reconnect(self, endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -> Result<Side, String> {
+        let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("reconnect: {err:#}"))?;
+        let Away { patience, check, errors, typing, reads } = self;
+        Ok(Side { ws, session, patience, check, errors, typing, reads })
+    }
+}
+
 /// What one consultation came to.
+#[derive(Default)]
 struct Outcome {
     failure: Option<String>,
     sides: Vec<Side>,
     /// The highest seq acknowledged in the room.
     highest: i64,
     messages: u64,
+    /// The patient dropped and rejoined.
+    reconnected: bool,
+    /// Its reconnect came after `--storm-at`, not in the storm: the
+    /// consultation was not yet halfway into its chat then.
+    storm_late: bool,
+    /// Messages the patient got from the rejoin's history.
+    replayed: u64,
+}
+
+/// What the consultations and displays of a run share.
+struct Run {
+    args: ConsultArgs,
+    endpoints: Vec<Endpoint>,
+    lat: Latencies,
+    /// When the first consultation could start: the ramp and the storm
+    /// count from here.
+    started: Instant,
+    /// Every patient the hub confirmed admitted, for the displays to hear
+    /// called.
+    admissions: Mutex<Vec<Admission>>,
+}
+
+/// A patient the doctor admitted: the ticket, and when the doctor asked.
+#[derive(Debug, Clone)]
+struct Admission {
+    queue: String,
+    ticket: String,
+    asked: Instant,
+}
+
+/// Whether consultation `i` (0-based in the run) loses its patient's
+/// connection: an evenly spread `share` of them.
+fn drops(i: usize, share: f64) -> bool {
+    ((i + 1) as f64 * share).floor() > (i as f64 * share).floor()
 }
 
 /// A plausible browser offer: audio and video, bundled, with real codecs.
@@ -215,15 +333,10 @@ async fn relayed(side: &mut Side, from: &str, accept: impl Fn(&SignalData) -> bo
     .await
 }
 
-/// Runs one consultation through every step.
-async fn consultation(
-    setup: RoomSetup,
-    endpoints: Arc<Vec<Endpoint>>,
-    args: Arc<ConsultArgs>,
-    lat: Arc<Latencies>,
-) -> Outcome {
-    let mut outcome = Outcome { failure: None, sides: Vec::new(), highest: 0, messages: 0 };
-    if let Err(err) = steps(&setup, &endpoints, &args, &lat, &mut outcome).await {
+/// Runs consultation `i` of the run through every step.
+async fn consultation(i: usize, setup: RoomSetup, run: Arc<Run>) -> Outcome {
+    let mut outcome = Outcome::default();
+    if let Err(err) = steps(i, &setup, &run, &mut outcome).await {
         outcome.failure = Some(err);
     }
     for side in &mut outcome.sides {
@@ -232,13 +345,8 @@ async fn consultation(
     outcome
 }
 
-async fn steps(
-    setup: &RoomSetup,
-    endpoints: &[Endpoint],
-    args: &ConsultArgs,
-    lat: &Latencies,
-    outcome: &mut Outcome,
-) -> Result<(), String> {
+async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) -> Result<(), String> {
+    let (args, lat, endpoints) = (&run.args, &run.lat, &run.endpoints);
     let room = setup.room.as_str();
     let source = args.target.source_addrs.get(setup.number % args.target.source_addrs.len().max(1)).copied();
     // Round-robin over the nodes as in the chat scenario: with two, every
@@ -250,7 +358,12 @@ async fn steps(
     // 1. Check in.
     let t = Instant::now();
     patient.send(&ClientFrame::Checkin { reference: Some("c".into()), room: room.into() }).await?;
-    patient.until("checkin", Some("c"), |f| matches!(f, ServerFrame::Queue { .. }).then_some(())).await?;
+    let (queue, ticket) = patient
+        .until("checkin", Some("c"), |f| match f {
+            ServerFrame::Queue { queue, ticket, .. } => Some((queue.clone(), ticket.clone())),
+            _ => None,
+        })
+        .await?;
     lat.record("checkin", t);
 
     // 2. Admit.
@@ -259,6 +372,7 @@ async fn steps(
         .send(&ClientFrame::Admit { reference: Some("a".into()), room: room.into(), override_payment: false })
         .await?;
     doctor.until("admit", Some("a"), |f| matches!(f, ServerFrame::Ok { .. }).then_some(())).await?;
+    run.admissions.lock().unwrap_or_else(PoisonError::into_inner).push(Admission { queue, ticket, asked: t });
     patient.until("admitted", None, |f| matches!(f, ServerFrame::Admitted { .. }).then_some(())).await?;
     lat.record("admit", t);
 
@@ -311,9 +425,18 @@ async fn steps(
         }
     }
 
-    // 5. Chat with typing and read receipts.
+    // 5. Chat with typing and read receipts; a chosen patient drops and
+    // rejoins halfway.
+    let rejoin_at = drops(i, args.reconnect_share).then_some(args.messages / 2);
+    let rejoin_node = node(1);
     let mut pace = tokio::time::interval(args.interval);
     for round in 0..args.messages {
+        if rejoin_at == Some(round) {
+            patient = rejoin(patient, &mut doctor, setup, rejoin_node, source, run, outcome).await?;
+            // After a wait for the storm, go on at the usual pace rather
+            // than catch up in a burst.
+            pace.reset();
+        }
         for n in 0..2 {
             let (sender, receiver) = if n == 0 { (&mut patient, &mut doctor) } else { (&mut doctor, &mut patient) };
             pace.tick().await;
@@ -345,6 +468,10 @@ async fn steps(
             receiver.send(&ClientFrame::Read { reference: None, room: room.into(), seq }).await?;
         }
     }
+    // Without chat rounds, halfway is the end.
+    if rejoin_at == Some(args.messages) {
+        patient = rejoin(patient, &mut doctor, setup, rejoin_node, source, run, outcome).await?;
+    }
 
     // 6. The doctor ends it.
     let t = Instant::now();
@@ -357,6 +484,172 @@ async fn steps(
     Ok(())
 }
 
+/// The patient drops its connection (at the storm, with `--storm-at`), the
+/// doctor says something meanwhile, and the patient reconnects to
+/// `endpoint` and rejoins with `since`: the history must bring what it
+/// missed. Returns the patient on its new connection.
+async fn rejoin(
+    mut patient: Side,
+    doctor: &mut Side,
+    setup: &RoomSetup,
+    endpoint: &Endpoint,
+    source: Option<IpAddr>,
+    run: &Run,
+    outcome: &mut Outcome,
+) -> Result<Side, String> {
+    let room = setup.room.as_str();
+    if let Some(at) = run.args.storm_at {
+        let storm = tokio::time::Instant::from_std(run.started + at);
+        if tokio::time::Instant::now() < storm {
+            // Both keep reading meanwhile, so the hub's pings are answered.
+            let (p, d) = tokio::join!(
+                patient.until_by("storm", None, storm, |_| None::<()>),
+                doctor.until_by("storm", None, storm, |_| None::<()>)
+            );
+            p?;
+            d?;
+        } else {
+            outcome.storm_late = true;
+        }
+    }
+    let since = patient.check.highest();
+    let away = patient.hang_up();
+
+    // While the patient is away: a message it can only get by replay.
+    let reference = "away";
+    let t = Instant::now();
+    let text = format!("t={} while you were away: the results are in", micros_at(t));
+    let client_id = format!("{}-away", doctor.session);
+    doctor.send(&ClientFrame::Chat { reference: Some(reference.into()), room: room.into(), client_id, text }).await?;
+    outcome.messages += 1;
+    let missed = doctor
+        .until("ack", Some(reference), |f| match f {
+            ServerFrame::Ack { reference: Some(r), seq, .. } if r == reference => Some(*seq),
+            _ => None,
+        })
+        .await?;
+    run.lat.record("ack", t);
+    outcome.highest = outcome.highest.max(missed);
+
+    let t = Instant::now();
+    let mut patient = away.reconnect(endpoint, &setup.patient_token, source).await?;
+    patient.send(&ClientFrame::Join { reference: Some("r".into()), room: room.into(), since: Some(since) }).await?;
+    let (history, complete) = patient
+        .until("rejoin", Some("r"), |f| match f {
+            ServerFrame::Joined { history, history_complete, .. } => Some((history.clone(), *history_complete)),
+            _ => None,
+        })
+        .await?;
+    run.lat.record("rejoin", t);
+    for HistoryItem::Message(message) in &history {
+        patient.check.observe(message.seq);
+        outcome.replayed += 1;
+    }
+    if !patient.check.complete_through(missed) {
+        let more = if complete { "" } else { " (history_complete false)" };
+        return Err(format!("replay: the rejoin after seq {since} did not bring everything up to {missed}{more}"));
+    }
+    outcome.reconnected = true;
+    Ok(patient)
+}
+
+/// One waiting-room display: what it saw of its queue.
+#[derive(Default)]
+struct Board {
+    queue: String,
+    failure: Option<String>,
+    /// Every `called` of its queue: the ticket and when it came.
+    called: Vec<(String, Instant)>,
+    /// `queue_state` frames of its queue.
+    updates: u64,
+    /// Entries that showed a room or a patient.
+    leaked: u64,
+}
+
+impl Board {
+    fn take(&mut self, frame: &ServerFrame) {
+        match frame {
+            ServerFrame::QueueState { queue, entries, .. } if *queue == self.queue => {
+                self.updates += 1;
+                self.leaked += entries.iter().filter(|e| e.room.is_some() || e.patient.is_some()).count() as u64;
+            }
+            ServerFrame::Called { queue, ticket, .. } if *queue == self.queue => {
+                self.called.push((ticket.clone(), Instant::now()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connects a display and has it watch `queue`.
+async fn watch_queue(
+    endpoint: &Endpoint,
+    token: &str,
+    source: Option<IpAddr>,
+    queue: &str,
+    patience: Duration,
+) -> (Option<Side>, Board) {
+    let mut board = Board { queue: queue.to_owned(), ..Board::default() };
+    let watching = async {
+        let mut side = Side::connect(endpoint, token, source, patience).await?;
+        side.send(&ClientFrame::Watch { reference: Some("w".into()), queue: queue.to_owned() }).await?;
+        side.until("watch", Some("w"), |f| {
+            board.take(f);
+            matches!(f, ServerFrame::QueueState { reference: Some(r), .. } if r == "w").then_some(())
+        })
+        .await?;
+        Ok::<_, String>(side)
+    };
+    match watching.await {
+        Ok(side) => (Some(side), board),
+        Err(err) => {
+            board.failure = Some(err);
+            (None, board)
+        }
+    }
+}
+
+/// Keeps a display reading until the consultations are `done`, then until
+/// every admission of its queue has been called (or the step timeout).
+async fn keep_watching(mut side: Side, mut board: Board, run: Arc<Run>, mut done: watch::Receiver<bool>) -> Board {
+    let result = async {
+        loop {
+            let deadline = tokio::time::Instant::now() + run.args.step_timeout;
+            tokio::select! {
+                read = side.until_by("display", None, deadline, |f| {
+                    board.take(f);
+                    None::<()>
+                }) => { read?; }
+                _ = done.wait_for(|done| *done) => break,
+            }
+        }
+        let expected: Vec<String> = {
+            let admissions = run.admissions.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut admitted: HashMap<&str, HashMap<&str, &Admission>> = HashMap::new();
+            for admission in admissions.iter() {
+                admitted.entry(&admission.queue).or_default().insert(&admission.ticket, admission);
+            }
+            admissions.iter().filter(|a| a.queue == board.queue).map(|a| a.ticket.clone()).collect()
+        };
+        let all_called = |board: &Board| expected.iter().all(|t| board.called.iter().any(|(c, _)| c == t));
+        if !all_called(&board) {
+            let deadline = tokio::time::Instant::now() + run.args.step_timeout;
+            side.until_by("called", None, deadline, |f| {
+                board.take(f);
+                all_called(&board).then_some(())
+            })
+            .await?;
+        }
+        Ok::<_, String>(())
+    }
+    .await;
+    if let Err(err) = result {
+        board.failure = Some(err);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), side.ws.close(None)).await;
+    board
+}
+
 /// The consultation report, as written to `--json`.
 #[derive(Debug, Serialize)]
 pub struct ConsultReport {
@@ -366,7 +659,8 @@ pub struct ConsultReport {
     pub failed: usize,
     /// Why consultations failed, by step and reason.
     pub failures: BTreeMap<String, u64>,
-    /// Per kind: checkin, admit, join, signal, ack, delivery, end.
+    /// Per kind: checkin, admit, join, signal, ack, delivery, end, and
+    /// rejoin and called when there were reconnects and displays.
     pub latency_ms: BTreeMap<&'static str, Summary>,
     pub messages: u64,
     pub lost: u64,
@@ -377,9 +671,33 @@ pub struct ConsultReport {
     /// `typing` and `read` frames seen by the other side.
     pub typing_seen: u64,
     pub reads_seen: u64,
+    /// Patients that dropped their connection and rejoined with `since`.
+    pub reconnects: u64,
+    /// Messages those rejoins brought in their history.
+    pub replayed: u64,
+    /// Reconnects after `--storm-at` rather than in the storm, of
+    /// consultations not yet halfway into their chat at that time.
+    pub storm_late: u64,
+    /// Displays that watched their queue to the end.
+    pub displays: usize,
+    /// Displays that could not connect, watch or stay connected, by step.
+    pub display_failures: BTreeMap<String, u64>,
+    /// `queue_state` frames the displays got.
+    pub queue_states: u64,
+    /// Entries of those that showed a room or a patient to a display.
+    pub leaked_entries: u64,
+    /// Admitted patients `called` on the displays of their queue (once per
+    /// display), and those a display never heard or heard more than once.
+    pub called: u64,
+    pub called_missing: u64,
+    pub called_duplicated: u64,
+    /// `called` of tickets the run did not see admitted (not a failure:
+    /// another process may share the queue).
+    pub called_unexpected: u64,
     pub elapsed_s: f64,
-    /// Every consultation went through, and nothing was lost, duplicated or
-    /// reordered.
+    /// Every consultation went through (reconnects included), nothing was
+    /// lost, duplicated or reordered, and every display stayed up, saw
+    /// tickets only, and heard each admitted patient called once.
     pub clean: bool,
 }
 
@@ -398,11 +716,28 @@ impl ConsultReport {
         for (kind, s) in &self.latency_ms {
             println!("{kind:>10} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}", s.count, s.p50, s.p90, s.p99, s.max);
         }
-        println!("(ms; check-in and admit to the patient's reply, signal from send to the peer, end to both sides)");
+        println!("(ms; check-in and admit to the patient's reply, signal from send to the peer, end to both sides,");
+        println!(" rejoin from reconnecting to joined, called from the admit to each display)");
         println!();
         println!(
             "verification: {} messages; lost {}, duplicated {}, out of order {}; typing seen {}, read receipts seen {}",
             self.messages, self.lost, self.duplicated, self.out_of_order, self.typing_seen, self.reads_seen
+        );
+        println!(
+            "reconnects: {} rejoined, {} messages replayed, {} late for the storm",
+            self.reconnects, self.replayed, self.storm_late
+        );
+        println!(
+            "displays: {} watched, failures: {}; {} queue states, {} entries with names; \
+             called {}, missing {}, duplicated {}, unexpected {}",
+            self.displays,
+            counts_line(&self.display_failures),
+            self.queue_states,
+            self.leaked_entries,
+            self.called,
+            self.called_missing,
+            self.called_duplicated,
+            self.called_unexpected
         );
         println!("error frames: {}", counts_line(&self.errors));
         println!("result: {}", if self.clean { "PASS" } else { "FAIL" });
@@ -412,28 +747,63 @@ impl ConsultReport {
 /// Runs the scenario; returns whether it passed.
 pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
     args.validate()?;
-    check_file_limit(&args.target)?;
-    let rooms = create_rooms(&args.target).await?;
+    check_open_files(args.target.sessions() + args.displays)?;
+    let staffing =
+        Staffing { clinic: Some(args.clinic.clone()), doctors: args.doctors, offset: args.target.room_offset };
+    let rooms = create_staffed_rooms(&args.target, &staffing).await?;
+    let tokens = display_tokens(&args.target, &args.clinic, args.displays).await?;
     let mut endpoints = Vec::new();
     for url in args.target.nodes() {
         endpoints.push(Endpoint::resolve(url, args.target.protocol).await?);
     }
-    let endpoints = Arc::new(endpoints);
-    let args = Arc::new(args);
-    let lat = Arc::new(Latencies::default());
-    let started = Instant::now();
+    // The run's queues in room order, for the displays.
+    let mut queues: Vec<&str> = Vec::new();
+    for setup in &rooms {
+        if !queues.contains(&setup.queue.as_str()) {
+            queues.push(&setup.queue);
+        }
+    }
+    // Every display watches before the first check-in, so it hears every
+    // call of its queue.
+    let sources = &args.target.source_addrs;
+    let watching = futures_util::future::join_all(tokens.iter().enumerate().map(|(k, token)| {
+        let source = (!sources.is_empty()).then(|| sources[k % sources.len()]);
+        watch_queue(&endpoints[k % endpoints.len()], token, source, queues[k % queues.len()], args.step_timeout)
+    }))
+    .await;
+    let run = Arc::new(Run {
+        args,
+        endpoints,
+        lat: Latencies::default(),
+        started: Instant::now(),
+        admissions: Mutex::new(Vec::new()),
+    });
+    let (done, consultations_over) = watch::channel(false);
+    let displays: Vec<_> = watching
+        .into_iter()
+        .map(|(side, board)| {
+            let (run, over) = (Arc::clone(&run), consultations_over.clone());
+            tokio::spawn(async move {
+                match side {
+                    Some(side) => keep_watching(side, board, run, over).await,
+                    None => board,
+                }
+            })
+        })
+        .collect();
+
     let total = rooms.len();
-    eprintln!("running {total} consultations over a {:?} ramp…", args.target.ramp);
+    eprintln!("running {total} consultations over a {:?} ramp…", run.args.target.ramp);
     let bar = crate::progress::bar(total as u64, "consultations");
     let tasks: Vec<_> = rooms
         .into_iter()
         .enumerate()
         .map(|(i, setup)| {
-            let not_before = started + args.target.ramp.mul_f64(i as f64 / total as f64);
-            let (endpoints, args, lat) = (Arc::clone(&endpoints), Arc::clone(&args), Arc::clone(&lat));
+            let not_before = run.started + run.args.target.ramp.mul_f64(i as f64 / total as f64);
+            let run = Arc::clone(&run);
             tokio::spawn(async move {
                 tokio::time::sleep_until(not_before.into()).await;
-                consultation(setup, endpoints, args, lat).await
+                consultation(i, setup, run).await
             })
         })
         .collect();
@@ -443,18 +813,24 @@ pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    report(&args, outcomes, &lat, started.elapsed()).finish(&args)
+    let _ = done.send(true);
+    let mut boards = Vec::with_capacity(displays.len());
+    for task in displays {
+        boards.push(task.await.map_err(|err| format!("display task failed: {err}")));
+    }
+    report(&run, outcomes, boards, run.started.elapsed()).finish(&run.args)
 }
 
 fn report(
-    args: &ConsultArgs,
+    run: &Run,
     outcomes: Vec<Result<Outcome, String>>,
-    lat: &Latencies,
+    boards: Vec<Result<Board, String>>,
     elapsed: Duration,
 ) -> ConsultReport {
     let consultations = outcomes.len();
     let (mut failures, mut errors) = (BTreeMap::new(), BTreeMap::new());
     let (mut lost, mut duplicated, mut out_of_order, mut messages, mut typing, mut reads) = (0, 0, 0, 0, 0, 0);
+    let (mut reconnects, mut replayed, mut storm_late) = (0, 0, 0);
     for outcome in outcomes {
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -467,6 +843,9 @@ fn report(
             bump(&mut failures, reason.split(':').next().unwrap_or(reason).to_owned(), 1);
         }
         messages += outcome.messages;
+        reconnects += u64::from(outcome.reconnected);
+        storm_late += u64::from(outcome.reconnected && outcome.storm_late);
+        replayed += outcome.replayed;
         for side in &outcome.sides {
             lost += side.check.lost(outcome.highest);
             duplicated += side.check.duplicated;
@@ -479,17 +858,67 @@ fn report(
         }
     }
     let failed = failures.values().sum::<u64>() as usize;
-    let mut scenario = serde_json::to_value(args).unwrap_or(serde_json::Value::Null);
+
+    let admissions = run.admissions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut admitted: HashMap<&str, HashMap<&str, &Admission>> = HashMap::new();
+    for admission in admissions.iter() {
+        admitted.entry(&admission.queue).or_default().insert(&admission.ticket, admission);
+    }
+    let mut display_failures = BTreeMap::new();
+    let (mut displays, mut queue_states, mut leaked_entries) = (0, 0, 0);
+    let (mut called, mut called_missing, mut called_duplicated, mut called_unexpected) = (0, 0, 0, 0);
+    for board in boards {
+        let board = match board {
+            Ok(board) => board,
+            Err(reason) => {
+                bump(&mut display_failures, reason, 1);
+                continue;
+            }
+        };
+        queue_states += board.updates;
+        leaked_entries += board.leaked;
+        if let Some(reason) = &board.failure {
+            // What a display that went away did not hear says nothing
+            // about the hub's calls.
+            bump(&mut display_failures, reason.split(':').next().unwrap_or(reason).to_owned(), 1);
+            continue;
+        }
+        displays += 1;
+        let expected = admitted.get(board.queue.as_str());
+        // Each ticket's first call, and how many came in all.
+        let mut heard: HashMap<&str, (Instant, u64)> = HashMap::new();
+        for (ticket, at) in &board.called {
+            if expected.is_some_and(|tickets| tickets.contains_key(ticket.as_str())) {
+                heard.entry(ticket).or_insert((*at, 0)).1 += 1;
+            } else {
+                called_unexpected += 1;
+            }
+        }
+        for admission in expected.into_iter().flat_map(|tickets| tickets.values()) {
+            match heard.get(admission.ticket.as_str()) {
+                Some((first, times)) => {
+                    called += 1;
+                    called_duplicated += times - 1;
+                    run.lat.record_span("called", admission.asked, *first);
+                }
+                None => called_missing += 1,
+            }
+        }
+    }
+
+    let mut scenario = serde_json::to_value(&run.args).unwrap_or(serde_json::Value::Null);
     if let serde_json::Value::Object(flags) = &mut scenario {
         flags.insert("name".into(), "consult".into());
     }
+    let displays_ok =
+        display_failures.is_empty() && leaked_entries == 0 && called_missing == 0 && called_duplicated == 0;
     ConsultReport {
         scenario,
         consultations,
         completed: consultations - failed,
         failed,
         failures,
-        latency_ms: lat.summaries(),
+        latency_ms: run.lat.summaries(),
         messages,
         lost,
         duplicated,
@@ -497,8 +926,19 @@ fn report(
         errors,
         typing_seen: typing,
         reads_seen: reads,
+        reconnects,
+        replayed,
+        storm_late,
+        displays,
+        display_failures,
+        queue_states,
+        leaked_entries,
+        called,
+        called_missing,
+        called_duplicated,
+        called_unexpected,
         elapsed_s: elapsed.as_secs_f64(),
-        clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0,
+        clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && displays_ok,
     }
 }
 
@@ -537,10 +977,15 @@ mod tests {
     /// Runs the scenario against a mock hub; returns whether it passed and
     /// the JSON report.
     async fn run_against(faults: crate::mock_hub::Faults) -> (bool, serde_json::Value) {
+        run_with(faults, &[]).await
+    }
+
+    /// [`run_against`] with more flags.
+    async fn run_with(faults: crate::mock_hub::Faults, flags: &[&str]) -> (bool, serde_json::Value) {
         use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(faults).await;
         let json = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
-        let cli = crate::cli::Cli::try_parse_from([
+        let mut argv = vec![
             "telehub-loadtest",
             "consult",
             "--url",
@@ -559,8 +1004,9 @@ mod tests {
             "1s",
             "--json",
             json.path().to_str().unwrap(),
-        ])
-        .unwrap();
+        ];
+        argv.extend_from_slice(flags);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
         let crate::cli::Command::Consult(args) = cli.command else { unreachable!() };
         let passed = run(args).await.unwrap();
         let report = serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
@@ -603,5 +1049,92 @@ mod tests {
         assert!(!passed);
         assert_eq!(report["completed"], 3, "{report:#}");
         assert!(report["lost"].as_u64().unwrap() > 0, "{report:#}");
+    }
+
+    #[test]
+    fn the_patients_that_drop_are_spread_evenly() {
+        let chosen = |share: f64| (0..12).filter(|&i| drops(i, share)).collect::<Vec<_>>();
+        assert_eq!(chosen(0.0), Vec::<usize>::new());
+        assert_eq!(chosen(1.0), (0..12).collect::<Vec<_>>());
+        assert_eq!(chosen(0.5), vec![1, 3, 5, 7, 9, 11]);
+        assert_eq!(chosen(0.25), vec![3, 7, 11]);
+    }
+
+    fn count(report: &serde_json::Value, kind: &str) -> u64 {
+        report["latency_ms"][kind]["count"].as_u64().unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_patient_that_drops_mid_chat_rejoins_and_gets_what_it_missed() {
+        // Of three consultations, the second (i = 1) drops its patient.
+        let (passed, report) = run_with(Default::default(), &["--reconnect-share", "0.5"]).await;
+        assert!(passed, "{report:#}");
+        assert_eq!(report["reconnects"], 1, "{report:#}");
+        assert_eq!(count(&report, "rejoin"), 1);
+        // The doctor's message while the patient was away came by replay,
+        // and nothing else was missing.
+        assert_eq!(report["replayed"], 1, "{report:#}");
+        assert_eq!(report["messages"], 18 + 1);
+        assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64()), (Some(0), Some(0)), "{report:#}");
+        assert_eq!(report["scenario"]["reconnect_share"], 0.5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_storm_every_chosen_patient_drops_at_the_given_time() {
+        let (passed, report) = run_with(Default::default(), &["--reconnect-share", "1", "--storm-at", "700ms"]).await;
+        assert!(passed, "{report:#}");
+        assert_eq!(report["reconnects"], 3, "{report:#}");
+        assert_eq!(report["lost"], 0, "{report:#}");
+        assert!(report["elapsed_s"].as_f64().unwrap() >= 0.7, "nobody drops before the storm: {report:#}");
+        assert_eq!(report["scenario"]["storm_at_s"], 0.7);
+        // A storm at the very start finds every consultation not yet
+        // halfway: each drops when it gets there, late.
+        let (passed, report) = run_with(Default::default(), &["--reconnect-share", "1", "--storm-at", "0s"]).await;
+        assert!(passed, "{report:#}");
+        assert_eq!((report["reconnects"].as_u64(), report["storm_late"].as_u64()), (Some(3), Some(3)), "{report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_that_leaves_out_a_missed_message_fails_the_run() {
+        let faults = crate::mock_hub::Faults { replay_skips_first: true, ..Default::default() };
+        let (passed, report) = run_with(faults, &["--reconnect-share", "1"]).await;
+        assert!(!passed);
+        assert_eq!(report["failures"]["replay"], 3, "{report:#}");
+        assert_eq!(report["reconnects"], 0, "{report:#}");
+    }
+
+    /// Three consultations with two doctors (d-0 has rooms 0 and 2, d-1
+    /// room 1) and three displays (on d-0, d-1, d-0): five calls to hear.
+    const DISPLAYS: [&str; 4] = ["--doctors", "2", "--displays", "3"];
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn displays_hear_every_admitted_patient_of_their_queue_called_once() {
+        let (passed, report) = run_with(Default::default(), &DISPLAYS).await;
+        assert!(passed, "{report:#}");
+        assert_eq!(report["displays"], 3, "{report:#}");
+        assert_eq!(report["called"], 5, "{report:#}");
+        assert_eq!(count(&report, "called"), 5);
+        assert_eq!((report["called_missing"].as_u64(), report["leaked_entries"].as_u64()), (Some(0), Some(0)));
+        // The watch reply and a change per check-in and admit, at least.
+        assert!(report["queue_states"].as_u64().unwrap() >= 3, "{report:#}");
+        assert_eq!(report["scenario"]["clinic"], "c-load");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_shown_to_a_display_fail_the_run() {
+        let faults = crate::mock_hub::Faults { leak_names: true, ..Default::default() };
+        let (passed, report) = run_with(faults, &DISPLAYS).await;
+        assert!(!passed);
+        assert_eq!(report["completed"], 3, "the consultations themselves went through: {report:#}");
+        assert!(report["leaked_entries"].as_u64().unwrap() > 0, "{report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_a_display_never_hears_fails_the_run() {
+        let faults = crate::mock_hub::Faults { drop_called: true, ..Default::default() };
+        let (passed, report) = run_with(faults, &DISPLAYS).await;
+        assert!(!passed);
+        assert_eq!(report["completed"], 3, "{report:#}");
+        assert_eq!((report["called"].as_u64(), report["called_missing"].as_u64()), (Some(0), Some(5)), "{report:#}");
     }
 }

@@ -1,7 +1,9 @@
 //! A stand-in hub for the tests of the scenarios: just enough of the HTTP
 //! API (consultations, tokens) and of the WebSocket protocol (welcome,
-//! join, chat with ack and broadcast) to drive a run end to end, with
-//! faults to inject so the checks can be seen to catch them.
+//! join, chat with ack and broadcast, and for the tests also replay after
+//! `since`; check-in, watch, admit with `called` for displays) to drive a
+//! run end to end, with faults to inject so the checks can be seen to catch
+//! them.
 //!
 //! It is not the real hub and says nothing about its behaviour; it shows
 //! that the load tester measures, verifies and exits as it should, and,
@@ -31,19 +33,86 @@ pub struct Faults {
     /// Answer every this-many-th HTTP call `429 rate_limited`, as the hub's
     /// rate limit would.
     pub throttle_every: Option<usize>,
+    /// Leave the first message after `since` out of a rejoin's history.
+    pub replay_skips_first: bool,
+    /// Show displays the queue as a doctor sees it: rooms and names.
+    pub leak_names: bool,
+    /// Never send displays `called`.
+    pub drop_called: bool,
 }
+
+type Outbox = mpsc::UnboundedSender<String>;
 
 #[derive(Default)]
 struct Room {
     seq: i64,
-    members: Vec<mpsc::UnboundedSender<String>>,
-    /// The sessions that checked in to this consultation's queue.
-    waiting: Vec<mpsc::UnboundedSender<String>>,
+    members: Vec<Outbox>,
+    /// Every message, for replay (only when the state keeps history).
+    history: Vec<Value>,
+}
+
+/// A consultation as created over HTTP: where its patient waits.
+struct Consultation {
+    queue: String,
+}
+
+/// One patient waiting in a queue.
+struct Entry {
+    room: String,
+    ticket: String,
+    patient: Value,
+    session: Outbox,
 }
 
 #[derive(Default)]
+struct Queue {
+    tickets: u32,
+    waiting: Vec<Entry>,
+    /// Watching sessions, and whether each is a display.
+    watchers: Vec<(Outbox, bool)>,
+}
+
+impl Queue {
+    /// The `queue_state` frame for a watcher; a display sees tickets only
+    /// (unless the fault leaks more).
+    fn state(&self, name: &str, display: bool, faults: Faults, reference: &Value) -> String {
+        let entries: Vec<Value> = self
+            .waiting
+            .iter()
+            .map(|e| {
+                if display && !faults.leak_names {
+                    json!({"ticket": e.ticket, "since": AT})
+                } else {
+                    json!({"ticket": e.ticket, "room": e.room, "patient": e.patient, "since": AT, "online": true, "paid": true})
+                }
+            })
+            .collect();
+        let mut frame = json!({"type": "queue_state", "queue": name, "entries": entries});
+        if !reference.is_null() {
+            frame["ref"] = reference.clone();
+        }
+        frame.to_string()
+    }
+
+    /// Tells every watcher the queue as it now is.
+    fn announce(&self, name: &str, faults: Faults) {
+        for (watcher, display) in &self.watchers {
+            let _ = watcher.send(self.state(name, *display, faults, &Value::Null));
+        }
+    }
+}
+
+/// The one timestamp the mock puts everywhere.
+const AT: &str = "2026-01-01T00:00:00.000Z";
+
+#[derive(Default)]
 struct State {
+    /// Keep every message for replay after `since`; off for the baseline,
+    /// which stores nothing.
+    replay: bool,
     rooms: Mutex<HashMap<String, Room>>,
+    consultations_by_id: Mutex<HashMap<String, Consultation>>,
+    queues: Mutex<HashMap<String, Queue>>,
     /// Every session's outgoing frames, by session id, for signals.
     by_session: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     consultations: AtomicUsize,
@@ -73,7 +142,7 @@ impl MockHub {
     pub async fn start(faults: Faults) -> MockHub {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(State::default());
+        let state = Arc::new(State { replay: true, ..State::default() });
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serve(stream, Arc::clone(&state), faults));
@@ -131,12 +200,16 @@ async fn http(stream: TcpStream, state: Arc<State>, faults: Faults) {
             ("429 Too Many Requests", json!({"error": {"code": "rate_limited", "message": "slow down", "retry_ms": 1}}))
         } else if request_line.starts_with("POST /v1/consultations ") {
             let n = state.consultations.fetch_add(1, Ordering::SeqCst);
-            ("201 Created", json!({"id": format!("c-{n}"), "patient": body["patient"], "doctor": body["doctor"]}))
+            let id = format!("c-{n}");
+            let queue = body["queue"].as_str().or(body["doctor"]["id"].as_str()).unwrap_or("q").to_owned();
+            state.consultations_by_id.lock().unwrap().insert(id.clone(), Consultation { queue });
+            ("201 Created", json!({"id": id, "patient": body["patient"], "doctor": body["doctor"]}))
         } else if request_line.starts_with("POST /v1/tokens ") {
             let token = format!(
-                "{}~{}~{}",
+                "{}~{}~{}~{}",
                 body["sub"].as_str().unwrap_or(""),
                 body["role"].as_str().unwrap_or(""),
+                body["clinic"].as_str().unwrap_or(""),
                 body["name"].as_str().unwrap_or("")
             );
             ("200 OK", json!({"token": token, "exp": 0}))
@@ -165,8 +238,9 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
         Ok(response)
     };
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
-    let mut parts = token.splitn(3, '~');
-    let (id, role, name) = (
+    let mut parts = token.splitn(4, '~');
+    let (id, role, clinic, name) = (
+        parts.next().unwrap_or("").to_owned(),
         parts.next().unwrap_or("").to_owned(),
         parts.next().unwrap_or("").to_owned(),
         parts.next().unwrap_or("").to_owned(),
@@ -194,9 +268,18 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 let mut rooms = state.rooms.lock().unwrap();
                 let room = rooms.entry(room_id.clone()).or_default();
                 room.members.push(tx.clone());
+                let history: Vec<&Value> = match frame["since"].as_i64() {
+                    Some(since) => room
+                        .history
+                        .iter()
+                        .filter(|m| m["seq"].as_i64().is_some_and(|seq| seq > since))
+                        .skip(usize::from(faults.replay_skips_first))
+                        .collect(),
+                    None => room.history.iter().rev().take(50).rev().collect(),
+                };
                 let _ = tx.send(
                     json!({"type": "joined", "ref": reference, "room": room_id, "status": "active", "seq": room.seq,
-                           "peers": [], "history": [], "history_complete": true, "media": {"mode": "p2p", "ice_servers": []}})
+                           "peers": [], "history": history, "history_complete": true, "media": {"mode": "p2p", "ice_servers": []}})
                     .to_string(),
                 );
             }
@@ -205,11 +288,14 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 let Some(room) = rooms.get_mut(&room_id) else { continue };
                 room.seq += 1;
                 let seq = room.seq;
-                let at = "2026-01-01T00:00:00.000Z";
+                let at = AT;
                 let _ = tx.send(json!({"type": "ack", "ref": reference, "room": room_id, "seq": seq, "id": format!("m_{seq}"), "at": at}).to_string());
                 let message = json!({"type": "message", "room": room_id, "seq": seq, "id": format!("m_{seq}"), "client_id": frame["client_id"],
-                    "from": user, "kind": "text", "text": frame["text"], "at": at})
-                .to_string();
+                    "from": user, "kind": "text", "text": frame["text"], "at": at});
+                if state.replay {
+                    room.history.push(message.clone());
+                }
+                let message = message.to_string();
                 for (i, member) in room.members.iter().enumerate() {
                     let second = i == 1;
                     if second && faults.drop_every.is_some_and(|n| seq % n == 0) {
@@ -224,17 +310,56 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
             // Just enough of the waiting room, signaling and the rest for
             // the consultation scenario.
             Some("checkin") => {
-                state.rooms.lock().unwrap().entry(room_id.clone()).or_default().waiting.push(tx.clone());
+                let queue_name = queue_of(&state, &room_id);
+                let mut queues = state.queues.lock().unwrap();
+                let queue = queues.entry(queue_name.clone()).or_default();
+                queue.tickets += 1;
+                let ticket = format!("A-{:03}", queue.tickets);
+                let ahead = queue.waiting.len();
+                let patient = json!({"id": id, "name": name});
+                queue.waiting.push(Entry {
+                    room: room_id.clone(),
+                    ticket: ticket.clone(),
+                    patient,
+                    session: tx.clone(),
+                });
                 let _ = tx.send(
-                    json!({"type": "queue", "ref": reference, "queue": "q", "room": room_id, "ticket": "A-001",
-                           "position": 1, "ahead": 0, "eta_s": 0})
+                    json!({"type": "queue", "ref": reference, "queue": queue_name, "room": room_id, "ticket": ticket,
+                           "position": ahead + 1, "ahead": ahead, "eta_s": 0})
                     .to_string(),
                 );
+                queue.announce(&queue_name, faults);
+            }
+            Some("watch") => {
+                let queue_name = frame["queue"].as_str().unwrap_or("").to_owned();
+                let display = role == "display";
+                if role == "patient" || (display && clinic.is_empty()) {
+                    let _ = tx.send(
+                        json!({"type": "error", "ref": reference, "code": "forbidden", "message": "may not watch"})
+                            .to_string(),
+                    );
+                    continue;
+                }
+                let mut queues = state.queues.lock().unwrap();
+                let queue = queues.entry(queue_name.clone()).or_default();
+                queue.watchers.push((tx.clone(), display));
+                let _ = tx.send(queue.state(&queue_name, display, faults, &reference));
             }
             Some("admit") => {
-                let rooms = state.rooms.lock().unwrap();
-                for waiting in rooms.get(&room_id).map(|r| r.waiting.as_slice()).unwrap_or_default() {
-                    let _ = waiting.send(json!({"type": "admitted", "room": room_id}).to_string());
+                let queue_name = queue_of(&state, &room_id);
+                let mut queues = state.queues.lock().unwrap();
+                let queue = queues.entry(queue_name.clone()).or_default();
+                if let Some(at) = queue.waiting.iter().position(|e| e.room == room_id) {
+                    let entry = queue.waiting.remove(at);
+                    let _ = entry.session.send(json!({"type": "admitted", "room": room_id}).to_string());
+                    let called =
+                        json!({"type": "called", "queue": queue_name, "ticket": entry.ticket, "at": AT}).to_string();
+                    for (watcher, display) in &queue.watchers {
+                        if *display && !faults.drop_called {
+                            let _ = watcher.send(called.clone());
+                        }
+                    }
+                    queue.announce(&queue_name, faults);
                 }
                 let _ = tx.send(json!({"type": "ok", "ref": reference}).to_string());
             }
@@ -275,4 +400,10 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
             }
         }
     }
+}
+
+/// The queue of a consultation: as created, or `q` for one the mock did not
+/// create.
+fn queue_of(state: &State, room: &str) -> String {
+    state.consultations_by_id.lock().unwrap().get(room).map_or_else(|| "q".to_owned(), |c| c.queue.clone())
 }

@@ -43,7 +43,8 @@ pub fn expand(args: Vec<String>) -> anyhow::Result<Vec<String>> {
     let mut scenario = None;
     for (key, value) in &table {
         if key == "scenario" {
-            scenario = Some(value.as_str().context("scenario must be a string: chat, idle or baseline")?.to_owned());
+            scenario =
+                Some(value.as_str().context("scenario must be a string: chat, idle, baseline or consult")?.to_owned());
             continue;
         }
         anyhow::ensure!(key != "api_key", "{path}: keep the API key out of files (TELEHUB_API_KEY)");
@@ -175,5 +176,19 @@ source_addrs = ["127.0.0.2", "127.0.0.3"]
         let err = expand(argv(&["t", "--scenario", "/nonexistent.toml"])).unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
         assert_eq!(expand(argv(&["t", "chat", "--rooms", "2"])).unwrap(), argv(&["t", "chat", "--rooms", "2"]));
+    }
+
+    #[test]
+    fn the_consult_example_sets_storms_and_displays() {
+        use clap::Parser;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/consult.toml");
+        let mut out = expand(argv(&["telehub-loadtest", "--scenario", path])).unwrap();
+        assert!(out.windows(2).any(|w| w == ["--reconnect-share", "0.25"]), "{out:?}");
+        out.extend(argv(&["--api-key", "k"]));
+        let cli = crate::cli::Cli::try_parse_from(out).unwrap();
+        let crate::cli::Command::Consult(args) = cli.command else { panic!("consult") };
+        args.validate().unwrap();
+        assert_eq!((args.reconnect_share, args.storm_at), (0.25, Some(std::time::Duration::from_secs(32))));
+        assert_eq!((args.doctors, args.displays, args.clinic.as_str()), (Some(20), 20, "c-load"));
     }
 }

@@ -31,6 +31,9 @@ pub const PONG: &str = "3";
 const JOIN_ACK: u64 = 0;
 
 /// What one text frame from the peer means to a scenario.
+// Boxing the frame would cost an allocation for every frame received, and
+// an `Incoming` lives only until the frame is handled.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Incoming {
     /// A frame of the hub's protocol, translated.
