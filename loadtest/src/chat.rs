@@ -892,7 +892,7 @@ mod tests {
         assert!(format!("{err:#}").contains("connect refused: unauthorized"), "{err:#}");
         // Chat in a room the session has not joined is refused, with the ref.
         let api = crate::api::Api::new(&crate::cli::Target { urls: vec![peer.url.clone()], ..test_target() }).unwrap();
-        let token = api.token("p-1", "Patient 1", "patient").await.unwrap();
+        let token = api.token("p-1", "Patient 1", "patient", None).await.unwrap();
         let (mut ws, _) = crate::client::connect(&endpoint, &token, None).await.unwrap();
         let frame = ClientFrame::Chat {
             reference: Some("5".into()),
