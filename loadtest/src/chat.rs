@@ -888,7 +888,7 @@ mod tests {
         let peer = SocketIoPeer::start(25_000).await;
         let endpoint = crate::client::Endpoint::resolve(&peer.url, Protocol::SocketIo).await.unwrap();
         // A token the peer cannot read is refused at connect.
-        let err = crate::client::connect(&endpoint, "not-a-token", None).await.err().expect("refused");
+        let Err(err) = crate::client::connect(&endpoint, "not-a-token", None).await else { panic!("not refused") };
         assert!(format!("{err:#}").contains("connect refused: unauthorized"), "{err:#}");
         // Chat in a room the session has not joined is refused, with the ref.
         let api = crate::api::Api::new(&crate::cli::Target { urls: vec![peer.url.clone()], ..test_target() }).unwrap();
