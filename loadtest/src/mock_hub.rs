@@ -237,7 +237,13 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
         token = query.strip_prefix("token=").unwrap_or("").replace("%7E", "~").replace("+", " ").replace("%20", " ");
         Ok(response)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+    // Chat frames are small: 4 KiB reads, as the load tester's own
+    // clients do, instead of tungstenite's 128 KiB buffer, so that the
+    // relay's memory per session is what a minimal server needs.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await else {
+        return;
+    };
     let mut parts = token.splitn(4, '~');
     let (id, role, clinic, name) = (
         parts.next().unwrap_or("").to_owned(),
