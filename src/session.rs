@@ -116,6 +116,8 @@ impl Session {
         let shutdown = self.app.shutdown.clone();
         let mut last_seen = Instant::now();
 
+        // Only the text lives across the write: the task keeps whatever
+        // is held across an await for as long as the session lasts.
         let welcome = ServerFrame::Welcome {
             session: self.me.id.to_string(),
             user: self.me.identity.user.clone(),
@@ -123,8 +125,9 @@ impl Session {
             node: settings.node_id.clone(),
             protocol: telehub_signaling::PROTOCOL_VERSION,
             video: settings.enable_video,
-        };
-        if ws.text(welcome.to_json()).await.is_err() {
+        }
+        .to_json();
+        if ws.text(welcome).await.is_err() {
             return End::Gone;
         }
 
@@ -164,7 +167,10 @@ impl Session {
                             return End::Close(1002, "protocol error");
                         }
                         Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
-                            if let Err(end) = self.on_text(&text).await {
+                            // Boxed: a frame's handling (a join, an admission) is
+                            // large and brief; an idle session should not carry
+                            // room for it.
+                            if let Err(end) = Box::pin(self.on_text(&text)).await {
                                 return end;
                             }
                         }
@@ -300,7 +306,7 @@ impl Session {
                     return self.refuse(reference, refusal);
                 }
                 let span = info_span!("join", room = %room);
-                match self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span).await {
+                match Box::pin(self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span)).await {
                     Ok(handle) => {
                         self.rooms.insert(room, handle);
                     }
@@ -337,20 +343,20 @@ impl Session {
                 Err(refusal) => self.refuse(reference, refusal),
             },
             ClientFrame::Media { reference, room, event, mode } => {
-                match self.app.rooms.switch_media(&room, Some(me.id.clone()), identity, event, mode).await {
+                match Box::pin(self.app.rooms.switch_media(&room, Some(me.id.clone()), identity, event, mode)).await {
                     Ok(()) => self.ok(reference),
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
             ClientFrame::Admit { reference, room, override_payment } => {
-                match self.app.rooms.admit(&room, Some(identity), override_payment).await {
+                match Box::pin(self.app.rooms.admit(&room, Some(identity), override_payment)).await {
                     Ok(()) => self.ok(reference),
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
             ClientFrame::End { reference, room } => {
                 let by = UserRef { id: identity.user.id.clone(), name: identity.user.name.clone() };
-                match self.app.rooms.end(&room, Some(identity), by).await {
+                match Box::pin(self.app.rooms.end(&room, Some(identity), by)).await {
                     Ok(()) => self.ok(reference),
                     Err(refusal) => self.refuse(reference, refusal),
                 }
@@ -365,7 +371,7 @@ impl Session {
                     return self.refuse(reference, refusal);
                 }
                 let span = info_span!("checkin", room = %room);
-                match self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span).await {
+                match Box::pin(self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span)).await {
                     Ok(queue) => {
                         self.queues.insert(queue);
                     }
@@ -382,7 +388,7 @@ impl Session {
                 {
                     return self.refuse(reference, refusal);
                 }
-                match self.app.rooms.queues().watch(&queue, &me, reference.clone()).await {
+                match Box::pin(self.app.rooms.queues().watch(&queue, &me, reference.clone())).await {
                     Ok(()) => {
                         self.queues.insert(queue);
                     }
