@@ -471,7 +471,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
     let mut connected = connect_all(&args.target, &rooms, |joined| {
         let room = Arc::clone(&progress[joined.room]);
         room.joined();
-        timeline.now(Event::Joined);
+        timeline.now(Event::Opened);
         tokio::spawn(run_session(joined, args.target.protocol, room, plan_rx.clone(), Arc::clone(&timeline)))
     })
     .await?;
@@ -501,7 +501,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
         write_json(path, &report)?;
     }
     if let Some(path) = &args.html {
-        crate::html::write(path, &report)?;
+        crate::html::write(path, &crate::html::chat_page(&report))?;
     }
     Ok(report.clean)
 }

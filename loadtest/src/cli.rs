@@ -1,4 +1,4 @@
-//! Command-line flags of both scenarios.
+//! Command-line flags of the scenarios.
 //!
 //! The flag structs also serialize (without the API key) into the
 //! `"scenario"` object of the JSON reports, so that a report always says
@@ -92,6 +92,11 @@ pub struct ConsultArgs {
     #[arg(long, value_parser = parse_duration)]
     #[serde(rename = "storm_at_s", serialize_with = "as_secs_opt")]
     pub storm_at: Option<Duration>,
+    /// Also write an HTML report with plots (latency distribution per kind,
+    /// messages and signals per second, connections over time) to this
+    /// file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 impl ConsultArgs {
@@ -381,5 +386,8 @@ mod tests {
         let args = parse(&["--reconnect-share", "0.5", "--storm-at", "10s"]);
         args.validate().unwrap();
         assert_eq!(serde_json::to_value(&args).unwrap()["storm_at_s"], 10.0);
+        let args = parse(&["--html", "consult.html"]);
+        assert_eq!(args.html.as_deref(), Some(std::path::Path::new("consult.html")));
+        assert_eq!(serde_json::to_value(&args).unwrap()["html"], "consult.html");
     }
 }

@@ -52,6 +52,13 @@
 //! consultation that lost, duplicated or reordered a message, or did not
 //! get through its steps (reconnect and replay included), and a display
 //! that failed, saw a name or missed or doubled a call, fail the run.
+//!
+//! The report (printed, `--json`, and with `--html` a page with plots, see
+//! `html`) has every kind's summary and its distribution by percentile,
+//! and a [`Timeline`] of the run: consultations started, completed and
+//! failed, messages delivered to the other side, signals relayed and
+//! reconnects per second, and the connections open (patients, doctors
+//! and displays) at the end of each second.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -70,7 +77,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::api::{RoomSetup, Staffing, create_staffed_rooms, display_tokens};
 use crate::cli::ConsultArgs;
 use crate::client::{Endpoint, Ws, check_open_files, close_reason, connect, send};
-use crate::stats::{Summary, bump, counts_line, histogram, micros_at, record, write_json};
+use crate::stats::{Summary, bump, counts_line, distribution, histogram, micros_at, record, write_json};
+use crate::timeline::{ConsultTimelineReport, Event, Timeline};
 use crate::verify::SeqCheck;
 
 /// Latency histograms of every kind, shared by the consultations.
@@ -94,12 +102,43 @@ impl Latencies {
         let kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
         kinds.iter().map(|(kind, h)| (*kind, Summary::of(h))).collect()
     }
+
+    /// Every kind's latency by percentile, as in the chat report.
+    fn distributions(&self) -> BTreeMap<&'static str, Vec<(f64, f64)>> {
+        let kinds = self.kinds.lock().unwrap_or_else(PoisonError::into_inner);
+        kinds.iter().map(|(kind, h)| (*kind, distribution(std::slice::from_ref(h)))).collect()
+    }
+}
+
+/// A connection on the run's timeline: counted opened when made, and
+/// closed once, when closed or dropped (a failed step drops its sides
+/// without closing them).
+struct Open(Option<Arc<Timeline>>);
+
+impl Open {
+    fn new(timeline: &Arc<Timeline>) -> Open {
+        timeline.now(Event::Opened);
+        Open(Some(Arc::clone(timeline)))
+    }
+
+    fn close(&mut self) {
+        if let Some(timeline) = self.0.take() {
+            timeline.now(Event::Closed);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// One side of a consultation: its socket, and what it saw.
 struct Side {
     ws: Ws,
     session: String,
+    open: Open,
     /// How long one step may wait for the hub.
     patience: Duration,
     check: SeqCheck,
@@ -114,9 +153,18 @@ impl Side {
         token: &str,
         source: Option<IpAddr>,
         patience: Duration,
+        timeline: &Arc<Timeline>,
     ) -> Result<Side, String> {
         let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("connect: {err:#}"))?;
-        Ok(Side { ws, session, patience, check: SeqCheck::new(0), errors: BTreeMap::new(), typing: 0, reads: 0 })
+        let open = Open::new(timeline);
+        Ok(Side { ws, session, open, patience, check: SeqCheck::new(0), errors: BTreeMap::new(), typing: 0, reads: 0 })
+    }
+
+    /// Closes the connection, waiting a second at most for the close
+    /// handshake.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+        self.open.close();
     }
 
     /// Drops the socket without a WebSocket close frame; what the side saw
@@ -124,8 +172,9 @@ impl Side {
     /// handshake. (A phone that loses its network sends nothing at all,
     /// which the hub notices only by its heartbeat; that is not simulated.)
     fn hang_up(self) -> Away {
-        let Side { ws, session: _, patience, check, errors, typing, reads } = self;
+        let Side { ws, session: _, open, patience, check, errors, typing, reads } = self;
         drop(ws);
+        drop(open);
         Away { patience, check, errors, typing, reads }
     }
 
@@ -208,10 +257,17 @@ struct Away {
 
 impl Away {
     /// Connects afresh (without joining yet).
-    async fn reconnect(self, endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -> Result<Side, String> {
+    async fn reconnect(
+        self,
+        endpoint: &Endpoint,
+        token: &str,
+        source: Option<IpAddr>,
+        timeline: &Arc<Timeline>,
+    ) -> Result<Side, String> {
         let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("reconnect: {err:#}"))?;
+        let open = Open::new(timeline);
         let Away { patience, check, errors, typing, reads } = self;
-        Ok(Side { ws, session, patience, check, errors, typing, reads })
+        Ok(Side { ws, session, open, patience, check, errors, typing, reads })
     }
 }
 
@@ -237,6 +293,8 @@ struct Run {
     args: ConsultArgs,
     endpoints: Vec<Endpoint>,
     lat: Latencies,
+    /// Consultations, deliveries, signals and connections per second.
+    timeline: Arc<Timeline>,
     /// When the first consultation could start: the ramp and the storm
     /// count from here.
     started: Instant,
@@ -324,23 +382,38 @@ fn signal(room: &str, to: &str, data: SignalData) -> ClientFrame {
     ClientFrame::Signal { reference: None, room: room.to_owned(), to: to.to_owned(), data }
 }
 
-/// Waits for a signal from `from` that `accept` takes.
-async fn relayed(side: &mut Side, from: &str, accept: impl Fn(&SignalData) -> bool) -> Result<(), String> {
+/// Waits for a signal from `from` that `accept` takes, and records its
+/// latency since `sent`.
+async fn relayed(
+    side: &mut Side,
+    from: &str,
+    accept: impl Fn(&SignalData) -> bool,
+    run: &Run,
+    sent: Instant,
+) -> Result<(), String> {
     side.until("signal", None, |f| match f {
         ServerFrame::Signal { from: f, data, .. } if f == from && accept(data) => Some(()),
         _ => None,
     })
-    .await
+    .await?;
+    run.lat.record("signal", sent);
+    run.timeline.now(Event::Signaled);
+    Ok(())
 }
 
 /// Runs consultation `i` of the run through every step.
 async fn consultation(i: usize, setup: RoomSetup, run: Arc<Run>) -> Outcome {
     let mut outcome = Outcome::default();
-    if let Err(err) = steps(i, &setup, &run, &mut outcome).await {
-        outcome.failure = Some(err);
+    run.timeline.now(Event::Started);
+    match steps(i, &setup, &run, &mut outcome).await {
+        Ok(()) => run.timeline.now(Event::Completed),
+        Err(err) => {
+            run.timeline.now(Event::Failed);
+            outcome.failure = Some(err);
+        }
     }
     for side in &mut outcome.sides {
-        let _ = tokio::time::timeout(Duration::from_secs(1), side.ws.close(None)).await;
+        side.close().await;
     }
     outcome
 }
@@ -352,8 +425,9 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
     // Round-robin over the nodes as in the chat scenario: with two, every
     // patient is on the first and every doctor on the second.
     let node = |k: usize| &endpoints[(2 * setup.number + k) % endpoints.len()];
-    let mut patient = Side::connect(node(0), &setup.patient_token, source, args.step_timeout).await?;
-    let mut doctor = Side::connect(node(1), &setup.doctor_token, source, args.step_timeout).await?;
+    let timeline = &run.timeline;
+    let mut patient = Side::connect(node(0), &setup.patient_token, source, args.step_timeout, timeline).await?;
+    let mut doctor = Side::connect(node(1), &setup.doctor_token, source, args.step_timeout, timeline).await?;
 
     // 1. Check in.
     let t = Instant::now();
@@ -403,12 +477,10 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
     let t = Instant::now();
     let (to, from) = (answerer.session.clone(), offerer.session.clone());
     offerer.send(&signal(room, &to, description(DescriptionKind::Offer, &from))).await?;
-    relayed(answerer, &from, |d| d.description.is_some()).await?;
-    lat.record("signal", t);
+    relayed(answerer, &from, |d| d.description.is_some(), run, t).await?;
     let t = Instant::now();
     answerer.send(&signal(room, &from, description(DescriptionKind::Answer, &to))).await?;
-    relayed(offerer, &to, |d| d.description.is_some()).await?;
-    lat.record("signal", t);
+    relayed(offerer, &to, |d| d.description.is_some(), run, t).await?;
     for turn in 0..2 {
         let (sender, receiver) =
             if turn == 0 { (&mut *offerer, &mut *answerer) } else { (&mut *answerer, &mut *offerer) };
@@ -420,8 +492,7 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
             sender.send(&signal(room, &to, data)).await?;
         }
         for t in sent {
-            relayed(receiver, &from, |d| d.candidate.is_some()).await?;
-            lat.record("signal", t);
+            relayed(receiver, &from, |d| d.candidate.is_some(), run, t).await?;
         }
     }
 
@@ -465,6 +536,7 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
                 })
                 .await?;
             lat.record("delivery", t);
+            timeline.now(Event::Delivered);
             receiver.send(&ClientFrame::Read { reference: None, room: room.into(), seq }).await?;
         }
     }
@@ -532,7 +604,7 @@ async fn rejoin(
     outcome.highest = outcome.highest.max(missed);
 
     let t = Instant::now();
-    let mut patient = away.reconnect(endpoint, &setup.patient_token, source).await?;
+    let mut patient = away.reconnect(endpoint, &setup.patient_token, source, &run.timeline).await?;
     patient.send(&ClientFrame::Join { reference: Some("r".into()), room: room.into(), since: Some(since) }).await?;
     let (history, complete) = patient
         .until("rejoin", Some("r"), |f| match f {
@@ -550,6 +622,7 @@ async fn rejoin(
         return Err(format!("replay: the rejoin after seq {since} did not bring everything up to {missed}{more}"));
     }
     outcome.reconnected = true;
+    run.timeline.now(Event::Reconnected);
     Ok(patient)
 }
 
@@ -588,10 +661,11 @@ async fn watch_queue(
     source: Option<IpAddr>,
     queue: &str,
     patience: Duration,
+    timeline: &Arc<Timeline>,
 ) -> (Option<Side>, Board) {
     let mut board = Board { queue: queue.to_owned(), ..Board::default() };
     let watching = async {
-        let mut side = Side::connect(endpoint, token, source, patience).await?;
+        let mut side = Side::connect(endpoint, token, source, patience, timeline).await?;
         side.send(&ClientFrame::Watch { reference: Some("w".into()), queue: queue.to_owned() }).await?;
         side.until("watch", Some("w"), |f| {
             board.take(f);
@@ -646,7 +720,7 @@ async fn keep_watching(mut side: Side, mut board: Board, run: Arc<Run>, mut done
     if let Err(err) = result {
         board.failure = Some(err);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), side.ws.close(None)).await;
+    side.close().await;
     board
 }
 
@@ -662,6 +736,8 @@ pub struct ConsultReport {
     /// Per kind: checkin, admit, join, signal, ack, delivery, end, and
     /// rejoin and called when there were reconnects and displays.
     pub latency_ms: BTreeMap<&'static str, Summary>,
+    /// The same kinds by percentile, `[percentile, ms]` pairs, for plotting.
+    pub distribution_ms: BTreeMap<&'static str, Vec<(f64, f64)>>,
     pub messages: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -695,6 +771,9 @@ pub struct ConsultReport {
     /// another process may share the queue).
     pub called_unexpected: u64,
     pub elapsed_s: f64,
+    /// Consultations, deliveries, signals, reconnects and connections per
+    /// second of the whole run.
+    pub timeline: ConsultTimelineReport,
     /// Every consultation went through (reconnects included), nothing was
     /// lost, duplicated or reordered, and every display stayed up, saw
     /// tickets only, and heard each admitted patient called once.
@@ -766,15 +845,18 @@ pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
     // Every display watches before the first check-in, so it hears every
     // call of its queue.
     let sources = &args.target.source_addrs;
+    let timeline = Arc::new(Timeline::new());
     let watching = futures_util::future::join_all(tokens.iter().enumerate().map(|(k, token)| {
+        let (endpoint, queue) = (&endpoints[k % endpoints.len()], queues[k % queues.len()]);
         let source = (!sources.is_empty()).then(|| sources[k % sources.len()]);
-        watch_queue(&endpoints[k % endpoints.len()], token, source, queues[k % queues.len()], args.step_timeout)
+        watch_queue(endpoint, token, source, queue, args.step_timeout, &timeline)
     }))
     .await;
     let run = Arc::new(Run {
         args,
         endpoints,
         lat: Latencies::default(),
+        timeline,
         started: Instant::now(),
         admissions: Mutex::new(Vec::new()),
     });
@@ -919,6 +1001,7 @@ fn report(
         failed,
         failures,
         latency_ms: run.lat.summaries(),
+        distribution_ms: run.lat.distributions(),
         messages,
         lost,
         duplicated,
@@ -938,17 +1021,21 @@ fn report(
         called_duplicated,
         called_unexpected,
         elapsed_s: elapsed.as_secs_f64(),
+        timeline: run.timeline.consult_report(),
         clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && displays_ok,
     }
 }
 
 impl ConsultReport {
-    /// Prints the report, writes the JSON file if asked; returns whether
-    /// the run passed.
+    /// Prints the report, writes the JSON and HTML files if asked; returns
+    /// whether the run passed.
     fn finish(self, args: &ConsultArgs) -> anyhow::Result<bool> {
         self.print();
         if let Some(path) = &args.target.json {
             write_json(path, &self)?;
+        }
+        if let Some(path) = &args.html {
+            crate::html::write(path, &crate::html::consult_page(&self))?;
         }
         Ok(self.clean)
     }
@@ -1118,6 +1205,70 @@ mod tests {
         // The watch reply and a change per check-in and admit, at least.
         assert!(report["queue_states"].as_u64().unwrap() >= 3, "{report:#}");
         assert_eq!(report["scenario"]["clinic"], "c-load");
+    }
+
+    /// [`run_with`] with `--html`: also returns the page.
+    async fn run_with_page(faults: crate::mock_hub::Faults, flags: &[&str]) -> (bool, serde_json::Value, String) {
+        let html = tempfile::Builder::new().suffix(".html").tempfile().unwrap();
+        let mut all = vec!["--html", html.path().to_str().unwrap()];
+        all.extend_from_slice(flags);
+        let (passed, report) = run_with(faults, &all).await;
+        (passed, report, std::fs::read_to_string(html.path()).unwrap())
+    }
+
+    /// The sum of a per-second series of the report's timeline.
+    fn total(report: &serde_json::Value, series: &str) -> u64 {
+        report["timeline"][series].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum()
+    }
+
+    fn connections(report: &serde_json::Value) -> Vec<i64> {
+        report["timeline"]["connections"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_html_report_plots_what_the_run_counted() {
+        // Over a ramp of 1.5 s the last consultation starts a second in,
+        // so the displays are still watching at the end of second 0.
+        let mut flags = vec!["--reconnect-share", "0.5", "--ramp", "1500ms"];
+        flags.extend_from_slice(&DISPLAYS);
+        let (passed, report, page) = run_with_page(Default::default(), &flags).await;
+        assert!(passed, "{report:#}");
+        assert!(page.starts_with("<!doctype html>") && page.contains("consult <span class=\"pass\">PASS</span>"));
+        assert_eq!(page.matches("<svg").count(), 4, "distribution, throughput, consultations, connections");
+        // Delivery, ack, signal, join, rejoin and called; delivered and
+        // signals; started, completed, failed and reconnects; connections.
+        assert_eq!(page.matches("<polyline").count(), 6 + 2 + 4 + 1);
+        let kinds = report["latency_ms"].as_object().unwrap();
+        assert_eq!(kinds.len(), 9, "{report:#}");
+        for (kind, summary) in kinds {
+            assert!(page.contains(&format!("<tr><td>{kind}</td><td>{}</td>", summary["count"])), "{kind}");
+            let points = report["distribution_ms"][kind].as_array().unwrap();
+            let ms: Vec<f64> = points.iter().map(|p| p[1].as_f64().unwrap()).collect();
+            assert!(ms.len() == 13 && ms.windows(2).all(|w| w[0] <= w[1]), "{kind}: {ms:?}");
+        }
+        // The timeline counts what the report counts.
+        assert_eq!((total(&report, "started_per_s"), total(&report, "completed_per_s")), (3, 3));
+        assert_eq!((total(&report, "failed_per_s"), total(&report, "reconnects_per_s")), (0, 1));
+        assert_eq!(total(&report, "signals_per_s"), count(&report, "signal"));
+        assert_eq!(total(&report, "delivered_per_s"), count(&report, "delivery"));
+        // What was not delivered live came by replay.
+        let replayed = report["replayed"].as_u64().unwrap();
+        assert_eq!(total(&report, "delivered_per_s") + replayed, report["messages"].as_u64().unwrap());
+        let open = connections(&report);
+        assert!(open.len() >= 2 && open[0] >= 3, "the three displays, and maybe a consultation: {open:?}");
+        assert!(open.iter().all(|&n| n <= 3 + 2 * 3), "{open:?}");
+        assert_eq!(open.last(), Some(&0), "every connection closed at the end: {open:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_html_report_of_a_failed_run_says_fail_and_counts_the_failures() {
+        let faults = crate::mock_hub::Faults { drop_every: Some(3), ..Default::default() };
+        let (passed, report, page) = run_with_page(faults, &[]).await;
+        assert!(!passed);
+        assert!(page.contains("consult <span class=\"fail\">FAIL</span>"), "{page}");
+        assert!(page.contains("0 of 3 consultations completed, 3 failed (delivery 3)"), "{page}");
+        assert_eq!((total(&report, "completed_per_s"), total(&report, "failed_per_s")), (0, 3));
+        assert_eq!(connections(&report).last(), Some(&0), "failed steps drop their connections too");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,32 +1,25 @@
-//! The HTML report of the chat scenario: one self-contained page (inline
-//! SVG, no scripts, nothing fetched) with the results table, the latency
-//! distribution, throughput over time and connections over time.
+//! The HTML reports of the chat and consult scenarios: each one
+//! self-contained page (inline SVG, no scripts, nothing fetched) with the
+//! results table, the latency distribution, throughput over time and
+//! connections over time.
+//!
+//! Both pages are built from the same pieces: [`begin`] and [`end`] for the
+//! frame, and the charts ([`latency_chart`], [`over_time_chart`],
+//! [`connections_chart`]) on top of one SVG line chart, [`chart`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::consult::ConsultReport;
 use crate::stats::ChatReport;
-
-/// Writes the report to `path`.
-pub fn write(path: &Path, report: &ChatReport) -> anyhow::Result<()> {
-    std::fs::write(path, page(report)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
+/// Writes a page to `path`.
+pub fn write(path: &Path, page: &str) -> anyhow::Result<()> {
+    std::fs::write(path, page).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
 }
 
-/// The whole page.
-pub fn page(report: &ChatReport) -> String {
-    let mut html = String::with_capacity(32 * 1024);
-    let verdict = if report.clean { "PASS" } else { "FAIL" };
-    let _ = write!(
-        html,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Telehub load test: chat, {verdict}</title>\
-         <style>body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1b1f24}}\
-         table{{border-collapse:collapse;font-variant-numeric:tabular-nums}}td,th{{padding:.25rem .6rem;border-bottom:1px solid #d0d7de;text-align:right}}\
-         th:first-child,td:first-child{{text-align:left}}.pass{{color:#116329}}.fail{{color:#a40e26}}\
-         svg{{max-width:100%;height:auto}}pre{{background:#f6f8fa;padding:1rem;overflow:auto}}</style></head><body>\n\
-         <h1>Telehub load test: chat <span class=\"{}\">{verdict}</span></h1>\n",
-        verdict.to_lowercase()
-    );
+/// The chat scenario's page.
+pub fn chat_page(report: &ChatReport) -> String {
+    let mut html = begin("chat", report.clean);
     let _ = writeln!(
         html,
         "<p>{} sessions joined ({} failed) at {:.0} joins/s. {} acks; lost {}, duplicated {}, out of order {}; \
@@ -64,49 +57,186 @@ pub fn page(report: &ChatReport) -> String {
     }
     html.push_str("</table>\n<p>Latencies are measured from each message's scheduled send time.</p>\n");
 
-    // The latency distribution, HDR style: the x axis counts nines.
-    let nines = |p: f64| -(1.0 - (p / 100.0).min(0.99999)).log10();
-    let curve = |points: &[(f64, f64)]| points.iter().map(|&(p, ms)| (nines(p), ms)).collect::<Vec<_>>();
     let dist = &report.distribution_ms;
-    let ticks = [0.0, 90.0, 99.0, 99.9, 99.99, 99.999].iter().map(|&p| (nines(p), format!("{p}%"))).collect();
-    html.push_str("<h2>Latency distribution (all measured steps)</h2>\n");
-    html.push_str(&chart(
-        "latency by percentile",
-        "percentile",
-        "ms",
-        &[
-            Series { name: "delivery", color: "#0969da", points: curve(&dist.delivery) },
-            Series { name: "ack", color: "#bf3989", points: curve(&dist.ack) },
-        ],
-        ticks,
+    html.push_str(&latency_chart(
+        "Latency distribution (all measured steps)",
+        &[percentiles("delivery", "#0969da", &dist.delivery), percentiles("ack", "#bf3989", &dist.ack)],
     ));
-
     let t = &report.timeline;
-    let over_time = |values: &[u64]| t.seconds.iter().zip(values).map(|(&s, &v)| (s as f64, v as f64)).collect();
-    html.push_str("<h2>Throughput over time</h2>\n");
-    html.push_str(&chart(
+    html.push_str(&over_time_chart(
+        "Throughput over time",
         "frames per second",
-        "seconds since the start",
         "per s",
+        t.seconds.len(),
         &[
-            Series { name: "sent", color: "#1a7f37", points: over_time(&t.sent_per_s) },
-            Series { name: "delivered", color: "#0969da", points: over_time(&t.delivered_per_s) },
-            Series { name: "acked", color: "#bf3989", points: over_time(&t.acked_per_s) },
+            per_second("sent", "#1a7f37", &t.seconds, &t.sent_per_s),
+            per_second("delivered", "#0969da", &t.seconds, &t.delivered_per_s),
+            per_second("acked", "#bf3989", &t.seconds, &t.acked_per_s),
         ],
-        time_ticks(t.seconds.len()),
     ));
-    html.push_str("<h2>Connections over time</h2>\n");
-    let open = t.seconds.iter().zip(&t.connections).map(|(&s, &c)| (s as f64, c as f64)).collect();
-    html.push_str(&chart(
-        "joined sessions",
-        "seconds since the start",
-        "sessions",
-        &[Series { name: "connections", color: "#8250df", points: open }],
-        time_ticks(t.seconds.len()),
+    html.push_str(&connections_chart("joined sessions", "sessions", &t.seconds, &t.connections));
+    end(html, &report.scenario)
+}
+
+/// The latency kinds the consult page plots, with their colours: the
+/// legend has room for six, and check-in, admit and end (one of each per
+/// consultation) are in the table.
+const CONSULT_KINDS: [(&str, &str); 6] = [
+    ("delivery", "#0969da"),
+    ("ack", "#bf3989"),
+    ("signal", "#1a7f37"),
+    ("join", "#8250df"),
+    ("rejoin", "#bc4c00"),
+    ("called", "#9a6700"),
+];
+
+/// The consult scenario's page.
+pub fn consult_page(report: &ConsultReport) -> String {
+    let mut html = begin("consult", report.clean);
+    let _ = writeln!(
+        html,
+        "<p>{} of {} consultations completed, {} failed ({}), in {:.1} s. {} messages; lost {}, duplicated {}, \
+         out of order {}; typing seen {}, read receipts seen {}. Reconnects: {} rejoined, {} messages replayed, \
+         {} late for the storm. Displays: {} watched (failures: {}), {} queue states, {} entries with names; \
+         called {}, missing {}, duplicated {}, unexpected {}. Error frames: {}.</p>",
+        report.completed,
+        report.consultations,
+        report.failed,
+        escape(&crate::stats::counts_line(&report.failures)),
+        report.elapsed_s,
+        report.messages,
+        report.lost,
+        report.duplicated,
+        report.out_of_order,
+        report.typing_seen,
+        report.reads_seen,
+        report.reconnects,
+        report.replayed,
+        report.storm_late,
+        report.displays,
+        escape(&crate::stats::counts_line(&report.display_failures)),
+        report.queue_states,
+        report.leaked_entries,
+        report.called,
+        report.called_missing,
+        report.called_duplicated,
+        report.called_unexpected,
+        escape(&crate::stats::counts_line(&report.errors)),
+    );
+    html.push_str(
+        "<h2>Latency</h2>\n<table><tr><th>kind</th><th>count</th><th>p50</th><th>p90</th><th>p99</th>\
+         <th>max</th></tr>\n",
+    );
+    for (kind, s) in &report.latency_ms {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td><td>{:.2} ms</td></tr>",
+            escape(kind),
+            s.count,
+            s.p50,
+            s.p90,
+            s.p99,
+            s.max
+        );
+    }
+    html.push_str(
+        "</table>\n<p>Check-in and admit to the patient's reply, signal from send to the peer, end to both \
+         sides, rejoin from reconnecting to joined, called from the admit to each display.</p>\n",
+    );
+
+    let plotted: Vec<Series<'_>> = CONSULT_KINDS
+        .iter()
+        .filter_map(|&(kind, color)| {
+            let points = report.distribution_ms.get(kind).filter(|points| !points.is_empty())?;
+            Some(percentiles(kind, color, points))
+        })
+        .collect();
+    html.push_str(&latency_chart("Latency distribution", &plotted));
+    let t = &report.timeline;
+    html.push_str(&over_time_chart(
+        "Throughput over time",
+        "messages and signals per second",
+        "per s",
+        t.seconds.len(),
+        &[
+            per_second("delivered", "#0969da", &t.seconds, &t.delivered_per_s),
+            per_second("signals", "#1a7f37", &t.seconds, &t.signals_per_s),
+        ],
     ));
-    let scenario = serde_json::to_string_pretty(&report.scenario).unwrap_or_default();
+    html.push_str(&over_time_chart(
+        "Consultations over time",
+        "consultations per second",
+        "per s",
+        t.seconds.len(),
+        &[
+            per_second("started", "#57606a", &t.seconds, &t.started_per_s),
+            per_second("completed", "#1a7f37", &t.seconds, &t.completed_per_s),
+            per_second("failed", "#cf222e", &t.seconds, &t.failed_per_s),
+            per_second("reconnects", "#bc4c00", &t.seconds, &t.reconnects_per_s),
+        ],
+    ));
+    html.push_str(&connections_chart("open connections", "connections", &t.seconds, &t.connections));
+    end(html, &report.scenario)
+}
+
+/// The start of a page: its head and its heading with the verdict.
+fn begin(scenario: &str, clean: bool) -> String {
+    let mut html = String::with_capacity(32 * 1024);
+    let verdict = if clean { "PASS" } else { "FAIL" };
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Telehub load test: {scenario}, {verdict}</title>\
+         <style>body{{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1b1f24}}\
+         table{{border-collapse:collapse;font-variant-numeric:tabular-nums}}td,th{{padding:.25rem .6rem;border-bottom:1px solid #d0d7de;text-align:right}}\
+         th:first-child,td:first-child{{text-align:left}}.pass{{color:#116329}}.fail{{color:#a40e26}}\
+         svg{{max-width:100%;height:auto}}pre{{background:#f6f8fa;padding:1rem;overflow:auto}}</style></head><body>\n\
+         <h1>Telehub load test: {scenario} <span class=\"{}\">{verdict}</span></h1>\n",
+        verdict.to_lowercase()
+    );
+    html
+}
+
+/// The end of a page: the flags of the run, and the closing tags.
+fn end(mut html: String, scenario: &serde_json::Value) -> String {
+    let scenario = serde_json::to_string_pretty(scenario).unwrap_or_default();
     let _ = write!(html, "<h2>Scenario</h2>\n<pre>{}</pre>\n</body></html>\n", escape(&scenario));
     html
+}
+
+/// A latency distribution as a line: `points` are `[percentile, ms]`,
+/// plotted HDR style, the x axis counting nines.
+fn percentiles<'a>(name: &'a str, color: &'a str, points: &[(f64, f64)]) -> Series<'a> {
+    Series { name, color, points: points.iter().map(|&(p, ms)| (nines(p), ms)).collect() }
+}
+
+/// Nines of a percentile: 90% is 1, 99% is 2, capped at 99.999%.
+fn nines(p: f64) -> f64 {
+    -(1.0 - (p / 100.0).min(0.99999)).log10()
+}
+
+/// A count per second as a line.
+fn per_second<'a>(name: &'a str, color: &'a str, seconds: &[u64], values: &[u64]) -> Series<'a> {
+    Series { name, color, points: seconds.iter().zip(values).map(|(&s, &v)| (s as f64, v as f64)).collect() }
+}
+
+/// A heading and the latency-by-percentile chart of [`percentiles`] lines.
+fn latency_chart(heading: &str, series: &[Series<'_>]) -> String {
+    let ticks = [0.0, 90.0, 99.0, 99.9, 99.99, 99.999].iter().map(|&p| (nines(p), format!("{p}%"))).collect();
+    format!("<h2>{}</h2>\n{}", escape(heading), chart("latency by percentile", "percentile", "ms", series, ticks))
+}
+
+/// A heading and a chart over the `seconds` of a run.
+fn over_time_chart(heading: &str, title: &str, y_label: &str, seconds: usize, series: &[Series<'_>]) -> String {
+    let svg = chart(title, "seconds since the start", y_label, series, time_ticks(seconds));
+    format!("<h2>{}</h2>\n{svg}", escape(heading))
+}
+
+/// The connections open at the end of each second.
+fn connections_chart(title: &str, y_label: &str, seconds: &[u64], connections: &[i64]) -> String {
+    let open = seconds.iter().zip(connections).map(|(&s, &c)| (s as f64, c as f64)).collect();
+    let series = [Series { name: "connections", color: "#8250df", points: open }];
+    over_time_chart("Connections over time", title, y_label, seconds.len(), &series)
 }
 
 /// One line of a chart.

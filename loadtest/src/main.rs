@@ -9,14 +9,18 @@
 //!   HTML page with plots (`--html`).
 //! - `idle`: many joined sessions held open, for the join rate and the hub's
 //!   memory per session.
+//! - `consult`: whole consultations (check-in, admit, join, a call's
+//!   negotiation, chat, end), with reconnects and waiting-room displays if
+//!   asked; every step timed and every message checked. Reports like
+//!   `chat`, `--html` included.
 //! - `baseline`: not a scenario but a minimal broadcast server (`mock_hub`),
 //!   to measure what the machine and the generator can do without the hub.
 //!
 //! Modules: `cli` (flags), `api` (setup over HTTP), `client` (WebSocket
-//! connections), `chat` and `idle` (the scenarios), `verify` (the delivery
-//! checks), `stats` (clock, histograms, reports), `timeline` (events per
-//! second), `html` (the HTML report), `progress` (the live bars),
-//! `scenario_file` (a run's flags from a TOML file, `--scenario`).
+//! connections), `chat`, `idle` and `consult` (the scenarios), `verify`
+//! (the delivery checks), `stats` (clock, histograms, reports), `timeline`
+//! (events per second), `html` (the HTML reports), `progress` (the live
+//! bars), `scenario_file` (a run's flags from a TOML file, `--scenario`).
 //!
 //! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
 //! 2 when it could not run (bad flags, setup refused, hub unreachable).

@@ -179,7 +179,7 @@ source_addrs = ["127.0.0.2", "127.0.0.3"]
     }
 
     #[test]
-    fn the_consult_example_sets_storms_and_displays() {
+    fn the_consult_example_sets_storms_displays_and_the_html_report() {
         use clap::Parser;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/consult.toml");
         let mut out = expand(argv(&["telehub-loadtest", "--scenario", path])).unwrap();
@@ -190,5 +190,6 @@ source_addrs = ["127.0.0.2", "127.0.0.3"]
         args.validate().unwrap();
         assert_eq!((args.reconnect_share, args.storm_at), (0.25, Some(std::time::Duration::from_secs(32))));
         assert_eq!((args.doctors, args.displays, args.clinic.as_str()), (Some(20), 20, "c-load"));
+        assert_eq!(args.html.as_deref(), Some(std::path::Path::new("bench-results/consult.html")));
     }
 }

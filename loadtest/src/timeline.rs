@@ -1,6 +1,10 @@
-//! What happened in each second of a run: sends, deliveries, acks, joins
-//! and closes, counted as they happen, for the report's plots of
-//! throughput and connections over time.
+//! What happened in each second of a run: sends, deliveries, acks, relayed
+//! signals, consultations, reconnects, and sessions opened and closed,
+//! counted as they happen, for the reports' plots of throughput and
+//! connections over time.
+//!
+//! One [`Timeline`] counts every kind; each scenario reports the kinds it
+//! has: [`TimelineReport`] for chat, [`ConsultTimelineReport`] for consult.
 //!
 //! A counter per second and kind, preallocated for an hour; events later
 //! than that count in the last second. Counting is one relaxed atomic add,
@@ -19,13 +23,24 @@ const SECONDS: usize = 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Sent,
+    /// A `message` frame reached a session (chat: every copy; consult: the
+    /// other side's, at its delivery step).
     Delivered,
     Acked,
-    Joined,
+    /// A session opened: joined (chat) or connected (consult).
+    Opened,
     Closed,
+    /// A signal relayed to the other side of a consultation.
+    Signaled,
+    /// A consultation began, went through every step, or failed.
+    Started,
+    Completed,
+    Failed,
+    /// A patient rejoined after dropping its connection.
+    Reconnected,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 10;
 
 /// Counters per second since the timeline was made.
 pub struct Timeline {
@@ -63,11 +78,11 @@ impl Timeline {
 
     /// [`Timeline::live`] at `at` (on the `micros_at` clock).
     fn live_at(&self, at: u64) -> Live {
-        let load = |s: usize, e: Event| self.counts[s][e as usize].load(Ordering::Relaxed);
+        let load = |s: usize, e: Event| self.load(s, e);
         let now = usize::try_from(at.saturating_sub(self.start) / 1_000_000).unwrap_or(0).min(SECONDS - 1);
         let last = now.saturating_sub(1);
         let (joined, closed) =
-            (0..=now).fold((0u64, 0u64), |(j, c), s| (j + load(s, Event::Joined), c + load(s, Event::Closed)));
+            (0..=now).fold((0u64, 0u64), |(j, c), s| (j + load(s, Event::Opened), c + load(s, Event::Closed)));
         Live {
             sent_per_s: load(last, Event::Sent),
             delivered_per_s: load(last, Event::Delivered),
@@ -76,27 +91,59 @@ impl Timeline {
         }
     }
 
-    /// The seconds up to the last one with any event.
+    /// The chat report's timeline: the seconds up to the last one with any
+    /// event.
     pub fn report(&self) -> TimelineReport {
-        let load = |s: usize, e: Event| self.counts[s][e as usize].load(Ordering::Relaxed);
-        let used = (0..SECONDS).rev().find(|&s| (0..KINDS).any(|k| self.counts[s][k].load(Ordering::Relaxed) > 0));
-        let seconds = used.map_or(0, |last| last + 1);
-        let series = |e: Event| (0..seconds).map(|s| load(s, e)).collect::<Vec<_>>();
-        let mut open = 0i64;
-        let connections = (0..seconds)
-            .map(|s| {
-                open += i64::try_from(load(s, Event::Joined)).unwrap_or(0);
-                open -= i64::try_from(load(s, Event::Closed)).unwrap_or(0);
-                open
-            })
-            .collect();
+        let seconds = self.used();
         TimelineReport {
             seconds: (0..seconds as u64).collect(),
-            sent_per_s: series(Event::Sent),
-            delivered_per_s: series(Event::Delivered),
-            acked_per_s: series(Event::Acked),
-            connections,
+            sent_per_s: self.series(Event::Sent, seconds),
+            delivered_per_s: self.series(Event::Delivered, seconds),
+            acked_per_s: self.series(Event::Acked, seconds),
+            connections: self.connections(seconds),
         }
+    }
+
+    /// The consult report's timeline, like [`Timeline::report`].
+    pub fn consult_report(&self) -> ConsultTimelineReport {
+        let seconds = self.used();
+        ConsultTimelineReport {
+            seconds: (0..seconds as u64).collect(),
+            started_per_s: self.series(Event::Started, seconds),
+            completed_per_s: self.series(Event::Completed, seconds),
+            failed_per_s: self.series(Event::Failed, seconds),
+            delivered_per_s: self.series(Event::Delivered, seconds),
+            signals_per_s: self.series(Event::Signaled, seconds),
+            reconnects_per_s: self.series(Event::Reconnected, seconds),
+            connections: self.connections(seconds),
+        }
+    }
+
+    fn load(&self, second: usize, event: Event) -> u64 {
+        self.counts[second][event as usize].load(Ordering::Relaxed)
+    }
+
+    /// Seconds up to the last one with any event.
+    fn used(&self) -> usize {
+        let used = (0..SECONDS).rev().find(|&s| (0..KINDS).any(|k| self.counts[s][k].load(Ordering::Relaxed) > 0));
+        used.map_or(0, |last| last + 1)
+    }
+
+    /// `event` in each of the first `seconds` seconds.
+    fn series(&self, event: Event, seconds: usize) -> Vec<u64> {
+        (0..seconds).map(|s| self.load(s, event)).collect()
+    }
+
+    /// Sessions open at the end of each of the first `seconds` seconds.
+    fn connections(&self, seconds: usize) -> Vec<i64> {
+        let mut open = 0i64;
+        (0..seconds)
+            .map(|s| {
+                open += i64::try_from(self.load(s, Event::Opened)).unwrap_or(0);
+                open -= i64::try_from(self.load(s, Event::Closed)).unwrap_or(0);
+                open
+            })
+            .collect()
     }
 }
 
@@ -121,6 +168,26 @@ pub struct TimelineReport {
     pub connections: Vec<i64>,
 }
 
+/// The consult report's timeline: one entry per second from the start of
+/// the run (displays connecting included).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConsultTimelineReport {
+    pub seconds: Vec<u64>,
+    /// Consultations that began, went through every step, or failed.
+    pub started_per_s: Vec<u64>,
+    pub completed_per_s: Vec<u64>,
+    pub failed_per_s: Vec<u64>,
+    /// Chat messages that reached the other side of their consultation.
+    pub delivered_per_s: Vec<u64>,
+    /// Signals (offers, answers, candidates) relayed to the other side.
+    pub signals_per_s: Vec<u64>,
+    /// Patients that rejoined after dropping their connection.
+    pub reconnects_per_s: Vec<u64>,
+    /// Connections (patients, doctors, displays) open at the end of each
+    /// second.
+    pub connections: Vec<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,8 +196,8 @@ mod tests {
     fn events_land_in_their_second_and_connections_add_up() {
         let timeline = Timeline::new();
         let at = |s: f64| timeline.start + (s * 1e6) as u64;
-        timeline.count(Event::Joined, at(0.1));
-        timeline.count(Event::Joined, at(0.9));
+        timeline.count(Event::Opened, at(0.1));
+        timeline.count(Event::Opened, at(0.9));
         timeline.count(Event::Sent, at(1.5));
         timeline.count(Event::Delivered, at(1.6));
         timeline.count(Event::Delivered, at(2.2));
@@ -149,8 +216,8 @@ mod tests {
     fn the_live_view_shows_the_last_full_second() {
         let timeline = Timeline::new();
         let at = |s: f64| timeline.start + (s * 1e6) as u64;
-        timeline.count(Event::Joined, at(0.5));
-        timeline.count(Event::Joined, at(0.6));
+        timeline.count(Event::Opened, at(0.5));
+        timeline.count(Event::Opened, at(0.6));
         timeline.count(Event::Sent, at(1.2));
         timeline.count(Event::Delivered, at(1.3));
         timeline.count(Event::Delivered, at(1.4));
@@ -158,6 +225,27 @@ mod tests {
         timeline.count(Event::Sent, at(2.2));
         let live = timeline.live_at(at(2.5));
         assert_eq!(live, Live { sent_per_s: 1, delivered_per_s: 2, acked_per_s: 0, connections: 1 });
+    }
+
+    #[test]
+    fn the_consult_timeline_has_its_own_kinds() {
+        let timeline = Timeline::new();
+        let at = |s: f64| timeline.start + (s * 1e6) as u64;
+        timeline.count(Event::Opened, at(0.2));
+        timeline.count(Event::Started, at(0.3));
+        timeline.count(Event::Signaled, at(0.4));
+        timeline.count(Event::Signaled, at(1.1));
+        timeline.count(Event::Delivered, at(1.2));
+        timeline.count(Event::Reconnected, at(1.3));
+        timeline.count(Event::Completed, at(2.5));
+        timeline.count(Event::Failed, at(2.6));
+        timeline.count(Event::Closed, at(2.7));
+        let report = timeline.consult_report();
+        assert_eq!(report.seconds, [0, 1, 2]);
+        assert_eq!((report.started_per_s, report.signals_per_s), (vec![1, 0, 0], vec![1, 1, 0]));
+        assert_eq!((report.delivered_per_s, report.reconnects_per_s), (vec![0, 1, 0], vec![0, 1, 0]));
+        assert_eq!((report.completed_per_s, report.failed_per_s), (vec![0, 0, 1], vec![0, 0, 1]));
+        assert_eq!(report.connections, [1, 1, 0]);
     }
 
     #[test]
