@@ -18,14 +18,8 @@ RATES=${RATES:-2500,5000,10000}
 DURATION=${DURATION:-20s}
 mkdir -p "$OUT"
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-    cargo build --release --locked -p telehub -p telehub-loadtest
-fi
-HUB=$ROOT/target/release/telehub
-LOAD=$ROOT/target/release/telehub-loadtest
-KEY=bench-api-key
-SECRET=bench-secret-0123456789abcdef
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench/common.sh
+. "$ROOT/scripts/bench/common.sh"
 
 work=$(mktemp -d)
 pgdir=$(mktemp -d)  # its own folder: the server may run as another user
@@ -46,11 +40,9 @@ pids+=("$redis")
 
 start_node() {
     local name=$1 port=$2
-    TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="$pg" TELEHUB_REDIS_URL="redis://127.0.0.1:$redis_port/" \
-    TELEHUB_NODE_ID=$name TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY TELEHUB_HTTP_WORKERS=${WORKERS:-0} \
-    TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
-    TELEHUB_HTTP_RATE_PER_S=1000000 TELEHUB_HTTP_RATE_BURST=1000000 \
-    RUST_LOG=${HUB_LOG:-warn} "$HUB" >"$OUT/hub-cluster-$name.log" 2>&1 &
+    env "${BENCH_ENV[@]}" TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="$pg" \
+        TELEHUB_REDIS_URL="redis://127.0.0.1:$redis_port/" TELEHUB_NODE_ID=$name TELEHUB_HTTP_WORKERS=${WORKERS:-0} \
+        "$HUB" >"$OUT/hub-cluster-$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do
         curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0

@@ -27,24 +27,14 @@ IDLE_ROOMS=${IDLE_ROOMS:-5000}
 steps=${*:-chat saturation idle}
 mkdir -p "$OUT"
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-    cargo build --release --locked -p telehub -p telehub-loadtest
-fi
-HUB=${HUB:-$ROOT/target/release/telehub}
-LOAD=${LOAD:-$ROOT/target/release/telehub-loadtest}
-KEY=bench-api-key
-SECRET=bench-secret-0123456789abcdef
+# shellcheck source=scripts/bench/common.sh
+. "$ROOT/scripts/bench/common.sh"
 
 start_hub() {
     tmp=$(mktemp -d)
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    # The load generator's sessions each send well under these limits; they
-    # are raised so that saturation steps measure the hub, not the limiter,
-    # and so that setting up thousands of rooms over HTTP is not throttled.
-    TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="sqlite://$tmp/telehub.db" \
-    TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
-    TELEHUB_HTTP_RATE_PER_S=1000000 TELEHUB_HTTP_RATE_BURST=1000000 \
-    RUST_LOG=${HUB_LOG:-warn} "$HUB" >"$OUT/hub-$1.log" 2>&1 &
+    port=$(free_port)
+    env "${BENCH_ENV[@]}" TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="sqlite://$tmp/telehub.db" \
+        "$HUB" >"$OUT/hub-$1.log" 2>&1 &
     hub=$!
     for _ in $(seq 1 100); do
         curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
@@ -99,7 +89,7 @@ for step in $steps; do
         ;;
     baseline)
         echo "== baseline: $ROOMS rooms, offered $RATE sends/s against a bare relay"
-        bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        bport=$(free_port)
         "$LOAD" baseline --bind "127.0.0.1:$bport" >"$OUT/baseline-server.log" 2>&1 &
         relay=$!
         for _ in $(seq 1 100); do

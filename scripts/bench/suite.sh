@@ -36,15 +36,9 @@ rm -f "$OUT"/*.json
 
 case ",$RATES," in *",$COMMON,"*) ;; *) echo "COMMON=$COMMON must be one of RATES=$RATES"; exit 2 ;; esac
 
-if [ -z "${SKIP_BUILD:-}" ]; then
-    cargo build --release --locked -p telehub -p telehub-loadtest
-fi
+# shellcheck source=scripts/bench/common.sh
+. "$ROOT/scripts/bench/common.sh"
 (cd loadtest/peers/socketio && npm ci --no-audit --no-fund --loglevel=error)
-HUB=$ROOT/target/release/telehub
-LOAD=$ROOT/target/release/telehub-loadtest
-KEY=bench-api-key
-SECRET=bench-secret-0123456789abcdef
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d)
 pgdir=$(mktemp -d)
@@ -90,13 +84,8 @@ stop_redis() { kill "$redis" 2>/dev/null || true; wait "$redis" 2>/dev/null || t
 # start_telehub NAME PORT [DATABASE_URL REDIS_URL]
 start_telehub() {
     local name=$1 port=$2 db=${3:-sqlite://$work/$1.db} redis_url=${4:-}
-    # The rate limits are raised so that the steps measure the hub, not its
-    # limiter, and so that setting up thousands of rooms is not throttled.
-    TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="$db" TELEHUB_REDIS_URL="$redis_url" \
-    TELEHUB_NODE_ID=$name TELEHUB_JWT_SECRET=$SECRET TELEHUB_API_KEY=$KEY \
-    TELEHUB_RATE_PER_S=1000 TELEHUB_RATE_BURST=1000 \
-    TELEHUB_HTTP_RATE_PER_S=1000000 TELEHUB_HTTP_RATE_BURST=1000000 \
-    RUST_LOG=${HUB_LOG:-warn} "$HUB" >"$OUT/server-$name.log" 2>&1 &
+    env "${BENCH_ENV[@]}" TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="$db" TELEHUB_REDIS_URL="$redis_url" \
+        TELEHUB_NODE_ID=$name "$HUB" >"$OUT/server-$name.log" 2>&1 &
     servers+=($!)
     wait_ready "http://127.0.0.1:$port/readyz" "$OUT/server-$name.log"
 }
