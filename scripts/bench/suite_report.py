@@ -40,24 +40,27 @@ def load(path):
 def figures(directory, target, common):
     chat = load(os.path.join(directory, f"chat-{target}.json"))
     idle = load(os.path.join(directory, f"idle-{target}.json"))
-    if chat is None:
+    if chat is None and idle is None:
         return None
-    steps = chat["steps"]
-    best = max(steps, key=lambda s: s["delivered_per_s"])
+    steps = chat["steps"] if chat else []
+    best = max(steps, key=lambda s: s["delivered_per_s"]) if steps else None
     at_common = next((s for s in steps if abs(s["offered_per_s"] - common) < 0.5), None)
     delivery = at_common["latency_ms"]["delivery"] if at_common else None
     return {
-        "throughput": best["delivered_per_s"],
-        "best_offered": best["offered_per_s"],
+        "chat": chat is not None,
+        "throughput": best["delivered_per_s"] if best else None,
+        "best_offered": best["offered_per_s"] if best else None,
         "p50": delivery["p50"] if delivery else None,
         "p99": delivery["p99"] if delivery else None,
         "steps": steps,
-        "lost": chat["lost"],
-        "duplicated": chat["duplicated"],
-        "out_of_order": chat["out_of_order"],
-        "closed": chat.get("closed_sessions", 0),
+        "lost": chat["lost"] if chat else None,
+        "duplicated": chat["duplicated"] if chat else None,
+        "out_of_order": chat["out_of_order"] if chat else None,
+        "closed": chat.get("closed_sessions", 0) if chat else None,
         "kib": idle.get("rss_kib_per_session") if idle else None,
         "idle_sessions": idle.get("sessions") if idle else None,
+        "idle_failed": idle.get("failed_sessions", 0) + idle.get("closed_sessions", 0) if idle else None,
+        "join_per_s": idle.get("join_per_s") if idle else None,
     }
 
 
@@ -81,6 +84,8 @@ def main():
           "| sessions closed | RSS per session |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for target, f in rows.items():
+        if not f["chat"]:
+            continue
         kib = "n/a" if f["kib"] is None else f"{f['kib']:.1f} KiB"
         print(f"| {NAMES[target]} | {num(f['throughput'])} | {num(f['best_offered'])} | {num(f['p50'], '{:.2f} ms')} "
               f"| {num(f['p99'], '{:.2f} ms')} | {f['lost']} | {f['duplicated']} | {f['out_of_order']} "
@@ -95,10 +100,26 @@ def main():
             print(f"| {NAMES[mine]} | {NAMES[theirs]} | {ratio(a['throughput'], b['throughput'])} "
                   f"| {ratio(a['p99'], b['p99'])} | {ratio(a['kib'], b['kib'])} |")
     print()
-    print("Every step (offered sends/s: delivered/s, delivery p99):\n")
-    print("| server | " + " | ".join(num(s["offered_per_s"]) for s in next(iter(rows.values()))["steps"]) + " |")
-    print("|---|" + "---:|" * len(next(iter(rows.values()))["steps"]))
+    print("Idle joined sessions held on one node, and what their memory means for 100,000:\n")
+    print("| server | sessions held | failed or closed | join rate | RSS per session | 100,000 sessions |")
+    print("|---|---:|---:|---:|---:|---:|")
     for target, f in rows.items():
+        if f["idle_sessions"] is None:
+            continue
+        kib = f["kib"]
+        projected = "n/a" if kib is None else f"{kib * 100_000 / 1024 / 1024:.1f} GiB"
+        print(f"| {NAMES[target]} | {num(f['idle_sessions'])} | {f['idle_failed']} | {num(f['join_per_s'], '{:,.0f}/s')} "
+              f"| {num(kib, '{:.1f} KiB')} | {projected} |")
+    print()
+    stepped = [f for f in rows.values() if f["steps"]]
+    if not stepped:
+        return
+    print("Every step (offered sends/s: delivered/s, delivery p99):\n")
+    print("| server | " + " | ".join(num(s["offered_per_s"]) for s in stepped[0]["steps"]) + " |")
+    print("|---|" + "---:|" * len(stepped[0]["steps"]))
+    for target, f in rows.items():
+        if not f["steps"]:
+            continue
         cells = [f"{num(s['delivered_per_s'])}, {num(s['latency_ms']['delivery']['p99'], '{:.1f} ms')}"
                  for s in f["steps"]]
         print(f"| {NAMES[target]} | " + " | ".join(cells) + " |")
