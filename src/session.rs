@@ -306,6 +306,8 @@ impl Session {
                     return self.refuse(reference, refusal);
                 }
                 let span = info_span!("join", room = %room);
+                // The rare, large awaits are boxed on their own too, so that
+                // the box of every frame's handling stays small for chat.
                 match Box::pin(self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span)).await {
                     Ok(handle) => {
                         self.rooms.insert(room, handle);
