@@ -22,8 +22,9 @@
 //! consultations (consultation i of the run when `floor((i+1)F) >
 //! floor(iF)`: every one for 1, every second for 0.5) drops its patient's
 //! connection after half of the chat rounds, without a close frame (the
-//! socket is simply dropped, so the hub sees the TCP connection end). While the patient is away the doctor sends a
-//! message; then the patient connects afresh (to the doctor's node, so in
+//! socket is simply dropped, so the hub sees the TCP connection end).
+//! While the patient is away the doctor sends a message; then the patient
+//! connects afresh (to the doctor's node, so in
 //! a cluster the replay crosses nodes) and joins with `since` = the highest
 //! seq it had seen. The `joined` history must bring that message and every
 //! other one it missed, through the same [`SeqCheck`] as live messages, or
