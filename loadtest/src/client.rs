@@ -107,7 +107,7 @@ pub async fn connect(endpoint: &Endpoint, token: &str, source: Option<IpAddr>) -
 async fn socketio_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+            Some(Ok(Message::Text(text))) if socketio::is_ping(&text) => {
                 ws.send(Message::Text(socketio::PONG.into())).await?
             }
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),

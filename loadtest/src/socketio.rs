@@ -26,6 +26,11 @@ use telehub_signaling::{ClientFrame, ErrorCode, MessageEvent, ServerFrame};
 /// The Engine.IO pong, the answer to a ping (`2`).
 pub const PONG: &str = "3";
 
+/// Whether a text frame is an Engine.IO ping.
+pub fn is_ping(text: &str) -> bool {
+    text == "2"
+}
+
 /// The ack id of a `join` event. Chat events use their `ref`, the
 /// scheduled send time in µs since the start of the run, which is never 0.
 const JOIN_ACK: u64 = 0;
@@ -122,8 +127,10 @@ pub fn encode(frame: &ClientFrame) -> anyhow::Result<String> {
 
 /// What a text frame from the peer means.
 pub fn decode(text: &str) -> Incoming {
+    if is_ping(text) {
+        return Incoming::Ping;
+    }
     match text.as_bytes().first() {
-        Some(b'2') => return Incoming::Ping,
         Some(b'1') => return Incoming::Closed("engine.io close".into()),
         Some(b'4') => {}
         Some(_) => return Incoming::Other,

@@ -44,11 +44,7 @@ start_node() {
         TELEHUB_REDIS_URL="redis://127.0.0.1:$redis_port/" TELEHUB_NODE_ID=$name TELEHUB_HTTP_WORKERS=${WORKERS:-0} \
         "$HUB" >"$OUT/hub-cluster-$name.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 100); do
-        curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "node $name did not get ready"; cat "$OUT/hub-cluster-$name.log"; exit 1
+    wait_ready "http://127.0.0.1:$port/readyz" "$OUT/hub-cluster-$name.log"
 }
 port_a=$(free_port)
 start_node node-a "$port_a"

@@ -23,3 +23,25 @@ BENCH_ENV=(
 )
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_ready URL LOG: waits up to 15 s until GET URL answers 2xx; otherwise
+# prints LOG and exits.
+wait_ready() {
+    local url=$1 log=$2
+    for _ in $(seq 1 150); do
+        curl -fsS "$url" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "no answer from $url"; cat "$log"; exit 1
+}
+
+# wait_port PORT LOG: the same for a server that takes TCP connections on
+# PORT (the bare relay, which has no health check).
+wait_port() {
+    local port=$1 log=$2
+    for _ in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $port"; cat "$log"; exit 1
+}

@@ -36,11 +36,7 @@ start_hub() {
     env "${BENCH_ENV[@]}" TELEHUB_BIND=127.0.0.1:$port TELEHUB_DATABASE_URL="sqlite://$tmp/telehub.db" \
         "$HUB" >"$OUT/hub-$1.log" 2>&1 &
     hub=$!
-    for _ in $(seq 1 100); do
-        curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "hub did not start"; cat "$OUT/hub-$1.log"; exit 1
+    wait_ready "http://127.0.0.1:$port/healthz" "$OUT/hub-$1.log"
 }
 
 stop_hub() {
@@ -92,10 +88,7 @@ for step in $steps; do
         bport=$(free_port)
         "$LOAD" baseline --bind "127.0.0.1:$bport" >"$OUT/baseline-server.log" 2>&1 &
         relay=$!
-        for _ in $(seq 1 100); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$bport") 2>/dev/null && break
-            sleep 0.1
-        done
+        wait_port "$bport" "$OUT/baseline-server.log"
         chat_with_cpu baseline "http://127.0.0.1:$bport" "$relay" || status=1
         kill "$relay" 2>/dev/null || true
         wait "$relay" 2>/dev/null || true

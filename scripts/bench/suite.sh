@@ -60,16 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Waits until GET URL answers 200.
-wait_ready() {
-    local url=$1 log=$2
-    for _ in $(seq 1 150); do
-        curl -fsS "$url" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "no answer from $url"; cat "$log"; exit 1
-}
-
 # A fresh Redis for each clustered target, so that nothing carries over.
 start_redis() {
     redis_port=$(free_port)
@@ -105,11 +95,7 @@ start_limit() {
     local port=$1
     "$LOAD" baseline --bind "127.0.0.1:$port" >"$OUT/server-limit.log" 2>&1 &
     servers+=($!)
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "the relay did not start"; exit 1
+    wait_port "$port" "$OUT/server-limit.log"
 }
 
 # Starts TARGET's servers; sets urls (comma-separated) and protocol, and
