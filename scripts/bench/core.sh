@@ -15,6 +15,10 @@
 #   baseline    the chat step against `telehub-loadtest baseline`, a bare
 #               tokio-tungstenite relay without storage: what this machine
 #               and this generator can do at all (not in the default steps)
+#   floor       the idle step against examples/actix_floor.rs, the hub's
+#               WebSocket stack (actix-web, actix-ws, mimalloc) with nothing
+#               of the hub: the RSS per session any server on it pays (not
+#               in the default steps)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -40,9 +44,11 @@ start_hub() {
 }
 
 stop_hub() {
+    [ -n "${hub:-}" ] || return 0  # the baseline and floor steps start none
     kill "$hub" 2>/dev/null || true
     wait "$hub" 2>/dev/null || true
     rm -rf "$tmp"
+    hub=
 }
 trap stop_hub EXIT
 
@@ -99,6 +105,18 @@ for step in $steps; do
         "$LOAD" idle --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$hub" \
             --hold 2s --json "$OUT/idle.json" || status=1
         stop_hub
+        ;;
+    floor)
+        echo "== floor: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions on the bare actix-web stack"
+        cargo build --release --locked --example actix_floor
+        fport=$(free_port)
+        "$ROOT/target/release/examples/actix_floor" "127.0.0.1:$fport" >"$OUT/floor-server.log" 2>&1 &
+        floor=$!
+        wait_port "$fport" "$OUT/floor-server.log"
+        "$LOAD" idle --url "http://127.0.0.1:$fport" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$floor" \
+            --hold 2s --json "$OUT/floor.json" || status=1
+        kill "$floor" 2>/dev/null || true
+        wait "$floor" 2>/dev/null || true
         ;;
     *) echo "unknown step $step"; exit 2 ;;
     esac
