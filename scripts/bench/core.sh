@@ -108,7 +108,7 @@ for step in $steps; do
         ;;
     floor)
         echo "== floor: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions on the bare actix-web stack"
-        cargo build --release --locked --example actix_floor
+        [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --example actix_floor
         fport=$(free_port)
         "$ROOT/target/release/examples/actix_floor" "127.0.0.1:$fport" >"$OUT/floor-server.log" 2>&1 &
         floor=$!
