@@ -402,7 +402,10 @@ impl Reader<'_> {
         };
         match frame {
             ServerFrame::Message(message) => {
-                self.timeline.count(Event::Delivered, now);
+                match sent_time(&message.text) {
+                    Some(sent) => self.timeline.delivered(now, now.saturating_sub(sent)),
+                    None => self.timeline.count(Event::Delivered, now),
+                }
                 self.outcome.check.observe(message.seq);
                 let plan = plan?;
                 if let Some(step) = plan.window_of(now) {

@@ -537,7 +537,9 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
                 })
                 .await?;
             lat.record("delivery", t);
-            timeline.now(Event::Delivered);
+            let now = Instant::now();
+            let took = u64::try_from(now.saturating_duration_since(t).as_micros()).unwrap_or(u64::MAX);
+            timeline.delivered(micros_at(now), took);
             receiver.send(&ClientFrame::Read { reference: None, room: room.into(), seq }).await?;
         }
     }

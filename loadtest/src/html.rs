@@ -1,17 +1,19 @@
 //! The HTML reports of the chat and consult scenarios: each one
 //! self-contained page (inline SVG, no scripts, nothing fetched) with the
-//! results table, the latency distribution, throughput over time and
-//! connections over time.
+//! results table, the latency distribution, throughput over time, delivery
+//! latency over time and connections over time.
 //!
 //! Both pages are built from the same pieces: [`begin`] and [`end`] for the
 //! frame, and the charts ([`latency_chart`], [`over_time_chart`],
-//! [`connections_chart`]) on top of one SVG line chart, [`chart`].
+//! [`latency_over_time_chart`], [`connections_chart`]) on top of one SVG line chart, [`chart`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::consult::ConsultReport;
 use crate::stats::ChatReport;
+use crate::timeline::LatencySeries;
+
 /// Writes a page to `path`.
 pub fn write(path: &Path, page: &str) -> anyhow::Result<()> {
     std::fs::write(path, page).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))
@@ -74,6 +76,7 @@ pub fn chat_page(report: &ChatReport) -> String {
             per_second("acked", "#bf3989", &t.seconds, &t.acked_per_s),
         ],
     ));
+    html.push_str(&latency_over_time_chart(&t.seconds, &t.delivery_ms));
     html.push_str(&connections_chart("joined sessions", "sessions", &t.seconds, &t.connections));
     end(html, &report.scenario)
 }
@@ -175,6 +178,7 @@ pub fn consult_page(report: &ConsultReport) -> String {
             per_second("reconnects", "#bc4c00", &t.seconds, &t.reconnects_per_s),
         ],
     ));
+    html.push_str(&latency_over_time_chart(&t.seconds, &t.delivery_ms));
     html.push_str(&connections_chart("open connections", "connections", &t.seconds, &t.connections));
     end(html, &report.scenario)
 }
@@ -230,6 +234,22 @@ fn latency_chart(heading: &str, series: &[Series<'_>]) -> String {
 fn over_time_chart(heading: &str, title: &str, y_label: &str, seconds: usize, series: &[Series<'_>]) -> String {
     let svg = chart(title, "seconds since the start", y_label, series, time_ticks(seconds));
     format!("<h2>{}</h2>\n{svg}", escape(heading))
+}
+
+/// The delivery latency of each second: its median, 99th percentile and
+/// maximum; seconds without deliveries leave no point.
+fn latency_over_time_chart(seconds: &[u64], delivery: &LatencySeries) -> String {
+    let line = |name, color, values: &[Option<f64>]| Series {
+        name,
+        color,
+        points: seconds.iter().zip(values).filter_map(|(&s, v)| Some((s as f64, (*v)?))).collect(),
+    };
+    let series = [
+        line("p50", "#1a7f37", &delivery.p50),
+        line("p99", "#0969da", &delivery.p99),
+        line("max", "#cf222e", &delivery.max),
+    ];
+    over_time_chart("Delivery latency over time", "delivery latency in each second", "ms", seconds.len(), &series)
 }
 
 /// The connections open at the end of each second.
@@ -377,5 +397,25 @@ mod tests {
         // The highest point sits on the top of the plot, the lowest on its floor.
         assert!(svg.contains(&format!("{:.1},{:.1}", LEFT + WIDTH - LEFT - RIGHT, TOP)), "{svg}");
         assert!(svg.contains(&format!("{LEFT:.1},{:.1}", HEIGHT - BOTTOM)), "{svg}");
+    }
+
+    #[test]
+    fn latency_over_time_skips_seconds_without_deliveries() {
+        let delivery = LatencySeries {
+            p50: vec![Some(1.0), None, Some(2.0)],
+            p99: vec![Some(4.0), None, Some(8.0)],
+            max: vec![Some(9.0), None, Some(50.0)],
+        };
+        let html = latency_over_time_chart(&[0, 1, 2], &delivery);
+        assert!(html.starts_with("<h2>Delivery latency over time</h2>"), "{html}");
+        let lines: Vec<&str> = html.split("<polyline").skip(1).collect();
+        assert_eq!(lines.len(), 3, "p50, p99 and max");
+        for line in lines {
+            let points = line.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or_default();
+            assert_eq!(points.split_whitespace().count(), 2, "two seconds had deliveries: {points}");
+        }
+        // The highest maximum (50 ms, a round ceiling, in the last second) is the
+        // top right corner.
+        assert!(html.contains(&format!("{:.1},{:.1}", WIDTH - RIGHT, TOP)), "{html}");
     }
 }

@@ -7,11 +7,17 @@
 //! a room's first write); the memory is dropped whenever a transaction fails,
 //! so a rolled-back batch never leaves a gap or a phantom resend. A SQLite
 //! database belongs to one node, which is why a cluster needs PostgreSQL.
+//!
+//! The write-ahead log is copied into the database by a checkpoint on a
+//! connection of its own, and finished by the writer between two batches
+//! (see [`CatchUp`]), so that the log starts over instead of growing for as
+//! long as writes keep coming.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -23,8 +29,8 @@ use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
-use tokio::sync::mpsc;
-use tracing::{error, info};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, trace};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
@@ -42,6 +48,10 @@ const MAX_BATCH: usize = 1024;
 /// Rooms the writer remembers (last `seq`, stored client ids) before it
 /// starts over.
 const MAX_CACHED_ROOMS: usize = 20_000;
+/// How often the log is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The size the log is cut back to when it starts over after a burst.
+const LOG_SIZE_LIMIT: u64 = 256 << 20;
 
 /// SQLite storage.
 pub struct SqliteStore {
@@ -50,6 +60,9 @@ pub struct SqliteStore {
     outbox: Arc<OutboxPolicy>,
     /// The outbox's rows.
     rows: Outbox<sqlx::Sqlite>,
+    /// Shared with the writer and the checkpoints; the tests watch it.
+    #[cfg(test)]
+    catch_up: Arc<CatchUp>,
 }
 
 impl SqliteStore {
@@ -69,6 +82,9 @@ impl SqliteStore {
             // Checkpoints run beside the writer (see `checkpoints`), not
             // inside whichever commit happens to cross the threshold.
             .pragma("wal_autocheckpoint", "0")
+            // When the log starts over after a burst, its file is cut back
+            // to this size instead of keeping the burst's.
+            .pragma("journal_size_limit", LOG_SIZE_LIMIT.to_string())
             .disable_statement_logging();
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
@@ -78,50 +94,118 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let conn = options.connect().await?;
+        let catch_up = Arc::new(CatchUp::default());
         let writes = Writes::start({
-            let outbox = outbox.clone();
-            |rx| run_writer(conn, rx, outbox)
+            let (outbox, catch_up) = (outbox.clone(), catch_up.clone());
+            |rx| run_writer(conn, rx, outbox, catch_up)
         });
-        tokio::spawn(checkpoints(pool.clone()));
+        tokio::spawn(checkpoints(pool.clone(), catch_up.clone()));
         info!(database = %options.get_filename().display(), "sqlite store open");
         // One node owns a SQLite file: nobody else claims its rows.
         let rows = Outbox::new(pool.clone(), outbox::DUE);
-        Ok(SqliteStore { pool, writes, outbox, rows })
+        Ok(SqliteStore {
+            pool,
+            writes,
+            outbox,
+            rows,
+            #[cfg(test)]
+            catch_up,
+        })
     }
 }
 
 /// Moves the write-ahead log into the database file every so often, on a
-/// connection of its own so the writer never waits for it. A passive
-/// checkpoint never blocks readers or the writer; once it has copied the
-/// whole log, the next commit starts the log over from the beginning.
+/// connection of its own so the writer never waits for the bulk of it. A
+/// passive checkpoint never blocks readers or the writer.
 /// Once a second: a busy room's index page is written to the log many
 /// times a second but copied into the database once per checkpoint, and
 /// the checkpoint's own writes and fsync compete with the writer's commits
-/// (at 25,000 messages/s the log reaches about 100 MiB between two).
-async fn checkpoints(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// (at 25,000 messages/s the log grows by about 100 MiB between two).
+async fn checkpoints(pool: SqlitePool, catch_up: Arc<CatchUp>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::debug!(error = %err, "checkpoint skipped");
+        checkpoint_round(&pool, &catch_up).await;
+    }
+}
+
+/// One background checkpoint; then the writer is asked to finish it.
+/// Returns the frames the log held.
+async fn checkpoint_round(pool: &SqlitePool, catch_up: &CatchUp) -> Option<i64> {
+    let started = Instant::now();
+    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await {
+        Ok((_, logged, copied)) => {
+            trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "checkpoint");
+            catch_up.due.store(true, Ordering::Release);
+            Some(logged)
+        }
+        Err(err) => {
+            debug!(error = %err, "checkpoint skipped");
+            None
+        }
+    }
+}
+
+/// How the log gets to start over while the writer never stops.
+///
+/// SQLite starts the log from its beginning only when a write transaction
+/// begins with every frame of the log already copied into the database.
+/// A checkpoint on another connection copies the frames that were there
+/// when it began; under steady load the writer commits more while it
+/// copies, so that moment never comes and the log (and the index of it in
+/// shared memory, which every read searches) grows for as long as the load
+/// lasts: hundreds of MiB a minute at a few thousand messages a second.
+/// So after each background checkpoint the writer, between two batches,
+/// checkpoints on its own connection too. Nothing is written meanwhile, so
+/// this one copies only the frames of the last few batches and completes,
+/// and the writer's next transaction starts the log over.
+#[derive(Default)]
+struct CatchUp {
+    /// A background checkpoint finished; the writer should finish it.
+    due: AtomicBool,
+    /// The writer's checkpoints so far, and the log's frames after the
+    /// last one (0 when it was copied whole).
+    done: watch::Sender<(u64, i64)>,
+}
+
+impl CatchUp {
+    /// The writer's part, when one is due: a passive checkpoint between two
+    /// batches.
+    async fn run_if_due(&self, conn: &mut SqliteConnection) {
+        if !self.due.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let started = Instant::now();
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut *conn).await {
+            Ok((_, logged, copied)) => {
+                trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "writer's checkpoint");
+                self.done.send_modify(|(rounds, left)| (*rounds, *left) = (*rounds + 1, logged - copied));
+            }
+            Err(err) => debug!(error = %err, "writer's checkpoint skipped"),
         }
     }
 }
 
 /// The writer task: batches, applies, commits, replies.
-async fn run_writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>, outbox: Arc<OutboxPolicy>) {
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Job>,
+    outbox: Arc<OutboxPolicy>,
+    catch_up: Arc<CatchUp>,
+) {
     let mut rooms: HashMap<String, RoomMemory> = HashMap::new();
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
         if rooms.len() > MAX_CACHED_ROOMS {
             rooms.clear();
         }
-        let (jobs, started) = (batch.len(), std::time::Instant::now());
+        let (jobs, started) = (batch.len(), Instant::now());
         apply_batch(&mut conn, &mut rooms, batch, &outbox).await;
-        tracing::trace!(jobs, elapsed_us = started.elapsed().as_micros() as u64, "write batch committed");
+        trace!(jobs, elapsed_us = started.elapsed().as_micros() as u64, "write batch committed");
+        catch_up.run_if_due(&mut conn).await;
     }
 }
 
@@ -157,7 +241,9 @@ async fn apply_batch(
         for job in jobs.by_ref() {
             outcomes.push(apply_write(conn, job, outbox).await?);
         }
+        let committing = Instant::now();
         sqlx::query("COMMIT").execute(&mut *conn).await?;
+        trace!(commit_us = committing.elapsed().as_micros() as u64, "commit");
         Ok(())
     }
     .await;
@@ -844,6 +930,55 @@ mod tests {
         rooms.clear();
         let after = append_all(&mut conn, &mut rooms, &[message("u2", "a"), message("u2", "d")], "t").await.unwrap();
         assert_eq!((after[0].seq, after[0].duplicate, after[1].seq), (3, true, 5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_while_writes_never_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = Arc::new(SqliteStore::connect(&url, Duration::from_secs(5), OutboxPolicy::off()).await.unwrap());
+        // Senders that each keep a message in flight, so that the writer
+        // always has its next batch waiting: no pause in which a
+        // checkpoint on another connection could catch up by itself.
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Vec<_> = (0..32)
+            .map(|i| {
+                let (store, stop) = (store.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut m = message(&format!("u{i}"), &sent.to_string());
+                        m.room = format!("c-{}", i % 8);
+                        store.append(m).await.unwrap();
+                        sent += 1;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut done = store.catch_up.done.subscribe();
+        let (mut last, mut restarted) = (0, false);
+        for _ in 0..50 {
+            let logged = checkpoint_round(&store.pool, &store.catch_up).await.expect("the checkpoint runs");
+            if logged < last {
+                restarted = true;
+                break;
+            }
+            last = logged;
+            // The writer finishes the checkpoint between two batches.
+            tokio::time::timeout(Duration::from_secs(30), done.changed())
+                .await
+                .expect("the writer catches up with the checkpoint")
+                .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut sent = 0;
+        for sender in senders {
+            sent += sender.await.unwrap();
+        }
+        assert!(restarted, "the log grew from checkpoint to checkpoint, to {last} frames");
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(stored as u64, sent, "every acknowledged message is stored");
     }
 
     #[tokio::test]
