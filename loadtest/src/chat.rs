@@ -762,8 +762,10 @@ mod tests {
         let (passed, report, _, page) = run_with_html(crate::mock_hub::Faults::default(), "10s").await;
         assert!(passed, "{report:#}");
         assert!(page.starts_with("<!doctype html>") && page.contains("chat <span class=\"pass\">PASS</span>"));
-        assert_eq!(page.matches("<svg").count(), 3, "distribution, throughput, connections");
-        assert_eq!(page.matches("<polyline").count(), 6);
+        assert_eq!(page.matches("<svg").count(), 4, "distribution, throughput, latency over time, connections");
+        // Delivery and ack; sent, delivered and acked; p50, p99 and max;
+        // connections.
+        assert_eq!(page.matches("<polyline").count(), 2 + 3 + 3 + 1);
         // The timeline counts every frame of the run, warm-up and drain included.
         let timeline = &report["timeline"];
         let total = |key: &str| timeline[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
@@ -774,6 +776,28 @@ mod tests {
             timeline["connections"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         assert_eq!(connections.iter().max(), Some(&8), "{connections:?}");
         assert_eq!(connections.last(), Some(&0), "every session closed at the end");
+        // Each second with deliveries has its latency, p50 <= p99 <= max,
+        // and the slowest second's maximum is the run's.
+        let delivery = &timeline["delivery_ms"];
+        let series = |key: &str| delivery[key].as_array().unwrap().iter().map(Value::as_f64).collect::<Vec<_>>();
+        let (p50, p99, max) = (series("p50"), series("p99"), series("max"));
+        let delivered = timeline["delivered_per_s"].as_array().unwrap();
+        assert_eq!((p50.len(), max.len()), (delivered.len(), delivered.len()));
+        for (second, count) in delivered.iter().enumerate() {
+            let (a, b, c) = (p50[second], p99[second], max[second]);
+            assert_eq!(count.as_u64() == Some(0), c.is_none(), "second {second}: {count} deliveries, max {c:?}");
+            if let (Some(a), Some(b), Some(c)) = (a, b, c) {
+                assert!(0.0 < a && a <= b && b <= c, "second {second}: {a} {b} {c}");
+            }
+        }
+        let slowest = max.iter().flatten().copied().fold(0.0, f64::max);
+        let run_max: f64 = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["latency_ms"]["delivery"]["max"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        assert!(slowest >= run_max, "the measured steps are inside the run: {slowest} < {run_max}");
         // Percentiles rise with the percentile.
         let delivery = report["distribution_ms"]["delivery"].as_array().unwrap();
         let ms: Vec<f64> = delivery.iter().map(|p| p[1].as_f64().unwrap()).collect();

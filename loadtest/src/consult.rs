@@ -536,8 +536,8 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
                     _ => None,
                 })
                 .await?;
-            lat.record("delivery", t);
             let now = Instant::now();
+            lat.record_span("delivery", t, now);
             let took = u64::try_from(now.saturating_duration_since(t).as_micros()).unwrap_or(u64::MAX);
             timeline.delivered(micros_at(now), took);
             receiver.send(&ClientFrame::Read { reference: None, room: room.into(), seq }).await?;
@@ -1237,10 +1237,11 @@ mod tests {
         let (passed, report, page) = run_with_page(Default::default(), &flags).await;
         assert!(passed, "{report:#}");
         assert!(page.starts_with("<!doctype html>") && page.contains("consult <span class=\"pass\">PASS</span>"));
-        assert_eq!(page.matches("<svg").count(), 4, "distribution, throughput, consultations, connections");
+        assert_eq!(page.matches("<svg").count(), 5, "distribution, throughput, consultations, latency, connections");
         // Delivery, ack, signal, join, rejoin and called; delivered and
-        // signals; started, completed, failed and reconnects; connections.
-        assert_eq!(page.matches("<polyline").count(), 6 + 2 + 4 + 1);
+        // signals; started, completed, failed and reconnects; p50, p99 and
+        // max of the deliveries; connections.
+        assert_eq!(page.matches("<polyline").count(), 6 + 2 + 4 + 3 + 1);
         let kinds = report["latency_ms"].as_object().unwrap();
         assert_eq!(kinds.len(), 9, "{report:#}");
         for (kind, summary) in kinds {
@@ -1254,6 +1255,16 @@ mod tests {
         assert_eq!((total(&report, "failed_per_s"), total(&report, "reconnects_per_s")), (0, 1));
         assert_eq!(total(&report, "signals_per_s"), count(&report, "signal"));
         assert_eq!(total(&report, "delivered_per_s"), count(&report, "delivery"));
+        // Each second with a delivery has its latency, and only those.
+        let delivery = &report["timeline"]["delivery_ms"];
+        let max = delivery["max"].as_array().unwrap();
+        let delivered = report["timeline"]["delivered_per_s"].as_array().unwrap();
+        assert_eq!(max.len(), delivered.len());
+        for (m, d) in max.iter().zip(delivered) {
+            assert_eq!(m.is_null(), d.as_u64() == Some(0), "{delivery}");
+        }
+        let slowest = max.iter().filter_map(serde_json::Value::as_f64).fold(0.0, f64::max);
+        assert!(slowest > 0.0 && slowest <= report["latency_ms"]["delivery"]["max"].as_f64().unwrap() + 0.001);
         // What was not delivered live came by replay.
         let replayed = report["replayed"].as_u64().unwrap();
         assert_eq!(total(&report, "delivered_per_s") + replayed, report["messages"].as_u64().unwrap());
