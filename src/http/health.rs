@@ -59,6 +59,20 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
         m.notifications.failed.get(),
         m.notifications.skipped.get(),
     );
+    let w = app.store.write_stats();
+    let mut body = format!(
+        "{body}# HELP telehub_store_batches_total Transactions of the group-commit writer, committed or rolled back.\n# TYPE telehub_store_batches_total counter\ntelehub_store_batches_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_store_writes_total Writes in those transactions (messages, markers, check-ins and the rest).\n# TYPE telehub_store_writes_total counter\ntelehub_store_writes_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_store_failed_batches_total Transactions rolled back; their writes were answered unavailable.\n# TYPE telehub_store_failed_batches_total counter\ntelehub_store_failed_batches_total{{node=\"{node}\"}} {}\n\
+         # HELP telehub_store_busy_seconds_total Time the writer spent in transactions.\n# TYPE telehub_store_busy_seconds_total counter\ntelehub_store_busy_seconds_total{{node=\"{node}\"}} {:.6}\n\
+         # HELP telehub_store_queued_writes Writes waiting for the writer.\n# TYPE telehub_store_queued_writes gauge\ntelehub_store_queued_writes{{node=\"{node}\"}} {}\n",
+        w.batches, w.jobs, w.failed_batches, w.busy_seconds, w.queued,
+    );
+    if let Some(frames) = w.log_frames {
+        body.push_str(&format!(
+            "# HELP telehub_sqlite_log_frames Frames in SQLite's write-ahead log at the last checkpoint.\n# TYPE telehub_sqlite_log_frames gauge\ntelehub_sqlite_log_frames{{node=\"{node}\"}} {frames}\n"
+        ));
+    }
     let body = match &app.broker {
         Some(broker) => {
             let b = broker.stats();

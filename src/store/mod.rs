@@ -223,8 +223,30 @@ pub trait Store: RoomStore + QueueStore {
     fn notifications(&self) -> &dyn Notifications;
     /// Checks that storage answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// What the group-commit writer has done, for `/metrics`.
+    fn write_stats(&self) -> WriteStats;
     /// Finishes pending writes and closes connections.
     async fn close(&self);
+}
+
+/// What a store's writer has done since the node started, and its backlog.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriteStats {
+    /// Transactions (group commits), committed or rolled back.
+    pub batches: u64,
+    /// Writes in them: messages, markers, check-ins and the rest.
+    pub jobs: u64,
+    /// Transactions that failed and were rolled back (their writes were
+    /// answered `unavailable`).
+    pub failed_batches: u64,
+    /// Time the writer spent in transactions.
+    pub busy_seconds: f64,
+    /// Writes waiting for the writer now.
+    pub queued: usize,
+    /// SQLite only: frames in the write-ahead log at the last checkpoint.
+    /// It stays near a second's worth of writes when the log starts over
+    /// as it should.
+    pub log_frames: Option<i64>,
 }
 
 /// Opens the store that a database URL names; it queues notifications as

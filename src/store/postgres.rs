@@ -38,9 +38,10 @@ use super::rows::{
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
     record_payment_on, ticket, ticket_letter,
 };
-use super::writer::{Job, Outcome, Write, Writes, next_batch};
+use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
-    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, unavailable,
+    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, WriteStats,
+    unavailable,
 };
 
 /// Most jobs in one transaction.
@@ -72,7 +73,7 @@ impl PostgresStore {
         info!(host = ?options.get_host(), "postgres store open");
         let writes = Writes::start({
             let outbox = outbox.clone();
-            |rx| run_writer(options, rx, outbox)
+            |rx, counts| run_writer(options, rx, outbox, counts)
         });
         // Nodes claim notifications side by side: each skips the rows
         // another is claiming at that moment.
@@ -83,21 +84,30 @@ impl PostgresStore {
 
 /// The writer task: batches, applies, commits, replies; reconnects after
 /// the database went away.
-async fn run_writer(options: PgConnectOptions, mut rx: mpsc::Receiver<Job>, outbox: Arc<OutboxPolicy>) {
+async fn run_writer(
+    options: PgConnectOptions,
+    mut rx: mpsc::Receiver<Job>,
+    outbox: Arc<OutboxPolicy>,
+    counts: Arc<WriterCounts>,
+) {
     let mut conn: Option<PgConnection> = None;
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
+        let (jobs, started) = (batch.len(), std::time::Instant::now());
         if conn.is_none() {
             match connect_writer(&options).await {
                 Ok(c) => conn = Some(c),
                 Err(err) => {
                     warn!(error = %err, "the writer cannot reach the database");
                     fail_all(batch, unavailable(err));
+                    counts.batch(jobs, started.elapsed(), false);
                     continue;
                 }
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        if !apply_batch(c, batch, &outbox).await {
+        let committed = apply_batch(c, batch, &outbox).await;
+        counts.batch(jobs, started.elapsed(), committed);
+        if !committed {
             // The connection may be broken; the next batch opens a new one.
             if let Some(old) = conn.take() {
                 let _ = old.close().await;
@@ -669,6 +679,10 @@ impl Store for PostgresStore {
         }
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        self.writes.stats()
     }
 
     async fn close(&self) {

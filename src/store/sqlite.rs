@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -38,9 +38,10 @@ use super::rows::{
     MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
     record_payment_on, ticket, ticket_letter,
 };
-use super::writer::{Job, Outcome, Write, Writes, next_batch};
+use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
-    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, unavailable,
+    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, WriteStats,
+    unavailable,
 };
 
 /// Most jobs in one transaction.
@@ -60,8 +61,7 @@ pub struct SqliteStore {
     outbox: Arc<OutboxPolicy>,
     /// The outbox's rows.
     rows: Outbox<sqlx::Sqlite>,
-    /// Shared with the writer and the checkpoints; the tests watch it.
-    #[cfg(test)]
+    /// Shared with the writer and the checkpoints.
     catch_up: Arc<CatchUp>,
 }
 
@@ -97,20 +97,13 @@ impl SqliteStore {
         let catch_up = Arc::new(CatchUp::default());
         let writes = Writes::start({
             let (outbox, catch_up) = (outbox.clone(), catch_up.clone());
-            |rx| run_writer(conn, rx, outbox, catch_up)
+            |rx, counts| run_writer(conn, rx, outbox, catch_up, counts)
         });
         tokio::spawn(checkpoints(pool.clone(), catch_up.clone()));
         info!(database = %options.get_filename().display(), "sqlite store open");
         // One node owns a SQLite file: nobody else claims its rows.
         let rows = Outbox::new(pool.clone(), outbox::DUE);
-        Ok(SqliteStore {
-            pool,
-            writes,
-            outbox,
-            rows,
-            #[cfg(test)]
-            catch_up,
-        })
+        Ok(SqliteStore { pool, writes, outbox, rows, catch_up })
     }
 }
 
@@ -140,6 +133,7 @@ async fn checkpoint_round(pool: &SqlitePool, catch_up: &CatchUp) -> Option<i64> 
     match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await {
         Ok((_, logged, copied)) => {
             trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "checkpoint");
+            catch_up.log_frames.store(logged, Ordering::Relaxed);
             catch_up.due.store(true, Ordering::Release);
             Some(logged)
         }
@@ -169,6 +163,8 @@ struct CatchUp {
     due: AtomicBool,
     /// The writer's checkpoints so far.
     done: watch::Sender<u64>,
+    /// Frames in the log at the last background checkpoint.
+    log_frames: AtomicI64,
 }
 
 impl CatchUp {
@@ -195,6 +191,7 @@ async fn run_writer(
     mut rx: mpsc::Receiver<Job>,
     outbox: Arc<OutboxPolicy>,
     catch_up: Arc<CatchUp>,
+    counts: Arc<WriterCounts>,
 ) {
     let mut rooms: HashMap<String, RoomMemory> = HashMap::new();
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
@@ -202,8 +199,9 @@ async fn run_writer(
             rooms.clear();
         }
         let (jobs, started) = (batch.len(), Instant::now());
-        apply_batch(&mut conn, &mut rooms, batch, &outbox).await;
-        trace!(jobs, elapsed_us = started.elapsed().as_micros() as u64, "write batch committed");
+        let committed = apply_batch(&mut conn, &mut rooms, batch, &outbox).await;
+        counts.batch(jobs, started.elapsed(), committed);
+        trace!(jobs, committed, elapsed_us = started.elapsed().as_micros() as u64, "write batch");
         catch_up.run_if_due(&mut conn).await;
     }
 }
@@ -213,7 +211,7 @@ async fn apply_batch(
     rooms: &mut HashMap<String, RoomMemory>,
     batch: Vec<Job>,
     outbox: &OutboxPolicy,
-) {
+) -> bool {
     // Messages are inserted together, a few multi-row statements per batch:
     // each statement is a round trip to sqlx's SQLite thread, and one per
     // message would cost more than the insert itself.
@@ -252,6 +250,7 @@ async fn apply_batch(
                 let _ = reply.send(Ok(stored));
             }
             outcomes.into_iter().for_each(Outcome::send);
+            true
         }
         Err(err) => {
             error!(error = %err, "write batch failed, rolled back");
@@ -263,6 +262,7 @@ async fn apply_batch(
             }
             outcomes.into_iter().for_each(|o| o.fail(err.clone()));
             jobs.for_each(|j| j.fail(err.clone()));
+            false
         }
     }
 }
@@ -878,6 +878,10 @@ impl Store for SqliteStore {
         }
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        WriteStats { log_frames: Some(self.catch_up.log_frames.load(Ordering::Relaxed)), ..self.writes.stats() }
     }
 
     async fn close(&self) {

@@ -7,10 +7,16 @@
 //! shared by every message in the batch; when idle a lone job commits at
 //! once, with no timer adding latency.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 use tokio::sync::{mpsc, oneshot};
+
+use super::WriteStats;
 
 /// One write and where its result goes. Messages are stored together, a
 /// batch at a time; every other write is applied on its own.
@@ -126,22 +132,59 @@ pub(crate) async fn submit<T>(
     rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
 }
 
+/// What a writer task has done, counted by it after each batch.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounts {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    failed: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
+impl WriterCounts {
+    /// Counts a batch of `jobs` that took `elapsed`, committed or not.
+    pub(crate) fn batch(&self, jobs: usize, elapsed: Duration, committed: bool) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+        if !committed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.busy_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
 /// A store's handle on its writer task: every write either store makes,
 /// as a job for the group commit.
 pub(crate) struct Writes {
     tx: mpsc::Sender<Job>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    counts: Arc<WriterCounts>,
 }
 
 impl Writes {
-    /// Runs `writer` (which serves the receiving end) as a task.
-    pub(crate) fn start<F>(writer: impl FnOnce(mpsc::Receiver<Job>) -> F) -> Writes
+    /// Runs `writer` (which serves the receiving end, and counts its
+    /// batches) as a task.
+    pub(crate) fn start<F>(writer: impl FnOnce(mpsc::Receiver<Job>, Arc<WriterCounts>) -> F) -> Writes
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        let task = tokio::spawn(writer(rx));
-        Writes { tx, task: tokio::sync::Mutex::new(Some(task)) }
+        let counts = Arc::new(WriterCounts::default());
+        let task = tokio::spawn(writer(rx, counts.clone()));
+        Writes { tx, task: tokio::sync::Mutex::new(Some(task)), counts }
+    }
+
+    /// The writer's counts, and the jobs waiting for it now.
+    pub(crate) fn stats(&self) -> WriteStats {
+        let c = &self.counts;
+        WriteStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            jobs: c.jobs.load(Ordering::Relaxed),
+            failed_batches: c.failed.load(Ordering::Relaxed),
+            busy_seconds: c.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            queued: self.tx.max_capacity() - self.tx.capacity(),
+            log_frames: None,
+        }
     }
 
     pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {

@@ -171,12 +171,9 @@ where
     }
 }
 
-/// A series of the node's `/metrics`, labelled with the node only.
+/// A series of the node's `/metrics` that it must have.
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let line =
-        text.lines().find(|l| l.starts_with(&format!("{name}{{"))).unwrap_or_else(|| panic!("no {name} in {text}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
+    app.metric(name).await.unwrap_or_else(|| panic!("no {name} in the node's metrics"))
 }
 
 async fn readiness(app: &TestApp) -> u16 {

@@ -118,6 +118,14 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A series of the node's `/metrics` (labelled with the node only), if
+    /// the node has it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name}{{")))?;
+        Some(line.rsplit(' ').next().unwrap().parse().unwrap())
+    }
+
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/v1/ws?token={}", self.addr, token)
     }

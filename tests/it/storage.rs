@@ -28,6 +28,7 @@ async fn a_locked_database_answers_unavailable_and_recovers() {
         patient.request(json!({"type": "chat", "room": "c-db", "client_id": "2", "text": "while locked"})).await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "unavailable");
+    assert!(app.metric("telehub_store_failed_batches_total").await >= Some(1.0), "the rolled-back batch is counted");
     // Nothing was stored, so nothing was broadcast.
     doctor.assert_quiet().await;
     // The node still serves: reads, joins and pings work.
@@ -50,4 +51,27 @@ async fn a_locked_database_answers_unavailable_and_recovers() {
     let (_, page) = app.get("/v1/consultations/c-db/messages").await;
     let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2]);
+}
+
+/// The writer's counts on `/metrics`: every acknowledged message is a write
+/// of a committed batch, batches hold one write or more, and nothing failed.
+#[tokio::test]
+async fn metrics_count_the_group_commits() {
+    let app = spawn_app().await;
+    app.consultation("c-metrics").await;
+    let mut patient = app.patient("c-metrics").await;
+    patient.join("c-metrics", None).await;
+    let before = app.metric("telehub_store_writes_total").await.expect("writes counted");
+    for i in 0..20 {
+        assert_eq!(patient.chat("c-metrics", &i.to_string(), "hello").await["seq"], i + 1);
+    }
+    let writes = app.metric("telehub_store_writes_total").await.unwrap();
+    let batches = app.metric("telehub_store_batches_total").await.unwrap();
+    assert!(writes - before >= 20.0, "{before} then {writes}");
+    assert!((1.0..=writes).contains(&batches), "{batches} batches of {writes} writes");
+    assert_eq!(app.metric("telehub_store_failed_batches_total").await, Some(0.0));
+    assert!(app.metric("telehub_store_busy_seconds_total").await > Some(0.0));
+    assert!(app.metric("telehub_store_queued_writes").await.is_some());
+    let sqlite = app.db_url.starts_with("sqlite:");
+    assert_eq!(app.metric("telehub_sqlite_log_frames").await.is_some(), sqlite, "{}", app.db_url);
 }
