@@ -12,7 +12,7 @@
 //! than that count in the last second. Counting is one relaxed atomic add,
 //! cheap enough for every frame. A second's latencies go into buckets of
 //! their own, allocated when the second sees its first delivery: buckets
-//! four to an octave, so a percentile is within 12 % of the true one; the
+//! four to an octave, so a percentile is within 12.5 % of the true one; the
 //! maximum is exact.
 
 use std::sync::OnceLock;
