@@ -402,7 +402,8 @@ impl Reader<'_> {
         };
         match frame {
             ServerFrame::Message(message) => {
-                match sent_time(&message.text) {
+                let sent = sent_time(&message.text);
+                match sent {
                     Some(sent) => self.timeline.delivered(now, now.saturating_sub(sent)),
                     None => self.timeline.count(Event::Delivered, now),
                 }
@@ -411,7 +412,7 @@ impl Reader<'_> {
                 if let Some(step) = plan.window_of(now) {
                     plan.received[step].fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some((step, sent)) = sent_time(&message.text).and_then(|t| Some((plan.window_of(t)?, t))) {
+                if let Some((step, sent)) = sent.and_then(|t| Some((plan.window_of(t)?, t))) {
                     plan.delivery.record(self.index, step, now.saturating_sub(sent));
                     // Patients are the even sessions, doctors the odd ones.
                     let own = if self.index.is_multiple_of(2) { "patient" } else { "doctor" };

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,7 +29,7 @@ use telehub_actors::{
     Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, trace};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
@@ -129,10 +129,8 @@ async fn checkpoints(pool: SqlitePool, catch_up: Arc<CatchUp>) {
 /// One background checkpoint; then the writer is asked to finish it.
 /// Returns the frames the log held.
 async fn checkpoint_round(pool: &SqlitePool, catch_up: &CatchUp) -> Option<i64> {
-    let started = Instant::now();
-    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(pool).await {
-        Ok((_, logged, copied)) => {
-            trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "checkpoint");
+    match checkpoint(pool, "checkpoint").await {
+        Ok(logged) => {
             catch_up.log_frames.store(logged, Ordering::Relaxed);
             catch_up.due.store(true, Ordering::Release);
             Some(logged)
@@ -142,6 +140,15 @@ async fn checkpoint_round(pool: &SqlitePool, catch_up: &CatchUp) -> Option<i64> 
             None
         }
     }
+}
+
+/// A passive checkpoint on `conn`, traced as `what`: the frames the log held.
+async fn checkpoint<'c>(conn: impl sqlx::SqliteExecutor<'c>, what: &'static str) -> Result<i64, sqlx::Error> {
+    let started = Instant::now();
+    let (_, logged, copied) =
+        sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(conn).await?;
+    trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "{what}");
+    Ok(logged)
 }
 
 /// How the log gets to start over while the writer never stops.
@@ -162,7 +169,7 @@ struct CatchUp {
     /// A background checkpoint finished; the writer should finish it.
     due: AtomicBool,
     /// The writer's checkpoints so far.
-    done: watch::Sender<u64>,
+    done: AtomicU64,
     /// Frames in the log at the last background checkpoint.
     log_frames: AtomicI64,
 }
@@ -174,11 +181,9 @@ impl CatchUp {
         if !self.due.swap(false, Ordering::AcqRel) {
             return;
         }
-        let started = Instant::now();
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut *conn).await {
-            Ok((_, logged, copied)) => {
-                trace!(logged, copied, elapsed_us = started.elapsed().as_micros() as u64, "writer's checkpoint");
-                self.done.send_modify(|rounds| *rounds += 1);
+        match checkpoint(&mut *conn, "writer's checkpoint").await {
+            Ok(_) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => debug!(error = %err, "writer's checkpoint skipped"),
         }
@@ -893,6 +898,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use telehub_signaling::{MessageKind, Sender};
+    use tokio::sync::watch;
 
     use super::*;
 
@@ -982,7 +988,7 @@ mod tests {
         // logged[0] is before the first round, logged[1] after one round.
         let peak = logged.iter().copied().max().unwrap_or_default();
         assert!(peak < 3 * logged[1], "the log kept growing: {logged:?} frames");
-        assert!(*store.catch_up.done.borrow() > 0, "the writer finished a checkpoint");
+        assert!(store.catch_up.done.load(Ordering::Relaxed) > 0, "the writer finished a checkpoint");
         let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.unwrap();
         assert_eq!(stored as u64, sent, "every acknowledged message is stored");
     }
