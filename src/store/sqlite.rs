@@ -53,6 +53,21 @@ const MAX_CACHED_ROOMS: usize = 20_000;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The size the log is cut back to when it starts over after a burst.
 const LOG_SIZE_LIMIT: u64 = 256 << 20;
+/// The writer's page cache, in KiB: 4,096 pages of 4 KiB, room for the
+/// index leaf of about four thousand busy rooms, the pages every commit
+/// touches. Larger costs more than it saves: a commit after a page split
+/// walks the whole cache. (SQLite's B-tree renumbers split pages through
+/// the spare page number of the lock byte, so the cache's largest page
+/// number stays far past the end of the database, and dropping the pages
+/// beyond the end at commit scans every slot of the cache's hash table.
+/// With a 256 MiB cache that scan was a fifth of the writer's CPU.) A page
+/// that falls out of this cache is read back from the operating system's.
+const WRITER_CACHE_KIB: u32 = 16 << 10;
+/// The page cache of the pool's connections, in KiB. A reader's cache is
+/// dropped whole each time it starts reading after a commit, which the
+/// writer makes hundreds of times a second, so a large one only costs the
+/// dropping; a history page or two fits.
+const READER_CACHE_KIB: u32 = 4 << 10;
 
 /// SQLite storage.
 pub struct SqliteStore {
@@ -75,9 +90,7 @@ impl SqliteStore {
             // FULL: a commit is on disk before anyone is told it happened.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy)
-            // A large page cache keeps the indexes of busy rooms in memory;
-            // without it every batch re-reads pages through system calls.
-            .pragma("cache_size", "-262144")
+            .pragma("cache_size", format!("-{READER_CACHE_KIB}"))
             .pragma("temp_store", "memory")
             // Checkpoints run beside the writer (see `checkpoints`), not
             // inside whichever commit happens to cross the threshold.
@@ -93,7 +106,7 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let conn = options.connect().await?;
+        let conn = options.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")).connect().await?;
         let catch_up = Arc::new(CatchUp::default());
         let writes = Writes::start({
             let (outbox, catch_up) = (outbox.clone(), catch_up.clone());
@@ -233,13 +246,20 @@ async fn apply_batch(
         }
     }
     let mut outcomes = Vec::with_capacity(others.len());
+    let only_messages = others.is_empty();
     let mut jobs = others.into_iter();
     let mut appended = Vec::new();
     let result: Result<(), sqlx::Error> = async {
-        // IMMEDIATE takes the write lock up front, so the transaction never
-        // has to upgrade a read lock, which SQLite may refuse outright.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        appended = append_all(conn, rooms, &messages, &format_time(Utc::now())).await?;
+        // The messages' inserts open the transaction and, when the batch
+        // holds nothing else, commit it (see `insert_rows`).
+        let began;
+        (appended, began) = append_all(conn, rooms, &messages, &format_time(Utc::now()), only_messages).await?;
+        if only_messages {
+            return Ok(());
+        }
+        if !began {
+            sqlx::query(BEGIN).execute(&mut *conn).await?;
+        }
         for job in jobs.by_ref() {
             outcomes.push(apply_write(conn, job, outbox).await?);
         }
@@ -499,12 +519,19 @@ async fn original(
 /// transaction. A message whose (room, sender, client_id) exists already, in
 /// the database or earlier in the same batch, is not stored again; it gets
 /// the original's `seq`, `id` and `at`. Returns one result per message.
+/// Numbers and inserts `messages`: one result per message, in order, and
+/// whether a transaction was begun, which it is when any message is new.
+/// With `commit` that transaction is also committed. Everything read before
+/// the inserts (a room's numbering and stored client ids, a resend's
+/// original) is read outside the transaction: no other connection writes
+/// messages.
 async fn append_all(
     conn: &mut SqliteConnection,
     rooms: &mut HashMap<String, RoomMemory>,
     messages: &[NewMessage],
     at: &str,
-) -> Result<Vec<Appended>, sqlx::Error> {
+    commit: bool,
+) -> Result<(Vec<Appended>, bool), sqlx::Error> {
     for m in messages {
         if !rooms.contains_key(&m.room) {
             let memory = remember_room(conn, &m.room).await?;
@@ -541,7 +568,8 @@ async fn append_all(
             (i, *seq, ids.next())
         })
         .collect();
-    insert_rows(conn, messages, &rows, at).await?;
+    let began = !rows.is_empty();
+    insert_rows(conn, messages, &rows, at, commit).await?;
     // Only now is it certain that the rows are in the transaction; if the
     // transaction fails later, the caller forgets every room.
     for (i, seq, id) in rows {
@@ -560,7 +588,7 @@ async fn append_all(
             results[i] = Some(copy);
         }
     }
-    Ok(results.into_iter().map(|r| r.expect("every message has a result")).collect())
+    Ok((results.into_iter().map(|r| r.expect("every message has a result")).collect(), began))
 }
 
 /// Rows per INSERT statement, largest first: a batch of n rows is inserted
@@ -578,14 +606,21 @@ async fn append_all(
 /// that statement; that journal cost about a tenth of the hub's CPU.
 const INSERT_SIZES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 
-/// The INSERT statement for `rows` rows.
-fn insert_messages_sql(rows: usize) -> &'static str {
+/// How a write transaction begins. IMMEDIATE takes the write lock up
+/// front, so the transaction never has to upgrade a read lock, which
+/// SQLite may refuse outright.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// The INSERT statement for `rows` rows, preceded by [`BEGIN`] with
+/// `begin` and followed by `COMMIT` with `commit`: forty texts in all.
+fn insert_messages_sql(rows: usize, begin: bool, commit: bool) -> &'static str {
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        INSERT_SIZES
-            .iter()
-            .map(|&n| {
-                let mut sql = String::from(
+        let mut all = Vec::new();
+        for &n in &INSERT_SIZES {
+            for (begin, commit) in [(false, false), (false, true), (true, false), (true, true)] {
+                let mut sql = if begin { format!("{BEGIN}; ") } else { String::new() };
+                sql.push_str(
                     "INSERT OR ROLLBACK INTO messages \
                      (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at) VALUES ",
                 );
@@ -595,26 +630,38 @@ fn insert_messages_sql(rows: usize) -> &'static str {
                     }
                     sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
                 }
-                sql
-            })
-            .collect()
+                if commit {
+                    sql.push_str("; COMMIT");
+                }
+                all.push(sql);
+            }
+        }
+        all
     });
     let i = INSERT_SIZES.iter().position(|&n| n == rows).expect("one of INSERT_SIZES");
-    &all[i]
+    &all[4 * i + 2 * usize::from(begin) + usize::from(commit)]
 }
 
+/// Inserts `rows` in a transaction that the first statement begins, and,
+/// with `commit`, the last one commits. Every statement is a hand-off to
+/// sqlx's SQLite thread and back, so a batch of new messages alone is
+/// stored with as many hand-offs as the set bits of its size, often one,
+/// instead of two more for `BEGIN` and `COMMIT`.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     messages: &[NewMessage],
     rows: &[(usize, i64, String)],
     at: &str,
+    commit: bool,
 ) -> Result<(), sqlx::Error> {
     let mut rest = rows;
+    let mut first = true;
     while !rest.is_empty() {
         let size = *INSERT_SIZES.iter().find(|&&n| n <= rest.len()).expect("1 fits any non-empty rest");
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let mut query = sqlx::query(insert_messages_sql(size));
+        let mut query = sqlx::query(insert_messages_sql(size, first, commit && rest.is_empty()));
+        first = false;
         for (i, seq, id) in chunk {
             let m = &messages[*i];
             query = query
@@ -751,7 +798,7 @@ impl Store for SqliteStore {
     async fn create_consultation(&self, new: NewConsultation) -> Result<Consultation, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
         let result: Result<(), sqlx::Error> = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query(BEGIN).execute(&mut *conn).await?;
             sqlx::query(
                 "INSERT INTO consultations (id, status, clinic, queue, scheduled_at, media_mode, created_at,
                      payment_amount, payment_currency, payment_status)
@@ -810,7 +857,7 @@ impl Store for SqliteStore {
 
     async fn record_payment(&self, payment: NewPayment) -> Result<PaymentChange, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(unavailable)?;
+        sqlx::query(BEGIN).execute(&mut *conn).await.map_err(unavailable)?;
         let mut result = record_payment_on::<sqlx::Sqlite>(&mut conn, &payment, PAYMENT_OF).await;
         if let Ok(Some(PaymentStatus::Paid)) = result
             && let Err(err) = outbox::enqueue_on::<sqlx::Sqlite>(
@@ -916,6 +963,11 @@ mod tests {
         let url = format!("sqlite://{}/t.db", dir.path().display());
         let store = SqliteStore::connect(&url, Duration::from_secs(1), OutboxPolicy::off()).await.unwrap();
         store.pool.close().await;
+        connection_only(dir).await
+    }
+
+    /// Another connection to the database `connection` made.
+    async fn connection_only(dir: &tempfile::TempDir) -> SqliteConnection {
         SqliteConnectOptions::from_str(&format!("sqlite://{}/t.db", dir.path().display()))
             .unwrap()
             .connect()
@@ -929,16 +981,53 @@ mod tests {
         let mut conn = connection(&dir).await;
         let mut rooms = HashMap::new();
         let batch = [message("u1", "a"), message("u1", "b"), message("u1", "a"), message("u2", "a")];
-        let stored = append_all(&mut conn, &mut rooms, &batch, "t").await.unwrap();
+        let (stored, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         let seqs: Vec<(i64, bool)> = stored.iter().map(|s| (s.seq, s.duplicate)).collect();
         assert_eq!(seqs, vec![(1, false), (2, false), (1, true), (3, false)]);
         assert_eq!(stored[2].id, stored[0].id);
         // A later batch, then one after the writer forgot the room.
-        let again = append_all(&mut conn, &mut rooms, &[message("u1", "b"), message("u1", "c")], "t").await.unwrap();
+        let batch = [message("u1", "b"), message("u1", "c")];
+        let (again, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         assert_eq!((again[0].seq, again[0].duplicate, again[1].seq), (2, true, 4));
         rooms.clear();
-        let after = append_all(&mut conn, &mut rooms, &[message("u2", "a"), message("u2", "d")], "t").await.unwrap();
+        let batch = [message("u2", "a"), message("u2", "d")];
+        let (after, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         assert_eq!((after[0].seq, after[0].duplicate, after[1].seq), (3, true, 5));
+    }
+
+    /// Whether `conn` is inside a transaction: a COMMIT outside one fails.
+    async fn in_transaction(conn: &mut SqliteConnection) -> bool {
+        sqlx::query("COMMIT").execute(&mut *conn).await.is_ok()
+    }
+
+    async fn stored_count(dir: &tempfile::TempDir) -> i64 {
+        let mut other = connection_only(dir).await;
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&mut other).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_inserts_open_the_transaction_and_commit_it_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connection(&dir).await;
+        let mut rooms = HashMap::new();
+        // Three rows take two statements (2 + 1): the first begins, the
+        // last commits, and the rows are visible to another connection.
+        let batch = [message("u1", "a"), message("u1", "b"), message("u2", "c")];
+        let (_, began) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
+        assert!(began);
+        assert_eq!(stored_count(&dir).await, 3, "committed");
+        assert!(!in_transaction(&mut conn).await, "nothing left open");
+        // Without `commit` the transaction stays open for the batch's other
+        // writes: nobody else sees the row until it commits.
+        let (_, began) = append_all(&mut conn, &mut rooms, &[message("u1", "d")], "t", false).await.unwrap();
+        assert!(began);
+        assert_eq!(stored_count(&dir).await, 3, "not committed yet");
+        assert!(in_transaction(&mut conn).await, "the transaction was open");
+        assert_eq!(stored_count(&dir).await, 4);
+        // A batch of resends alone writes nothing and begins nothing.
+        let (again, began) = append_all(&mut conn, &mut rooms, &[message("u1", "a")], "t", true).await.unwrap();
+        assert!(again[0].duplicate && !began);
+        assert!(!in_transaction(&mut conn).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -998,7 +1087,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = connection(&dir).await;
         let mut rooms = HashMap::new();
-        append_all(&mut conn, &mut rooms, &[message("u1", "a"), message("u2", "z")], "t").await.unwrap();
+        append_all(&mut conn, &mut rooms, &[message("u1", "a"), message("u2", "z")], "t", true).await.unwrap();
         // Make u2/z's fingerprint point at u1/a's row, as a collision would.
         let memory = rooms.get_mut("c-1").unwrap();
         memory.sent.insert(fingerprint("u2", "z"), 1);
