@@ -8,11 +8,14 @@
 //! a slow client except this session itself.
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
+use tokio::sync::futures::Notified;
 use telehub_actors::{Identity, OutboxReceiver, Refusal, RoomHandle, SessionRef};
 use telehub_signaling::{ClientFrame, ErrorCode, RefOnly, Role, ServerFrame, UserRef};
 use tracing::{Instrument, debug, info, info_span};
@@ -115,6 +118,14 @@ impl Session {
         tokio::pin!(expiry);
         let shutdown = self.app.shutdown.clone();
         let mut last_seen = Instant::now();
+        // The two waits that end the session are made once, not on every
+        // turn of the loop: each new one would register with its `Notify`
+        // and unregister again, a lock each, for every frame in or out.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let overflow = outbox.overflow.clone();
+        let overflow = overflow.notified();
+        tokio::pin!(overflow);
 
         // Only the text lives across the write: the task keeps whatever
         // is held across an await for as long as the session lasts.
@@ -134,12 +145,12 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut cancelled => {
                     let goaway = ServerFrame::Goaway { retry_ms: settings.goaway_retry_ms };
                     let _ = ws.text(goaway.to_json()).await;
                     return End::Close(1001, "server shutting down");
                 }
-                () = outbox.overflow.notified() => return End::Close(close::TOO_SLOW, "too slow to read"),
+                () = &mut overflow => return End::Close(close::TOO_SLOW, "too slow to read"),
                 () = &mut expiry => {
                     let frame = ServerFrame::error(None, ErrorCode::Unauthorized, "token expired");
                     let _ = ws.text(frame.to_json()).await;
@@ -147,12 +158,12 @@ impl Session {
                 }
                 frame = outbox.frames.recv() => {
                     let Some(frame) = frame else { return End::Gone };
-                    if let Err(end) = self.write(ws, outbox, frame, heartbeat * 2).await {
+                    if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
                         return end;
                     }
                     for _ in 1..WRITE_BURST {
                         let Ok(frame) = outbox.frames.try_recv() else { break };
-                        if let Err(end) = self.write(ws, outbox, frame, heartbeat * 2).await {
+                        if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
                             return end;
                         }
                     }
@@ -198,23 +209,6 @@ impl Session {
                     }
                 }
             }
-        }
-    }
-
-    /// Writes one frame, unless the client stops reading: then the outbox
-    /// overflows or the write stalls, and the session ends.
-    async fn write(
-        &self,
-        ws: &mut actix_ws::Session,
-        outbox: &OutboxReceiver,
-        frame: ByteString,
-        stall: Duration,
-    ) -> Result<(), End> {
-        tokio::select! {
-            biased;
-            result = ws.text(frame) => result.map_err(|_| End::Gone),
-            () = outbox.overflow.notified() => Err(End::Close(close::TOO_SLOW, "too slow to read")),
-            () = tokio::time::sleep(stall) => Err(End::Close(close::TOO_SLOW, "too slow to read")),
         }
     }
 
@@ -408,5 +402,27 @@ fn describe_json_error(err: &serde_json::Error) -> String {
         Category::Syntax | Category::Eof => format!("not a JSON object: {err}"),
         Category::Data => format!("bad frame: {err}"),
         Category::Io => "unreadable frame".into(),
+    }
+}
+
+/// Writes one frame, unless the client stops reading: then the outbox
+/// overflows (`overflow`) or the write stalls, and the session ends. A write
+/// that goes through at once, the usual case, sets no timer.
+async fn write(
+    ws: &mut actix_ws::Session,
+    mut overflow: Pin<&mut Notified<'_>>,
+    frame: ByteString,
+    stall: Duration,
+) -> Result<(), End> {
+    let send = ws.text(frame);
+    tokio::pin!(send);
+    if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+        return result.map_err(|_| End::Gone);
+    }
+    tokio::select! {
+        biased;
+        result = &mut send => result.map_err(|_| End::Gone),
+        () = &mut overflow => Err(End::Close(close::TOO_SLOW, "too slow to read")),
+        () = tokio::time::sleep(stall) => Err(End::Close(close::TOO_SLOW, "too slow to read")),
     }
 }
