@@ -515,16 +515,14 @@ async fn original(
     Ok(row.map(|row| Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true }))
 }
 
-/// Stores `messages` with their rooms' next `seq`s, inside the open
-/// transaction. A message whose (room, sender, client_id) exists already, in
-/// the database or earlier in the same batch, is not stored again; it gets
-/// the original's `seq`, `id` and `at`. Returns one result per message.
-/// Numbers and inserts `messages`: one result per message, in order, and
-/// whether a transaction was begun, which it is when any message is new.
-/// With `commit` that transaction is also committed. Everything read before
-/// the inserts (a room's numbering and stored client ids, a resend's
-/// original) is read outside the transaction: no other connection writes
-/// messages.
+/// Stores `messages` with their rooms' next `seq`s. A message whose (room,
+/// sender, client_id) exists already, in the database or earlier in the
+/// same batch, is not stored again; it gets the original's `seq`, `id` and
+/// `at`. Returns one result per message, in order, and whether the inserts
+/// began a transaction, which they do when any message is new; with
+/// `commit` they also commit it. What is read before the inserts (a room's
+/// numbering and stored client ids, a resend's original) is read outside
+/// the transaction: no other connection writes messages.
 async fn append_all(
     conn: &mut SqliteConnection,
     rooms: &mut HashMap<String, RoomMemory>,
