@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use tokio::sync::futures::Notified;
 use telehub_actors::{Identity, OutboxReceiver, Refusal, RoomHandle, SessionRef};
 use telehub_signaling::{ClientFrame, ErrorCode, RefOnly, Role, ServerFrame, UserRef};
+use tokio::sync::futures::Notified;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::app::AppState;
