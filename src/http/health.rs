@@ -68,9 +68,12 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
          # HELP telehub_store_queued_writes Writes waiting for the writer.\n# TYPE telehub_store_queued_writes gauge\ntelehub_store_queued_writes{{node=\"{node}\"}} {}\n",
         w.batches, w.jobs, w.failed_batches, w.busy_seconds, w.queued,
     );
-    if let Some(frames) = w.log_frames {
+    if let Some(log) = w.log {
         body.push_str(&format!(
-            "# HELP telehub_sqlite_log_frames Frames in SQLite's write-ahead log at the last checkpoint.\n# TYPE telehub_sqlite_log_frames gauge\ntelehub_sqlite_log_frames{{node=\"{node}\"}} {frames}\n"
+            "# HELP telehub_sqlite_log_frames Frames in SQLite's write-ahead log at the last checkpoint.\n# TYPE telehub_sqlite_log_frames gauge\ntelehub_sqlite_log_frames{{node=\"{node}\"}} {}\n\
+             # HELP telehub_sqlite_writer_checkpoints_total Checkpoints the writer ran between two transactions so that the log could start over.\n# TYPE telehub_sqlite_writer_checkpoints_total counter\ntelehub_sqlite_writer_checkpoints_total{{node=\"{node}\"}} {}\n\
+             # HELP telehub_sqlite_writer_checkpoint_seconds_total Time the writer spent in those checkpoints; nothing commits meanwhile.\n# TYPE telehub_sqlite_writer_checkpoint_seconds_total counter\ntelehub_sqlite_writer_checkpoint_seconds_total{{node=\"{node}\"}} {:.6}\n",
+            log.frames, log.writer_checkpoints, log.writer_checkpoint_seconds,
         ));
     }
     let body = match &app.broker {

@@ -243,10 +243,22 @@ pub struct WriteStats {
     pub busy_seconds: f64,
     /// Writes waiting for the writer now.
     pub queued: usize,
-    /// SQLite only: frames in the write-ahead log at the last checkpoint.
-    /// It stays near a second's worth of writes when the log starts over
-    /// as it should.
-    pub log_frames: Option<i64>,
+    /// SQLite only: the write-ahead log's checkpoints.
+    pub log: Option<LogStats>,
+}
+
+/// SQLite's write-ahead log, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogStats {
+    /// Frames in the log at the last checkpoint. It stays near a second's
+    /// worth of writes when the log starts over as it should.
+    pub frames: i64,
+    /// Checkpoints the writer ran between two transactions, so that the
+    /// log could start over (see `sqlite::CatchUp`).
+    pub writer_checkpoints: u64,
+    /// Time the writer spent in them: no transaction commits meanwhile, so
+    /// every write that arrives waits for the rest of the checkpoint.
+    pub writer_checkpoint_seconds: f64,
 }
 
 /// Opens the store that a database URL names; it queues notifications as

@@ -40,8 +40,8 @@ use super::rows::{
 };
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
-    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, WriteStats,
-    unavailable,
+    AuditQuery, AuditRecord, Consultation, LogStats, NewConsultation, NewPayment, PaymentChange, Price, Store,
+    WriteStats, unavailable,
 };
 
 /// Most jobs in one transaction.
@@ -181,8 +181,9 @@ async fn checkpoint<'c>(conn: impl sqlx::SqliteExecutor<'c>, what: &'static str)
 struct CatchUp {
     /// A background checkpoint finished; the writer should finish it.
     due: AtomicBool,
-    /// The writer's checkpoints so far.
+    /// The writer's checkpoints so far, and the time it spent in them.
     done: AtomicU64,
+    done_micros: AtomicU64,
     /// Frames in the log at the last background checkpoint.
     log_frames: AtomicI64,
 }
@@ -194,11 +195,21 @@ impl CatchUp {
         if !self.due.swap(false, Ordering::AcqRel) {
             return;
         }
+        let started = Instant::now();
         match checkpoint(&mut *conn, "writer's checkpoint").await {
             Ok(_) => {
                 self.done.fetch_add(1, Ordering::Relaxed);
+                self.done_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             Err(err) => debug!(error = %err, "writer's checkpoint skipped"),
+        }
+    }
+
+    fn stats(&self) -> LogStats {
+        LogStats {
+            frames: self.log_frames.load(Ordering::Relaxed),
+            writer_checkpoints: self.done.load(Ordering::Relaxed),
+            writer_checkpoint_seconds: self.done_micros.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 }
@@ -931,7 +942,7 @@ impl Store for SqliteStore {
     }
 
     fn write_stats(&self) -> WriteStats {
-        WriteStats { log_frames: Some(self.catch_up.log_frames.load(Ordering::Relaxed)), ..self.writes.stats() }
+        WriteStats { log: Some(self.catch_up.stats()), ..self.writes.stats() }
     }
 
     async fn close(&self) {
@@ -1075,7 +1086,9 @@ mod tests {
         // logged[0] is before the first round, logged[1] after one round.
         let peak = logged.iter().copied().max().unwrap_or_default();
         assert!(peak < 3 * logged[1], "the log kept growing: {logged:?} frames");
-        assert!(store.catch_up.done.load(Ordering::Relaxed) > 0, "the writer finished a checkpoint");
+        let log = store.write_stats().log.expect("SQLite reports its log");
+        assert!(log.writer_checkpoints > 0, "the writer finished a checkpoint");
+        assert!(log.writer_checkpoint_seconds > 0.0, "and its time was counted: {log:?}");
         let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&store.pool).await.unwrap();
         assert_eq!(stored as u64, sent, "every acknowledged message is stored");
     }

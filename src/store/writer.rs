@@ -183,7 +183,7 @@ impl Writes {
             failed_batches: c.failed.load(Ordering::Relaxed),
             busy_seconds: c.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
             queued: self.tx.max_capacity() - self.tx.capacity(),
-            log_frames: None,
+            log: None,
         }
     }
 

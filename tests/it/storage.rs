@@ -73,5 +73,11 @@ async fn metrics_count_the_group_commits() {
     assert!(app.metric("telehub_store_busy_seconds_total").await > Some(0.0));
     assert!(app.metric("telehub_store_queued_writes").await.is_some());
     let sqlite = app.db_url.starts_with("sqlite:");
-    assert_eq!(app.metric("telehub_sqlite_log_frames").await.is_some(), sqlite, "{}", app.db_url);
+    for series in [
+        "telehub_sqlite_log_frames",
+        "telehub_sqlite_writer_checkpoints_total",
+        "telehub_sqlite_writer_checkpoint_seconds_total",
+    ] {
+        assert_eq!(app.metric(series).await.is_some(), sqlite, "{series} on {}", app.db_url);
+    }
 }
