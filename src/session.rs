@@ -416,7 +416,7 @@ async fn write(
 ) -> Result<(), End> {
     let send = ws.text(frame);
     tokio::pin!(send);
-    if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+    if let Poll::Ready(result) = futures_util::poll!(send.as_mut()) {
         return result.map_err(|_| End::Gone);
     }
     tokio::select! {
