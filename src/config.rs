@@ -518,6 +518,15 @@ impl Settings {
             );
         }
         anyhow::ensure!(self.cluster_ttl_ms >= 300, "cluster_ttl_ms must be at least 300");
+        for (key, value) in [
+            ("node_id", &self.node_id),
+            ("system_name", &self.system_name),
+            ("jitsi_audience", &self.jitsi_audience),
+            ("stripe_api_base", &self.stripe_api_base),
+            ("twilio_api_base", &self.twilio_api_base),
+        ] {
+            anyhow::ensure!(!value.trim().is_empty(), "{key} must not be empty (leave it out for the default)");
+        }
         let jitsi = [&self.jitsi_domain, &self.jitsi_app_id, &self.jitsi_app_secret];
         anyhow::ensure!(
             jitsi.iter().all(|v| v.is_some()) || jitsi.iter().all(|v| v.is_none()),
@@ -641,6 +650,17 @@ mod tests {
         assert!(err.contains("PostgreSQL"), "{err}");
         let s = Settings { database_url: "postgres://u@db/telehub".into(), ..s };
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn empty_values_with_a_default_are_refused() {
+        let mut settings = Settings::default();
+        settings.apply(Args { jitsi_audience: Some(String::new()), ..Args::default() });
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("jitsi_audience must not be empty"), "{err}");
+        let settings = Settings { system_name: " ".into(), ..Settings::default() };
+        assert!(settings.validate().unwrap_err().to_string().contains("system_name"));
+        assert!(Settings::default().validate().is_ok());
     }
 
     #[test]

@@ -32,12 +32,13 @@ fn random_secret() -> String {
 /// Builds the shared state: storage, rooms, keys; and the notification
 /// worker, to run beside it.
 async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState, notify::Worker)> {
-    let demo = settings.demo_mode();
+    // The address listened on decides, not only the setting: a caller of
+    // `run` may hand in any listener.
+    let demo = settings.demo_mode() && addr.ip().is_loopback();
     if settings.jwt_secret.is_none() && settings.jwt_public_key.is_none() && !demo {
         anyhow::bail!(
-            "no TELEHUB_JWT_SECRET (or TELEHUB_JWT_PUBLIC_KEY) configured and {} is not a loopback address: \
-             demo mode only runs on loopback; set a secret to serve other machines",
-            settings.bind
+            "no TELEHUB_JWT_SECRET (or TELEHUB_JWT_PUBLIC_KEY) configured and {addr} is not a loopback address: \
+             demo mode only runs on loopback; set a secret to serve other machines"
         );
     }
     let (secret, api_key) = if demo {

@@ -6,6 +6,7 @@
 
 use actix_web::{HttpResponse, get, post, web};
 
+use super::body::OptionalJson;
 use super::consultations::{check_id, create_consultation, new_consultation_id};
 use super::error::{ApiError, ErrorBody};
 use super::tokens::sign;
@@ -30,9 +31,9 @@ pub async fn index(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     responses((status = 201, body = DemoResponse), (status = 404, description = "demo mode is off", body = ErrorBody))
 )]
 #[post("/v1/demo/consultation")]
-pub async fn create(app: web::Data<AppState>, body: Option<web::Json<DemoRequest>>) -> Result<HttpResponse, ApiError> {
+pub async fn create(app: web::Data<AppState>, body: OptionalJson<DemoRequest>) -> Result<HttpResponse, ApiError> {
     demo_only(&app)?;
-    let request = body.map(web::Json::into_inner).unwrap_or_default();
+    let request = body.0.unwrap_or_default();
     let id = new_consultation_id();
     let suffix = &id[2..8];
     let patient_name = request.patient_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "Budi".into());

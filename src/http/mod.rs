@@ -2,6 +2,7 @@
 //! and metrics, the OpenAPI document and, in demo mode, the demo pages.
 
 pub mod audit;
+pub mod body;
 pub mod caller;
 pub mod consultations;
 pub mod demo;

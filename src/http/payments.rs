@@ -6,6 +6,7 @@ use chrono::Utc;
 use telehub_signaling::{ErrorCode, PaymentStatus, format_time};
 use tracing::{info, instrument, warn};
 
+use super::body::RawBody;
 use super::caller::Caller;
 use super::consultations::{audit, find};
 use super::error::{ApiError, ErrorBody};
@@ -99,7 +100,11 @@ pub async fn confirm(
 )]
 #[post("/v1/webhooks/stripe")]
 #[instrument(skip_all)]
-pub async fn stripe(req: HttpRequest, app: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn stripe(
+    req: HttpRequest,
+    app: web::Data<AppState>,
+    RawBody(body): RawBody,
+) -> Result<HttpResponse, ApiError> {
     payments_enabled(&app)?;
     let Some(secret) = app.settings.stripe_webhook_secret.as_deref() else {
         return Err(ApiError::forbidden("no Stripe webhook secret is configured (TELEHUB_STRIPE_WEBHOOK_SECRET)"));

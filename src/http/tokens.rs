@@ -17,6 +17,12 @@ const MAX_TTL_S: u64 = 7 * 24 * 3600;
 /// Signs a client token with the hub's secret.
 pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiError> {
     check_id("sub", &request.sub)?;
+    if let Some(clinic) = &request.clinic {
+        check_id("clinic", clinic)?;
+    }
+    for room in request.rooms.iter().flatten() {
+        check_id("rooms", room)?;
+    }
     let role: Role = request.role.parse().map_err(ApiError::bad_request)?;
     let name = check_name("name", &request.name)?;
     let ttl = request.ttl_s.unwrap_or(3600);

@@ -38,6 +38,7 @@ pub struct PersonIn {
 
 /// The amount to collect before the consultation.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PaymentIn {
     pub amount: i64,
     pub currency: String,

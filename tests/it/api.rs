@@ -54,6 +54,8 @@ async fn consultations_are_created_and_read() {
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 0, "currency": "IDR"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 100, "currency": "rupiah"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "surprise": 1}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"},
+               "payment": {"amount": 100, "currency": "IDR", "capture": "later"}}),
     ] {
         let (status, body) = app.post("/v1/consultations", bad.clone()).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{bad}");
@@ -153,6 +155,9 @@ async fn tokens_audit_presence_and_operations() {
         json!({"sub": "x", "name": "X", "role": "king"}),
         json!({"sub": "x", "name": "X", "role": "patient", "ttl_s": 0}),
         json!({"sub": "x"}),
+        json!({"sub": "x", "name": "X", "role": "staff", "clinic": "k 1"}),
+        json!({"sub": "x", "name": "X", "role": "patient", "rooms": ["c-ops", "c/../x"]}),
+        json!({"sub": "x", "name": "X", "role": "patient", "rooms": [""]}),
     ] {
         assert_eq!(app.post("/v1/tokens", bad.clone()).await.0, 400, "{bad}");
     }
@@ -242,6 +247,46 @@ async fn demo_mode_creates_a_consultation_with_working_links() {
     assert_eq!(response.status(), 400, "only demo doctors can be reused");
     // The API key is random in demo mode: a guess is refused.
     assert_eq!(app.get("/v1/consultations/x").await.0, 401);
+}
+
+#[tokio::test]
+async fn demo_mode_refuses_bad_bodies_and_takes_none() {
+    let app = spawn_app_with(|s| {
+        s.jwt_secret = None;
+        s.api_key = None;
+    })
+    .await;
+    let url = app.url("/v1/demo/consultation");
+    let response = app.http.post(&url).send().await.unwrap();
+    assert_eq!(response.status(), 201, "no body: the defaults");
+    let demo: Value = response.json().await.unwrap();
+    assert_eq!(demo["consultation"]["patient"]["name"], "Budi");
+    let refused = [
+        (Some("application/json"), "{\"patient_nam\":\"Sari\"}", "an unknown field"),
+        (Some("application/json"), "{\"patient_name\":", "malformed JSON"),
+        (Some("application/json"), "{\"doctor_id\":7}", "a number for a string"),
+        (None, "{\"patient_name\":\"Sari\"}", "no content type"),
+    ];
+    for (content_type, body, what) in refused {
+        let mut request = app.http.post(&url).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{what}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "bad_request", "{what}");
+    }
+}
+
+#[tokio::test]
+async fn demo_mode_never_starts_on_a_listener_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    // The settings say loopback; the listener handed to `run` is not.
+    let settings = telehub::config::Settings { jwt_secret: None, api_key: None, ..test_settings(&dir) };
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let err = telehub::startup::run(settings, listener, std::future::pending()).await.unwrap_err().to_string();
+    assert!(err.contains("is not a loopback address"), "{err}");
 }
 
 #[tokio::test]

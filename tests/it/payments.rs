@@ -215,6 +215,41 @@ async fn stripe_webhooks_pay_only_when_signed_fresh_and_paid() {
 }
 
 #[tokio::test]
+async fn an_oversized_webhook_is_too_large_in_the_api_shape() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|s| s.stripe_webhook_secret = Some(WEBHOOK_SECRET.into())).await;
+    let now = chrono::Utc::now().timestamp();
+    let padding = "x".repeat(70 * 1024);
+    let body = json!({"id": "evt_big", "type": "payment_intent.created", "data": {"object": {"pad": padding}}});
+    let body = body.to_string();
+    let signature = stripe_signature(WEBHOOK_SECRET, now, &body);
+    let (status, answer) = webhook(&app, &signature, &body).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("too_large")), "{answer}");
+
+    // Without a declared length (chunked), the limit holds as it is read.
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/webhooks/stripe HTTP/1.1\r\nHost: {}\r\nStripe-Signature: {signature}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.as_bytes().chunks(16 * 1024) {
+        // The hub may answer and close before the last chunk is sent.
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        if socket.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"too_large\""), "{answer}");
+}
+
+#[tokio::test]
 async fn disabled_payments_and_an_unconfigured_webhook_are_refused_clearly() {
     let app = spawn_app_with(|s| s.enable_payments = false).await;
     let (status, body) = app
