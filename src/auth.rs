@@ -90,8 +90,13 @@ impl TokenKeys {
             other => anyhow::bail!("unsupported jwt_algorithm {other}"),
         };
         let mut validation = Validation::new(algorithm);
+        // The leeway allows for a backend's clock running a little ahead
+        // (`nbf`, `iat`); `exp` is checked strictly in `verify`.
         validation.leeway = 30;
         validation.validate_nbf = true;
+        // `aud` is not a claim of the protocol; a backend that sets one
+        // anyway (some JWT libraries do) is not refused for it.
+        validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(TokenKeys { algorithm, decoding, encoding, validation })
     }
@@ -113,6 +118,11 @@ impl TokenKeys {
         // jsonwebtoken does not look at `iat`; a token issued in the future
         // (beyond the clock-skew leeway) is refused like an early `nbf`.
         let now = chrono::Utc::now().timestamp();
+        // An expired token is refused as expired, without the leeway: a
+        // socket opened on one would only be closed again at once (4001).
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
         if claims.iat.is_some_and(|iat| iat > now + i64::try_from(self.validation.leeway).unwrap_or(0)) {
             return Err(TokenError::Invalid("token issued in the future".into()));
         }
@@ -158,6 +168,8 @@ mod tests {
     fn refuses_expired_foreign_and_unsigned_tokens() {
         let k = keys("0123456789abcdef-secret");
         assert!(matches!(k.verify(&k.issue(&claims(-3600)).unwrap()), Err(TokenError::Expired)));
+        // Within jsonwebtoken's clock-skew leeway, but expired all the same.
+        assert!(matches!(k.verify(&k.issue(&claims(-5)).unwrap()), Err(TokenError::Expired)));
         let other = keys("another-secret-of-16b").issue(&claims(60)).unwrap();
         assert!(matches!(k.verify(&other), Err(TokenError::Invalid(_))));
         // alg: none, with an empty signature.
@@ -173,6 +185,17 @@ mod tests {
             encode(&Header::new(Algorithm::HS384), &claims(60), &EncodingKey::from_secret(b"0123456789abcdef-secret"))
                 .unwrap();
         assert!(matches!(k.verify(&hs384), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn an_audience_claim_is_not_refused() {
+        let k = keys("0123456789abcdef-secret");
+        let mut with_aud = serde_json::to_value(claims(60)).unwrap();
+        with_aud["aud"] = "telehub".into();
+        let token =
+            encode(&Header::new(Algorithm::HS256), &with_aud, &EncodingKey::from_secret(b"0123456789abcdef-secret"))
+                .unwrap();
+        assert_eq!(k.verify(&token).unwrap().sub, "u1");
     }
 
     /// Base64url without padding, for hand-made tokens.

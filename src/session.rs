@@ -173,6 +173,12 @@ impl Session {
                     match message {
                         None => return End::Gone,
                         Some(Err(ProtocolError::Overflow)) => return End::Close(1009, "frame too large"),
+                        // A message over the limit in fragments: actix-ws
+                        // tells it only by this I/O error's text (a test
+                        // holds it to that).
+                        Some(Err(ProtocolError::Io(err))) if err.to_string().contains("maximum continuation size") => {
+                            return End::Close(1009, "message too large");
+                        }
                         Some(Err(err)) => {
                             debug!(error = %err, "protocol error");
                             return End::Close(1002, "protocol error");

@@ -55,6 +55,13 @@ pub fn may(who: &Identity, action: Action, room: &RoomRecord) -> Result<(), Stri
     if allowed { Ok(()) } else { Err(format!("a {} may not {} in {}", role.as_str(), verb(action), room.id)) }
 }
 
+/// Whether a role takes part in the call: only those get media
+/// credentials (TURN, a Jitsi token). Staff run the consultation without
+/// being in the call; displays never join.
+pub fn in_call(role: Role) -> bool {
+    matches!(role, Role::Patient | Role::Doctor)
+}
+
 /// Whether the consultation is one of this identity's.
 fn belongs(who: &Identity, room: &RoomRecord) -> bool {
     if let Some(rooms) = &who.rooms

@@ -428,12 +428,13 @@ impl Room {
         let Some(state) = self.state.as_mut() else { return };
         let presence = state.enter(session.id.clone(), session.identity.clone(), format_time(Utc::now()));
         let user = &session.identity.user;
+        let in_call = crate::rights::in_call(user.role);
         let media = MediaInfo {
             mode: state.media_mode(),
-            ice_servers: self.media.ice_servers(user),
+            ice_servers: if in_call { self.media.ice_servers(user) } else { Vec::new() },
             jitsi: match state.media_mode() {
-                MediaMode::Jitsi => self.media.jitsi(&self.id, user),
-                MediaMode::P2p => None,
+                MediaMode::Jitsi if in_call => self.media.jitsi(&self.id, user),
+                _ => None,
             },
             video: self.media.video(),
         };
@@ -485,8 +486,10 @@ impl Room {
         for (id, outbox) in &self.outboxes {
             let Some(identity) = state.identity_of(id) else { continue };
             let jitsi = match mode {
-                MediaMode::Jitsi => self.media.jitsi(&self.id, &identity.user),
-                MediaMode::P2p => None,
+                MediaMode::Jitsi if crate::rights::in_call(identity.user.role) => {
+                    self.media.jitsi(&self.id, &identity.user)
+                }
+                _ => None,
             };
             let frame = ServerFrame::MediaMode { room: self.id.clone(), mode, reason: reason.to_owned(), jitsi };
             if outbox.push(ByteString::from(frame.to_json())) == Push::Closed {
@@ -680,6 +683,11 @@ impl Handler<Chat> for Room {
             Err(refusal) => return Self::reply_error(&session.outbox, reference, refusal),
         };
         if let Err(refusal) = state.check_present(&session.id, &session.identity, Action::Chat) {
+            if refusal.code == ErrorCode::Conflict {
+                // The room has ended; a resend of a message stored before
+                // the end still gets its original ack.
+                return self.ack_resend(session, reference, client_id, refusal, ctx);
+            }
             return Self::reply_error(&session.outbox, reference, refusal);
         }
         state.write_started();
@@ -701,6 +709,53 @@ impl Handler<Chat> for Room {
             let result = store.append(new).await;
             room.do_send(ChatStored { session, reference, client_id, from, text, result });
         });
+    }
+}
+
+impl Room {
+    /// Answers a chat frame in a room that no longer takes messages: the
+    /// original ack if the message was stored before, `refusal` if not.
+    fn ack_resend(
+        &mut self,
+        session: SessionRef,
+        reference: Option<String>,
+        client_id: String,
+        refusal: Refusal,
+        ctx: &mut Context<Self>,
+    ) {
+        let store = self.store.clone();
+        let room = ctx.address();
+        let id = self.id.clone();
+        actix::spawn(async move {
+            let found = store.sent(&id, &session.identity.user.id, &client_id).await;
+            room.do_send(ResendLookedUp { session, reference, found, refusal });
+        });
+    }
+}
+
+/// Whether a chat frame refused by an ended room was stored before the end.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ResendLookedUp {
+    session: SessionRef,
+    reference: Option<String>,
+    found: Result<Option<crate::Appended>, StoreError>,
+    refusal: Refusal,
+}
+
+impl Handler<ResendLookedUp> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResendLookedUp, _: &mut Context<Self>) {
+        let ResendLookedUp { session, reference, found, refusal } = msg;
+        match found {
+            Ok(Some(stored)) => Self::send_to(
+                &session.outbox,
+                &ServerFrame::Ack { reference, room: self.id.clone(), seq: stored.seq, id: stored.id, at: stored.at },
+            ),
+            Ok(None) => Self::reply_error(&session.outbox, reference, refusal),
+            Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
+        }
     }
 }
 

@@ -90,6 +90,10 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
     /// Stores a message durably, or finds the original of a resend.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
+    /// The stored message of `sender` with `client_id` in the room, as a
+    /// resend's `append` would answer it, without storing anything: how an
+    /// ended room still acknowledges a message sent before the end.
+    async fn sent(&self, room: &str, sender: &str, client_id: &str) -> Result<Option<Appended>, StoreError>;
     /// Every user's read marker in the room.
     async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError>;
     /// Moves a user's read marker forward (never back); returns the marker.

@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
-    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
+    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SENT, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
     record_payment_on, ticket, ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
@@ -479,6 +479,17 @@ impl RoomStore for PostgresStore {
 
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         self.writes.append(message).await
+    }
+
+    async fn sent(&self, room: &str, sender: &str, client_id: &str) -> Result<Option<Appended>, StoreError> {
+        let row: Option<(i64, String, String)> = sqlx::query_as(SENT)
+            .bind(room)
+            .bind(sender)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|(seq, id, at)| Appended { seq, id, at, duplicate: true }))
     }
 
     async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError> {

@@ -24,6 +24,10 @@ macro_rules! message_columns {
 pub(crate) const MESSAGES_AFTER: &str =
     concat!("SELECT ", message_columns!(), " FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3");
 
+/// The message of sender `$2` with client id `$3` in room `$1`, if stored.
+pub(crate) const SENT: &str =
+    "SELECT seq, id, at FROM messages WHERE room = $1 AND sender_id = $2 AND client_id = $3 LIMIT 1";
+
 /// The last `$2` messages of room `$1`, in order.
 pub(crate) const LAST_MESSAGES: &str = concat!(
     "SELECT * FROM (SELECT ",

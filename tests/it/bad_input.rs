@@ -64,10 +64,34 @@ async fn an_oversized_frame_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn an_oversized_message_in_fragments_closes_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let app = spawn_app().await;
+    app.consultation("c-frag").await;
+    let mut patient = app.patient("c-frag").await;
+    patient.join("c-frag", None).await;
+    // Each fragment is well under the limit; together they are over it.
+    let text = json!({"type": "chat", "room": "c-frag", "client_id": "big", "text": "y".repeat(70 * 1024)}).to_string();
+    let pieces: Vec<&[u8]> = text.as_bytes().chunks(8 * 1024).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let frame = Frame::message(piece.to_vec(), opcode, i + 1 == pieces.len());
+        // The server may close before the last fragment is written.
+        if patient.ws.send(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(patient.closed().await, Some(1009));
+    still_serving(&app, "c-frag", "after").await;
+}
+
+#[tokio::test]
 async fn bad_tokens_are_refused_before_the_upgrade() {
     let app = spawn_app().await;
     let now = chrono::Utc::now().timestamp();
     let expired = token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now - 3600}), SECRET);
+    let just_expired = token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now - 5}), SECRET);
     let foreign =
         token_with(json!({"sub": "u", "name": "U", "role": "patient", "exp": now + 3600}), "some-other-secret-1234");
     let b64 = |s: &str| {
@@ -91,6 +115,7 @@ async fn bad_tokens_are_refused_before_the_upgrade() {
     let no_role = token_with(json!({"sub": "u", "name": "U", "exp": now + 3600}), SECRET);
     for (token, what) in [
         (expired, "expired"),
+        (just_expired, "expired a few seconds ago"),
         (foreign, "other secret"),
         (none, "alg none"),
         (no_role, "no role"),

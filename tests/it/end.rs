@@ -8,7 +8,7 @@ use crate::helpers::*;
 async fn end_tells_everyone_and_makes_the_room_read_only() {
     let app = spawn_app().await;
     let (mut doctor, mut patient) = app.pair("c-end").await;
-    patient.chat("c-end", "1", "thank you doctor").await;
+    let original = patient.chat("c-end", "1", "thank you doctor").await;
     doctor.recv_type("message").await;
     patient.recv_type("message").await;
 
@@ -27,6 +27,14 @@ async fn end_tells_everyone_and_makes_the_room_read_only() {
     let refused =
         patient.request(json!({"type": "chat", "room": "c-end", "client_id": "2", "text": "one more thing"})).await;
     assert_eq!(refused["code"], "conflict");
+    // A message stored before the end, sent again (its ack was lost), gets
+    // its original ack, and nobody gets it twice.
+    let again =
+        patient.request(json!({"type": "chat", "room": "c-end", "client_id": "1", "text": "thank you doctor"})).await;
+    assert_eq!(again["type"], "ack", "{again}");
+    for field in ["seq", "id", "at"] {
+        assert_eq!(again[field], original[field], "{field}");
+    }
     let refused =
         patient.request(json!({"type": "signal", "room": "c-end", "to": doctor.session, "data": {"bye": true}})).await;
     assert_eq!(refused["code"], "conflict");
@@ -41,6 +49,10 @@ async fn end_tells_everyone_and_makes_the_room_read_only() {
     let joined = patient.join("c-end", None).await;
     assert_eq!(joined["status"], "ended");
     assert_eq!(joined["history"][0]["text"], "thank you doctor");
+    assert_eq!(joined["history"].as_array().unwrap().len(), 1, "the resend was not stored again");
+    let again =
+        patient.request(json!({"type": "chat", "room": "c-end", "client_id": "1", "text": "thank you doctor"})).await;
+    assert_eq!((&again["type"], &again["seq"]), (&json!("ack"), &original["seq"]), "after a restart too");
     let (status, consultation) = app.get("/v1/consultations/c-end").await;
     assert_eq!(status, 200);
     assert_eq!(consultation["status"], "ended");

@@ -77,6 +77,31 @@ async fn ice_failure_moves_everyone_to_jitsi_with_their_own_token() {
 }
 
 #[tokio::test]
+async fn staff_run_the_room_but_get_no_call_credentials() {
+    let app = spawn_app_with(with_media).await;
+    let (mut doctor, mut patient) = app.pair("c-m4").await;
+    let mut staff = Client::connect(&app, &token("s-k1", "Sri", "staff", 600)).await;
+    let joined = staff.join("c-m4", None).await;
+    assert_eq!(joined["media"]["ice_servers"], json!([]), "no TURN credentials for staff: {joined}");
+    // Staff may switch the room to Jitsi; the members get their access,
+    // the staff member does not.
+    staff.send(json!({"type": "media", "room": "c-m4", "mode": "jitsi"})).await;
+    for client in [&mut doctor, &mut patient] {
+        let mode = client.recv_type("media_mode").await;
+        assert!(mode["jitsi"]["jwt"].is_string(), "{mode}");
+    }
+    let mode = staff.recv_type("media_mode").await;
+    assert_eq!(mode["mode"], "jitsi");
+    assert!(mode.get("jitsi").is_none(), "no Jitsi token for staff: {mode}");
+    let mut later = Client::connect(&app, &token("s2-k1", "Rina", "staff", 600)).await;
+    let joined = later.join("c-m4", None).await;
+    assert_eq!(joined["media"]["mode"], "jitsi");
+    assert!(joined["media"].get("jitsi").is_none(), "{joined}");
+    let mut second = app.patient("c-m4").await;
+    assert!(second.join("c-m4", None).await["media"]["jitsi"]["jwt"].is_string(), "members still get theirs");
+}
+
+#[tokio::test]
 async fn a_call_beyond_the_mesh_limit_moves_to_jitsi() {
     let app = spawn_app_with(|s| {
         with_media(s);
