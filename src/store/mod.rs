@@ -183,6 +183,9 @@ impl Consultation {
 pub struct AuditQuery {
     pub room: Option<String>,
     pub user: Option<String>,
+    /// Only entries of consultations of this clinic (which leaves out the
+    /// entries of no consultation, such as signed tokens).
+    pub clinic: Option<String>,
     /// Entries with an id greater than this.
     pub after: Option<i64>,
     pub limit: u32,

@@ -668,12 +668,14 @@ impl Store for PostgresStore {
         let rows = sqlx::query_as::<_, AuditRow>(
             "SELECT id, at, room, user_id, action, detail FROM audit_log
              WHERE ($1::text IS NULL OR room = $1) AND ($2::text IS NULL OR user_id = $2) AND id > $3
+               AND ($5::text IS NULL OR room IN (SELECT id FROM consultations WHERE clinic = $5))
              ORDER BY id LIMIT $4",
         )
         .bind(&query.room)
         .bind(&query.user)
         .bind(query.after.unwrap_or(0))
         .bind(i64::from(query.limit))
+        .bind(&query.clinic)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;

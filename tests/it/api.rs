@@ -105,7 +105,37 @@ async fn the_api_needs_the_key_and_tokens_only_read() {
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", &narrowed).await.0, 403);
     assert_eq!(with_token(&app, reqwest::Method::POST, "/v1/consultations/c-auth/end", &staff).await.0, 403);
     assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit?room=c-auth", &staff).await.0, 200);
-    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit", &staff).await.0, 403);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit?room=c-auth", &other_staff).await.0, 403);
+
+    // Without a room, staff read their own clinic's trail and nothing else.
+    let (status, _) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": "c-k2", "clinic": "k2", "patient": {"id": "p-k2", "name": "B"}, "doctor": {"id": "d-k2", "name": "A"}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    app.post("/v1/tokens", json!({"sub": "p-c-auth", "name": "Budi", "role": "patient"})).await;
+    let mut member = app.patient("c-auth").await;
+    member.join("c-auth", None).await;
+    // Once this is acked, the entries recorded before it are in the trail.
+    member.chat("c-auth", "flush", "hello").await;
+    let rooms_seen = |trail: &Value| -> Vec<Value> {
+        let mut rooms: Vec<Value> = trail["entries"].as_array().unwrap().iter().map(|e| e["room"].clone()).collect();
+        rooms.dedup();
+        rooms
+    };
+    let (status, everything) = app.get("/v1/audit").await;
+    assert_eq!(status, 200);
+    assert!(rooms_seen(&everything).contains(&Value::Null), "the key sees entries of no room: {everything}");
+    for (who, room) in [(&staff, "c-auth"), (&other_staff, "c-k2")] {
+        let (status, trail) = with_token(&app, reqwest::Method::GET, "/v1/audit", who).await;
+        assert_eq!(status, 200, "{trail}");
+        assert_eq!(rooms_seen(&trail), vec![json!(room)], "{trail}");
+    }
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit", &narrowed).await.0, 403);
+    let no_clinic = token_with(json!({"sub": "s3", "name": "S", "role": "staff", "exp": exp}), SECRET);
+    assert_eq!(with_token(&app, reqwest::Method::GET, "/v1/audit", &no_clinic).await.0, 403);
 }
 
 #[tokio::test]
