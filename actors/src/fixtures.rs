@@ -16,5 +16,6 @@ pub fn record(last_seq: i64) -> RoomRecord {
         media_mode: MediaMode::P2p,
         last_seq,
         paid: true,
+        ended_at: None,
     }
 }

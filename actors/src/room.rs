@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, ClusterEvent, FromCluster, Topic};
 use crate::registry::Forget;
-use crate::state::HistoryPlan;
+use crate::state::{HistoryPlan, MissedChanges};
 use crate::{
     Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, Queues, Refusal,
     RoomRecord, RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
@@ -975,6 +975,11 @@ impl Handler<Admit> for Room {
             state.write_finished();
             if let Err(err) = result {
                 state.set_status(before);
+                if matches!(err, StoreError::Conflict(_)) {
+                    // Ended on a node this one has not heard from.
+                    let known = state.record().clone();
+                    act.catch_up(known, ctx);
+                }
                 return Err(Refusal::from(err));
             }
             let patient = state.record().patient.id.clone();
@@ -1026,6 +1031,11 @@ impl Handler<End> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(result.is_ok());
+            if let Err(StoreError::Conflict(_)) = &result {
+                // Ended on a node this one has not heard from.
+                let known = state.record().clone();
+                act.catch_up(known, ctx);
+            }
             result.map_err(Refusal::from)?;
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
@@ -1215,7 +1225,9 @@ impl Room {
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let (Some(broker), Some(state)) = (self.broker.clone(), self.state.as_ref()) else { return };
         broker.roster(&self.id, &state.local_peers());
+        let known = state.record().clone();
         self.fill(ctx);
+        self.catch_up(known, ctx);
         let room = self.id.clone();
         let read = async move { broker.presence(&room).await };
         ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
@@ -1238,6 +1250,61 @@ impl Room {
         }));
     }
 }
+
+impl Room {
+    /// Reads the consultation and its read markers again, after events from
+    /// other nodes may have been lost, and applies what changed meanwhile
+    /// as the lost events would have: an end, an admission, a media mode, a
+    /// payment, read markers. `known` is the record as this room had it
+    /// when the read began; a field that changed here since is newer than
+    /// the read and is kept.
+    fn catch_up(&mut self, known: RoomRecord, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let room = self.id.clone();
+        let read = async move { (store.load_room(&room).await, store.read_markers(&room).await) };
+        ctx.spawn(read.into_actor(self).map(move |(record, markers), act, ctx| {
+            let Some(state) = act.state.as_mut() else { return };
+            let markers = match markers {
+                Ok(markers) => state.catch_up_read_markers(markers),
+                Err(err) => {
+                    warn!(room = %act.id, error = %err, "read markers not read after resync");
+                    Vec::new()
+                }
+            };
+            let stored = match record {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return,
+                Err(err) => return warn!(room = %act.id, error = %err, "consultation not read after resync"),
+            };
+            let missed = state.missed_changes(&known, &stored);
+            for (user, seq) in markers {
+                act.broadcast(&ServerFrame::Read { room: act.id.clone(), user: UserId { id: user }, seq }, None, ctx);
+            }
+            if missed != MissedChanges::default() {
+                info!(room = %act.id, ?missed, "caught up with changes made on other nodes");
+            }
+            if let Some(paid) = missed.paid {
+                let status = if paid { PaymentStatus::Paid } else { PaymentStatus::Refunded };
+                let frame = ServerFrame::Payment { room: act.id.clone(), status };
+                act.apply(NOWHERE, ClusterEvent::Payment { status, frame: frame.to_json() }, ctx);
+            }
+            if let Some(mode) = missed.media_mode {
+                act.apply_media_mode(mode, "requested", None, ctx);
+            }
+            if let Some(status) = missed.status {
+                let frame = status.is_closed().then(|| {
+                    let by = UserRef { id: "system".into(), name: "Telehub".into() };
+                    let at = stored.ended_at.clone().unwrap_or_else(|| format_time(Utc::now()));
+                    ServerFrame::Ended { room: act.id.clone(), by, at }.to_json()
+                });
+                act.apply(NOWHERE, ClusterEvent::Status { status, frame }, ctx);
+            }
+        }));
+    }
+}
+
+/// The sender of events a room replays to itself when it catches up.
+const NOWHERE: &str = "";
 
 /// Returns the record with the room's live status, mode and last `seq`.
 impl Handler<GetRecord> for Room {

@@ -436,6 +436,40 @@ impl RoomState {
         *marker = (*marker).max(seq);
     }
 
+    /// Takes the stored read markers after events may have been missed;
+    /// returns the ones that moved forward.
+    pub fn catch_up_read_markers(&mut self, stored: Vec<(String, i64)>) -> Vec<(String, i64)> {
+        let mut moved = Vec::new();
+        for (user, seq) in stored {
+            let marker = self.read_markers.entry(user.clone()).or_insert(0);
+            if seq > *marker {
+                *marker = seq;
+                moved.push((user, seq));
+            }
+        }
+        moved
+    }
+
+    /// What storage says the consultation is now, after events may have
+    /// been missed, compared with what this room last knew (`known`): the
+    /// changes to apply, where memory has not moved on by itself since.
+    /// A status only moves forward (to active, or to closed).
+    pub fn missed_changes(&self, known: &RoomRecord, stored: &RoomRecord) -> MissedChanges {
+        let now = &self.record;
+        let forward = |from: RoomStatus, to: RoomStatus| {
+            !from.is_closed()
+                && (to.is_closed()
+                    || (to == RoomStatus::Active && matches!(from, RoomStatus::Scheduled | RoomStatus::Waiting)))
+        };
+        MissedChanges {
+            status: (now.status == known.status && !self.ending && forward(now.status, stored.status))
+                .then_some(stored.status),
+            media_mode: (now.media_mode == known.media_mode && stored.media_mode != now.media_mode)
+                .then_some(stored.media_mode),
+            paid: (now.paid == known.paid && stored.paid != now.paid).then_some(stored.paid),
+        }
+    }
+
     /// Checks that the target of a signal is present.
     pub fn check_target(&self, to: &str) -> Result<(), Refusal> {
         if self.is_present(to) {
@@ -511,6 +545,15 @@ impl RoomState {
     pub fn set_status(&mut self, status: RoomStatus) {
         self.record.status = status;
     }
+}
+
+/// What a room missed while events could not reach it
+/// ([`RoomState::missed_changes`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MissedChanges {
+    pub status: Option<RoomStatus>,
+    pub media_mode: Option<MediaMode>,
+    pub paid: Option<bool>,
 }
 
 fn peer(id: &Arc<str>, present: &Present, with_state: bool) -> Peer {
@@ -717,6 +760,33 @@ mod tests {
         assert_eq!(gone, vec!["s_1".to_owned()]);
         assert_eq!(frames.len(), 1);
         assert!(!room.is_present("s_1") && room.is_present("s_2") && room.is_present("s_3"));
+    }
+
+    #[test]
+    fn a_room_catches_up_forward_and_keeps_what_changed_here() {
+        let mut room = RoomState::new(RoomRecord { paid: false, ..record(0) }, 5, 50, 500);
+        let known = room.record().clone();
+        let stored =
+            RoomRecord { status: RoomStatus::Ended, media_mode: MediaMode::Jitsi, paid: true, ..known.clone() };
+        let all =
+            MissedChanges { status: Some(RoomStatus::Ended), media_mode: Some(MediaMode::Jitsi), paid: Some(true) };
+        assert_eq!(room.missed_changes(&known, &stored), all);
+        // A status never moves back, and an admission is a step forward.
+        let back = RoomRecord { status: RoomStatus::Scheduled, ..known.clone() };
+        assert_eq!(room.missed_changes(&known, &back).status, None);
+        let admitted = RoomRecord { status: RoomStatus::Active, ..known.clone() };
+        assert_eq!(room.missed_changes(&known, &admitted).status, Some(RoomStatus::Active));
+        // What this room changed while storage was read is newer: kept.
+        room.set_media_mode(MediaMode::Jitsi);
+        let older = RoomRecord { media_mode: MediaMode::P2p, ..stored.clone() };
+        assert_eq!(room.missed_changes(&known, &older).media_mode, None);
+        room.set_status(RoomStatus::Ended);
+        let closed = room.record().clone();
+        assert_eq!(room.missed_changes(&closed, &admitted).status, None, "closed stays closed");
+        // Read markers only move forward.
+        room.read_elsewhere("d1", 4);
+        let moved = room.catch_up_read_markers(vec![("d1".into(), 3), ("p1".into(), 2)]);
+        assert_eq!(moved, vec![("p1".to_owned(), 2)]);
     }
 
     #[test]

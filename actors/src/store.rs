@@ -27,6 +27,8 @@ pub struct RoomRecord {
     /// Nothing is owed: no price, or paid. An unpaid consultation cannot
     /// be admitted unless staff override.
     pub paid: bool,
+    /// When it ended or was cancelled, if it has.
+    pub ended_at: Option<String>,
 }
 
 /// A person named in a consultation.

@@ -174,6 +174,7 @@ impl Consultation {
             media_mode: self.media_mode,
             last_seq: self.last_seq,
             paid: self.payment.as_ref().is_none_or(|p| p.status == PaymentStatus::Paid),
+            ended_at: self.ended_at.clone(),
         }
     }
 }

@@ -291,6 +291,17 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
         .collect())
 }
 
+/// Why a status update changed no row: no such consultation, or one that
+/// has ended already.
+async fn not_changed(conn: &mut PgConnection, room: String) -> Result<StoreError, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM consultations WHERE id = $1").bind(&room).fetch_optional(conn).await?;
+    Ok(match status {
+        Some(status) => StoreError::Conflict(format!("{room} is {status} already")),
+        None => StoreError::NotFound(room),
+    })
+}
+
 async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolicy) -> Result<Outcome, sqlx::Error> {
     let now = Utc::now();
     Ok(match write {
@@ -314,14 +325,16 @@ async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolic
                 "UPDATE consultations SET status = $1,
                     started_at = CASE WHEN $1 = 'active' THEN COALESCE(started_at, $2) ELSE started_at END,
                     ended_at = CASE WHEN $1 IN ('ended', 'cancelled') THEN $2 ELSE ended_at END
-                 WHERE id = $3",
+                 WHERE id = $3 AND status NOT IN ('ended', 'cancelled')",
             )
             .bind(status.as_str())
             .bind(format_time(at))
             .bind(&room)
             .execute(&mut *conn)
             .await?;
-            let result = if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound(room)) };
+            // A closed consultation stays closed, whatever a node that has
+            // not heard of the end yet asks for.
+            let result = if done.rows_affected() == 1 { Ok(()) } else { Err(not_changed(&mut *conn, room).await?) };
             Outcome::Done(reply, result)
         }
         Write::Media { room, mode, reply } => {

@@ -384,6 +384,41 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
 }
 
 #[tokio::test]
+async fn after_a_redis_outage_a_room_catches_up_with_what_other_nodes_changed() {
+    let mut cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    let (mut patient, mut doctor) = across(&a, &b, "c-miss").await;
+    patient.chat("c-miss", "1", "before").await;
+    assert_eq!(next_message(&mut doctor).await, (1, "before".into()));
+
+    cluster.redis.kill();
+    eventually("node a reports the broker down", || async { readiness(&a).await == 503 }).await;
+    eventually("node b reports the broker down", || async { readiness(&b).await == 503 }).await;
+    // On node b, while node a cannot hear of it: the doctor reads message
+    // 1, moves the call to Jitsi and ends the consultation.
+    assert_eq!(doctor.request(json!({"type": "read", "room": "c-miss", "seq": 1})).await["type"], "ok");
+    assert_eq!(doctor.request(json!({"type": "media", "room": "c-miss", "mode": "jitsi"})).await["type"], "ok");
+    assert_eq!(doctor.request(json!({"type": "end", "room": "c-miss"})).await["type"], "ok");
+    // Node a still thinks the consultation is on, but storage does not
+    // let it be admitted back to active.
+    let mut staff = Client::connect(&a, &token("s-1", "Sri", "staff", 3600)).await;
+    let refused = staff.request(json!({"type": "admit", "room": "c-miss"})).await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+
+    cluster.redis.restart();
+    eventually("node a is ready again", || async { readiness(&a).await == 200 }).await;
+    // The patient on node a hears what it missed, in this order.
+    let read = patient.recv_type("read").await;
+    assert_eq!((&read["user"]["id"], &read["seq"]), (&json!("d-c-miss"), &json!(1)), "{read}");
+    assert_eq!(patient.recv_type("media_mode").await["mode"], "jitsi");
+    assert_eq!(patient.recv_type("ended").await["room"], "c-miss");
+    let refused = patient.request(json!({"type": "chat", "room": "c-miss", "client_id": "2", "text": "x"})).await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+    let (_, consultation) = a.get("/v1/consultations/c-miss").await;
+    assert_eq!((&consultation["status"], &consultation["media_mode"]), (&json!("ended"), &json!("jitsi")));
+}
+
+#[tokio::test]
 async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
     let cluster = Cluster::new().await;
     let b = cluster.node("node-b").await;
