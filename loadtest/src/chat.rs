@@ -17,7 +17,8 @@
 //! in. After the last step, sessions wait up to `--drain` for what is still
 //! on its way, and what never came is lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -137,6 +138,15 @@ struct SessionOutcome {
     errors: BTreeMap<String, u64>,
     /// Why the connection ended early, if it did.
     closed: Option<String>,
+    /// Chat frames this session sent that got neither an ack nor an error.
+    unanswered: u64,
+    /// `message` frames of a room other than this session's.
+    misrouted: u64,
+    /// Messages received under a second `seq` for a (sender, client_id)
+    /// already received: one send stored twice.
+    stored_twice: u64,
+    /// The (sender, client_id) pairs received, hashed.
+    senders_ids: HashSet<u64>,
 }
 
 /// What the reading and the writing half of one session share.
@@ -167,6 +177,10 @@ async fn run_session(
         acks: 0,
         errors: BTreeMap::new(),
         closed: None,
+        unanswered: 0,
+        misrouted: 0,
+        stored_twice: 0,
+        senders_ids: HashSet::new(),
     };
     // Socket.IO's pings come in on the reading half and are answered by
     // the writing one.
@@ -176,6 +190,7 @@ async fn run_session(
     let reader = Reader {
         protocol,
         index,
+        room_id: &room_id,
         room: &room,
         shared: &shared,
         outcome: &mut outcome,
@@ -306,6 +321,7 @@ async fn wait_for_plan(plan: &mut watch::Receiver<Option<Arc<Plan>>>) -> Option<
 struct Reader<'a> {
     protocol: Protocol,
     index: usize,
+    room_id: &'a str,
     room: &'a RoomProgress,
     shared: &'a Shared,
     outcome: &'a mut SessionOutcome,
@@ -378,7 +394,9 @@ impl Reader<'_> {
         // unanswered frames out of the room's count, so its peer need not
         // wait for them.
         self.shared.finished.store(true, Ordering::SeqCst);
-        self.room.settled(self.shared.outstanding.swap(0, Ordering::SeqCst));
+        let unanswered = self.shared.outstanding.swap(0, Ordering::SeqCst);
+        self.outcome.unanswered = u64::try_from(unanswered).unwrap_or(0);
+        self.room.settled(unanswered);
     }
 
     /// Takes one text frame into account; returns why the server ended
@@ -402,6 +420,17 @@ impl Reader<'_> {
         };
         match frame {
             ServerFrame::Message(message) => {
+                if message.room != self.room_id {
+                    self.outcome.misrouted += 1;
+                    return None;
+                }
+                if let Some(client_id) = &message.client_id {
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    (&message.from.id, client_id).hash(&mut hasher);
+                    if !self.outcome.senders_ids.insert(hasher.finish()) && self.outcome.check.is_new(message.seq) {
+                        self.outcome.stored_twice += 1;
+                    }
+                }
                 let sent = sent_time(&message.text);
                 match sent {
                     Some(sent) => self.timeline.delivered(now, now.saturating_sub(sent)),
@@ -554,6 +583,7 @@ fn report(
     let mut errors = BTreeMap::new();
     let mut closes = BTreeMap::new();
     let (mut duplicated, mut out_of_order, mut acks, mut closed_sessions) = (0u64, 0u64, 0u64, 0usize);
+    let (mut unanswered, mut misrouted, mut stored_twice) = (0u64, 0u64, 0u64);
     // The highest seq each room is known to have stored: acked to one of
     // its sessions, or received by one.
     let mut room_highest: Vec<Option<i64>> = progress.iter().map(|p| p.max_acked()).collect();
@@ -574,13 +604,17 @@ fn report(
             closed_sessions += 1;
             bump(&mut closes, reason, 1);
         }
-        duplicated += outcome.check.duplicated;
+        duplicated += outcome.check.duplicated + outcome.stored_twice;
+        stored_twice += outcome.stored_twice;
         out_of_order += outcome.check.out_of_order;
         acks += outcome.acks;
+        unanswered += outcome.unanswered;
+        misrouted += outcome.misrouted;
         let highest = &mut room_highest[outcome.room];
         *highest = Some(highest.map_or(outcome.check.highest(), |h| h.max(outcome.check.highest())));
         checks.push((outcome.room, outcome.check));
     }
+    let sent_any = plan.sent.iter().any(|n| n.load(Ordering::Relaxed) > 0);
     let lost = checks.iter().map(|(room, check)| room_highest[*room].map_or(0, |highest| check.lost(highest))).sum();
 
     let delivery = plan.delivery.merged();
@@ -634,7 +668,17 @@ fn report(
         steps,
         distribution_ms: Distribution { delivery: distribution(&delivery), ack: distribution(&ack) },
         timeline: timeline.report(),
-        clean: lost == 0 && duplicated == 0 && out_of_order == 0 && connected.failed == 0,
+        unanswered,
+        misrouted,
+        stored_twice,
+        clean: lost == 0
+            && duplicated == 0
+            && out_of_order == 0
+            && connected.failed == 0
+            && closed_sessions == 0
+            && unanswered == 0
+            && misrouted == 0
+            && (acks > 0 || !sent_any),
     }
 }
 
@@ -966,6 +1010,28 @@ mod tests {
         assert!(!passed);
         assert!(report["duplicated"].as_u64().unwrap() > 0, "{report:#}");
         assert_eq!(report["lost"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hub_that_answers_no_chat_fails_the_run() {
+        let faults = crate::mock_hub::Faults { swallow_chat: true, ..Default::default() };
+        let (passed, report, _) = run_against(faults, "500ms").await;
+        assert!(!passed, "nothing acked, nothing delivered: {report:#}");
+        assert_eq!((&report["lost"], &report["acked"]), (&serde_json::json!(0), &serde_json::json!(0)), "{report:#}");
+        assert!(report["unanswered"].as_u64().unwrap() > 0, "{report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_stored_twice_fails_the_run() {
+        let faults = crate::mock_hub::Faults { store_twice: true, ..Default::default() };
+        let (passed, report, _) = run_against(faults, "500ms").await;
+        assert!(!passed);
+        let twice = report["stored_twice"].as_u64().unwrap();
+        assert!(twice > 0 && report["duplicated"].as_u64().unwrap() >= twice, "{report:#}");
+        assert_eq!(
+            (&report["lost"], &report["out_of_order"], &report["unanswered"]),
+            (&serde_json::json!(0), &serde_json::json!(0), &serde_json::json!(0))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,11 @@ pub struct Faults {
     pub leak_names: bool,
     /// Never send displays `called`.
     pub drop_called: bool,
+    /// Take chat frames in and never answer or deliver them.
+    pub swallow_chat: bool,
+    /// Store every chat message twice, under two seqs (acking the first),
+    /// as a hub that lost track of `client_id` would.
+    pub store_twice: bool,
 }
 
 type Outbox = mpsc::UnboundedSender<String>;
@@ -290,26 +295,34 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 );
             }
             Some("chat") => {
+                if faults.swallow_chat {
+                    continue;
+                }
                 let mut rooms = state.rooms.lock().unwrap();
                 let Some(room) = rooms.get_mut(&room_id) else { continue };
-                room.seq += 1;
-                let seq = room.seq;
-                let at = AT;
-                let _ = tx.send(json!({"type": "ack", "ref": reference, "room": room_id, "seq": seq, "id": format!("m_{seq}"), "at": at}).to_string());
-                let message = json!({"type": "message", "room": room_id, "seq": seq, "id": format!("m_{seq}"), "client_id": frame["client_id"],
-                    "from": user, "kind": "text", "text": frame["text"], "at": at});
-                if state.replay {
-                    room.history.push(message.clone());
-                }
-                let message = message.to_string();
-                for (i, member) in room.members.iter().enumerate() {
-                    let second = i == 1;
-                    if second && faults.drop_every.is_some_and(|n| seq % n == 0) {
-                        continue;
+                let copies = if faults.store_twice { 2 } else { 1 };
+                for copy in 0..copies {
+                    room.seq += 1;
+                    let seq = room.seq;
+                    let at = AT;
+                    if copy == 0 {
+                        let _ = tx.send(json!({"type": "ack", "ref": reference, "room": room_id, "seq": seq, "id": format!("m_{seq}"), "at": at}).to_string());
                     }
-                    let _ = member.send(message.clone());
-                    if second && faults.duplicate {
+                    let message = json!({"type": "message", "room": room_id, "seq": seq, "id": format!("m_{seq}"), "client_id": frame["client_id"],
+                        "from": user, "kind": "text", "text": frame["text"], "at": at});
+                    if state.replay {
+                        room.history.push(message.clone());
+                    }
+                    let message = message.to_string();
+                    for (i, member) in room.members.iter().enumerate() {
+                        let second = i == 1;
+                        if second && faults.drop_every.is_some_and(|n| seq % n == 0) {
+                            continue;
+                        }
                         let _ = member.send(message.clone());
+                        if second && faults.duplicate {
+                            let _ = member.send(message.clone());
+                        }
                     }
                 }
             }

@@ -213,7 +213,16 @@ pub struct ChatReport {
     pub distribution_ms: Distribution,
     /// Frames and connections per second of the whole run.
     pub timeline: crate::timeline::TimelineReport,
-    /// No loss, duplicate or reordering, and every session joined.
+    /// Chat frames that got neither an ack nor an error by the end of the
+    /// drain.
+    pub unanswered: u64,
+    /// `message` frames that reached a session of another room.
+    pub misrouted: u64,
+    /// Of `duplicated`: sends stored twice, that is, received under two
+    /// `seq`s with one (sender, client_id).
+    pub stored_twice: u64,
+    /// No loss, duplicate, reordering or misrouted message; every session
+    /// joined and stayed; every send was answered, and some were acked.
     pub clean: bool,
 }
 
@@ -295,8 +304,14 @@ impl ChatReport {
         }
         println!();
         println!(
-            "verification: {} acks; lost {}, duplicated {}, out of order {}",
-            self.acked, self.lost, self.duplicated, self.out_of_order
+            "verification: {} acks; lost {}, duplicated {} (stored twice {}), out of order {}, misrouted {}, unanswered {}",
+            self.acked,
+            self.lost,
+            self.duplicated,
+            self.stored_twice,
+            self.out_of_order,
+            self.misrouted,
+            self.unanswered
         );
         println!("error frames: {}", counts_line(&self.errors));
         println!("connections closed early: {} ({})", self.closed_sessions, counts_line(&self.closes));

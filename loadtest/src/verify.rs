@@ -89,6 +89,12 @@ impl SeqCheck {
         true
     }
 
+    /// Whether `seq` has not been received yet: newer than every one
+    /// received, or one of the missing.
+    pub fn is_new(&self, seq: i64) -> bool {
+        seq > self.highest || self.missing.range(..=seq).next_back().is_some_and(|(_, &end)| end >= seq)
+    }
+
     /// The highest `seq` received (the join point if none was).
     pub fn highest(&self) -> i64 {
         self.highest
