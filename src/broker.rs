@@ -515,7 +515,11 @@ fn pipeline(batch: &[Op], instance: &str) -> (redis::Pipeline, usize) {
                 reads += 1;
             }
             Op::Leave => {
-                pipe.cmd("ZADD").arg(NODES).arg(0).arg(instance).ignore();
+                // Dead from now on, and listed as dead for as long as any
+                // presence hash may live: a score of 0 would be swept at
+                // the next heartbeat, and an unlisted instance counts as
+                // alive.
+                pipe.cmd("ZADD").arg(NODES).arg(now_ms() - 1).arg(instance).ignore();
             }
         }
     }
@@ -680,6 +684,54 @@ fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &
     }
 }
 
+/// Which instances are alive, from this node's looks at the list of live
+/// ones: an instance is gone once no look has found it for a whole TTL.
+struct Liveness {
+    instance: String,
+    ttl: Duration,
+    /// When each instance was last seen live.
+    seen: HashMap<String, tokio::time::Instant>,
+    /// This node could not look since its last look: the others may have
+    /// been unable to refresh their listing too.
+    blind: bool,
+}
+
+impl Liveness {
+    fn new(instance: String, ttl: Duration) -> Self {
+        Liveness { instance, ttl, seen: HashMap::new(), blind: false }
+    }
+
+    /// A look at the list failed.
+    fn lost_sight(&mut self) {
+        self.blind = true;
+    }
+
+    /// Takes the instances listed live at `at`; returns those now gone.
+    fn look(&mut self, live: Vec<String>, at: tokio::time::Instant) -> Vec<String> {
+        if std::mem::take(&mut self.blind) {
+            // Back after Redis was away (perhaps restarted empty): every
+            // instance gets a whole TTL to list itself again before it
+            // counts as gone; the time without Redis is not held against it.
+            for last in self.seen.values_mut() {
+                *last = at;
+            }
+        }
+        for other in live {
+            self.seen.insert(other, at);
+        }
+        let gone: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|(other, last)| **other != self.instance && at.duration_since(**last) > self.ttl)
+            .map(|(other, _)| other.clone())
+            .collect();
+        for other in &gone {
+            self.seen.remove(other);
+        }
+        gone
+    }
+}
+
 /// Refreshes this instance's liveness and reports instances that stopped
 /// refreshing theirs.
 ///
@@ -689,8 +741,7 @@ fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &
 async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<Health>, subscribers: Subscribers) {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let mut conn: Option<MultiplexedConnection> = None;
-    // When each instance was last seen live.
-    let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
+    let mut liveness = Liveness::new(instance.clone(), ttl);
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -700,6 +751,7 @@ async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<
         }
         let Some(c) = conn.as_mut() else {
             health.heartbeat.store(false, Ordering::Relaxed);
+            liveness.lost_sight();
             continue;
         };
         let now = now_ms();
@@ -723,28 +775,42 @@ async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<
         match result {
             Ok((live,)) => {
                 health.heartbeat.store(true, Ordering::Relaxed);
-                let at = tokio::time::Instant::now();
-                for other in live {
-                    seen.insert(other, at);
-                }
-                let gone: Vec<String> = seen
-                    .iter()
-                    .filter(|(other, last)| **other != instance && at.duration_since(**last) > ttl)
-                    .map(|(other, _)| other.clone())
-                    .collect();
+                let gone = liveness.look(live, tokio::time::Instant::now());
                 if !gone.is_empty() {
                     info!(instances = ?gone, "cluster instances stopped refreshing; their sessions leave");
-                    for other in &gone {
-                        seen.remove(other);
-                    }
                     tell_all(&subscribers, &FromCluster::NodesGone(gone.into()));
                 }
             }
             Err(err) => {
                 warn!(error = %err, "Redis heartbeat failed");
                 health.heartbeat.store(false, Ordering::Relaxed);
+                liveness.lost_sight();
                 conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_gone_after_a_ttl_unseen_but_not_for_time_without_redis() {
+        let ttl = Duration::from_millis(900);
+        let t0 = tokio::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut liveness = Liveness::new("me".into(), ttl);
+        assert!(liveness.look(vec!["me".into(), "a".into(), "b".into()], at(0)).is_empty());
+        // Redis goes away for three TTLs, and comes back empty: only this
+        // node has listed itself again at the first look.
+        liveness.lost_sight();
+        assert!(liveness.look(vec!["me".into()], at(2700)).is_empty(), "the outage is not held against them");
+        // a lists itself again in time; b never does.
+        assert!(liveness.look(vec!["me".into(), "a".into()], at(3000)).is_empty());
+        assert_eq!(liveness.look(vec!["me".into(), "a".into()], at(3700)), vec!["b".to_owned()]);
+        assert!(liveness.look(vec!["me".into(), "a".into()], at(4000)).is_empty(), "reported once");
+        // Without an outage, a TTL unseen is gone.
+        assert_eq!(liveness.look(vec!["me".into()], at(5000)), vec!["a".to_owned()]);
     }
 }

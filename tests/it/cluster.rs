@@ -206,6 +206,31 @@ async fn across(a: &TestApp, b: &TestApp, room: &str) -> (Client, Client) {
     (patient, doctor)
 }
 
+/// The liveness score of the instance of a node (`node-a/`) in Redis.
+async fn listed_score(redis: &Redis, prefix: &str) -> Option<f64> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let listed: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg("telehub:nodes")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    listed.iter().find(|(instance, _)| instance.starts_with(prefix)).map(|(_, score)| *score)
+}
+
+/// Waits until the node's instance has refreshed its liveness `n` more
+/// times: `n` of its heartbeats have run.
+async fn heartbeats(redis: &Redis, prefix: &str, n: usize) {
+    let mut last = listed_score(redis, prefix).await;
+    for _ in 0..n {
+        eventually("the node refreshes its liveness", || async { listed_score(redis, prefix).await > last }).await;
+        last = listed_score(redis, prefix).await;
+    }
+}
+
 /// The next `message` frame's seq and text.
 async fn next_message(client: &mut Client) -> (i64, String) {
     let message = client.recv_type("message").await;
@@ -384,6 +409,36 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
 }
 
 #[tokio::test]
+async fn a_redis_outage_longer_than_the_ttl_declares_no_live_node_dead() {
+    let mut cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    let (mut patient, mut doctor) = across(&a, &b, "c-long").await;
+    cluster.redis.kill();
+    eventually("node b reports the broker down", || async { readiness(&b).await == 503 }).await;
+    // The outage itself: well past the TTL in which a node must refresh
+    // its listing (the waiting is the condition under test, not a way to
+    // let something finish).
+    tokio::time::sleep(Duration::from_millis(3 * TTL_MS)).await;
+    cluster.redis.restart();
+    eventually("node a is ready again", || async { readiness(&a).await == 200 }).await;
+    eventually("node b is ready again", || async { readiness(&b).await == 200 }).await;
+    // Node b has looked at the list of live nodes a few times since, and
+    // node a has listed itself again: nobody left.
+    heartbeats(&cluster.redis, "node-a/", 1).await;
+    heartbeats(&cluster.redis, "node-b/", 2).await;
+    patient.chat("c-long", "1", "still here").await;
+    loop {
+        let frame = doctor.recv().await;
+        assert_ne!(frame["event"], "leave", "a live node's session was declared gone: {frame}");
+        if frame["type"] == "message" {
+            break;
+        }
+    }
+    let (_, presence) = b.get("/v1/consultations/c-long/presence").await;
+    assert_eq!(presence["sessions"].as_array().unwrap().len(), 2, "{presence}");
+}
+
+#[tokio::test]
 async fn after_a_redis_outage_a_room_catches_up_with_what_other_nodes_changed() {
     let mut cluster = Cluster::new().await;
     let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
@@ -489,6 +544,14 @@ async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
     let history: Vec<i64> = joined["history"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(history, vec![2]);
     assert_eq!(joined["history_complete"], true);
+
+    // The stopped node stays listed as dead after the others' heartbeats
+    // have swept the list: presence left behind by it reads as dead, not
+    // as a node that has not listed itself yet.
+    heartbeats(&cluster.redis, "node-b/", 2).await;
+    let a_score = listed_score(&cluster.redis, "node-a/").await;
+    let now = chrono::Utc::now().timestamp_millis() as f64;
+    assert!(a_score.is_some_and(|score| score > 0.0 && score < now), "node a listed as dead: {a_score:?}");
 }
 
 #[tokio::test]
