@@ -30,7 +30,7 @@ use telehub_actors::{
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
@@ -152,13 +152,33 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>, outbox: &OutboxPo
     let mut jobs = others.into_iter();
     let mut appended = Vec::new();
     let result: Result<(), sqlx::Error> = async {
+        // A second try when another node stored one of the batch's
+        // messages while this statement waited for a room's lock: the
+        // statement's snapshot, taken before the wait, did not show it as
+        // a resend, and its insert broke the unique index. The retry finds
+        // it. Nothing else of the batch has run yet.
+        for attempt in 0..2 {
+            if !only_messages {
+                sqlx::query("BEGIN").execute(&mut *conn).await?;
+            }
+            // Alone, the statement is a transaction of its own: one round trip.
+            match append_all(conn, &messages, &format_time(Utc::now())).await {
+                Ok(stored) => {
+                    appended = stored;
+                    break;
+                }
+                Err(err) if attempt == 0 && is_resend_race(&err) => {
+                    debug!("a resend was stored by another node meanwhile; trying the batch again");
+                    if !only_messages {
+                        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
         if only_messages {
-            // One statement is a transaction of its own: one round trip.
-            appended = append_all(conn, &messages, &format_time(Utc::now())).await?;
             return Ok(());
         }
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        appended = append_all(conn, &messages, &format_time(Utc::now())).await?;
         for job in jobs.by_ref() {
             outcomes.push(apply_write(conn, job, outbox).await?);
         }
@@ -188,6 +208,13 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>, outbox: &OutboxPo
             false
         }
     }
+}
+
+/// Whether `err` is the unique index on (room, sender, client_id) refusing
+/// a message that another node stored first.
+fn is_resend_race(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some("messages_by_client_id"))
 }
 
 /// Numbers and inserts a batch of messages in one statement, one round

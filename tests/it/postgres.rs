@@ -192,3 +192,63 @@ async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
     assert_eq!(ack["seq"], 1, "one message stored");
     drop(server);
 }
+
+#[tokio::test]
+async fn a_resend_stored_by_another_node_while_waiting_for_the_lock_gets_the_original() {
+    use sqlx::Connection;
+    use telehub_actors::NewMessage;
+    use telehub_signaling::{MessageKind, Sender};
+
+    let server = Server::get();
+    let database = fresh_postgres_database(&server.url).await;
+    let app = node(&database).await;
+    app.consultation("c-race").await;
+    let store =
+        telehub::store::connect(&database, std::time::Duration::from_secs(5), telehub::store::OutboxPolicy::off())
+            .await
+            .unwrap();
+    // Another node's writer, by hand: it holds the room's row and stores
+    // the message first.
+    let mut other = sqlx::PgConnection::connect(&database).await.unwrap();
+    for statement in [
+        "BEGIN",
+        "SELECT last_seq FROM consultations WHERE id = 'c-race' FOR NO KEY UPDATE",
+        "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
+         VALUES ('c-race', 1, 'm-first', 'p-c-race', 'Budi', 'patient', 'same', 'text', 'hello',
+                 '2026-12-02T00:00:00.000Z')",
+        "UPDATE consultations SET last_seq = 1 WHERE id = 'c-race'",
+    ] {
+        sqlx::query(statement).execute(&mut other).await.unwrap();
+    }
+    // This node's writer takes the same message (the client resent it
+    // here) and waits for the row.
+    let message = NewMessage {
+        room: "c-race".into(),
+        from: Sender { id: "p-c-race".into(), name: "Budi".into(), role: "patient".into() },
+        client_id: Some("same".into()),
+        kind: MessageKind::Text,
+        text: "hello".into(),
+    };
+    let resend = tokio::spawn(async move { store.append(message).await });
+    let mut watcher = sqlx::PgConnection::connect(&database).await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the writer never waited for the room's row");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let stored = resend.await.unwrap().expect("the resend is answered, not refused");
+    assert_eq!((stored.seq, stored.id.as_str(), stored.duplicate), (1, "m-first", true));
+    let joined = app.patient("c-race").await.join("c-race", None).await;
+    assert_eq!(joined["seq"], 1, "stored once");
+    drop(server);
+}
