@@ -154,9 +154,13 @@ impl Side {
         token: &str,
         source: Option<IpAddr>,
         patience: Duration,
+        connect_timeout: Duration,
         timeline: &Arc<Timeline>,
     ) -> Result<Side, String> {
-        let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("connect: {err:#}"))?;
+        let (ws, session) = tokio::time::timeout(connect_timeout, connect(endpoint, token, source))
+            .await
+            .map_err(|_| format!("connect: no welcome within {connect_timeout:?}"))?
+            .map_err(|err| format!("connect: {err:#}"))?;
         let open = Open::new(timeline);
         Ok(Side { ws, session, open, patience, check: SeqCheck::new(0), errors: BTreeMap::new(), typing: 0, reads: 0 })
     }
@@ -263,9 +267,13 @@ impl Away {
         endpoint: &Endpoint,
         token: &str,
         source: Option<IpAddr>,
+        connect_timeout: Duration,
         timeline: &Arc<Timeline>,
     ) -> Result<Side, String> {
-        let (ws, session) = connect(endpoint, token, source).await.map_err(|err| format!("reconnect: {err:#}"))?;
+        let (ws, session) = tokio::time::timeout(connect_timeout, connect(endpoint, token, source))
+            .await
+            .map_err(|_| format!("reconnect: no welcome within {connect_timeout:?}"))?
+            .map_err(|err| format!("reconnect: {err:#}"))?;
         let open = Open::new(timeline);
         let Away { patience, check, errors, typing, reads } = self;
         Ok(Side { ws, session, open, patience, check, errors, typing, reads })
@@ -427,8 +435,9 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
     // patient is on the first and every doctor on the second.
     let node = |k: usize| &endpoints[(2 * setup.number + k) % endpoints.len()];
     let timeline = &run.timeline;
-    let mut patient = Side::connect(node(0), &setup.patient_token, source, args.step_timeout, timeline).await?;
-    let mut doctor = Side::connect(node(1), &setup.doctor_token, source, args.step_timeout, timeline).await?;
+    let wait = args.target.connect_timeout;
+    let mut patient = Side::connect(node(0), &setup.patient_token, source, args.step_timeout, wait, timeline).await?;
+    let mut doctor = Side::connect(node(1), &setup.doctor_token, source, args.step_timeout, wait, timeline).await?;
 
     // 1. Check in.
     let t = Instant::now();
@@ -607,7 +616,8 @@ async fn rejoin(
     outcome.highest = outcome.highest.max(missed);
 
     let t = Instant::now();
-    let mut patient = away.reconnect(endpoint, &setup.patient_token, source, &run.timeline).await?;
+    let mut patient =
+        away.reconnect(endpoint, &setup.patient_token, source, run.args.target.connect_timeout, &run.timeline).await?;
     patient.send(&ClientFrame::Join { reference: Some("r".into()), room: room.into(), since: Some(since) }).await?;
     let (history, complete) = patient
         .until("rejoin", Some("r"), |f| match f {
@@ -664,11 +674,12 @@ async fn watch_queue(
     source: Option<IpAddr>,
     queue: &str,
     patience: Duration,
+    connect_timeout: Duration,
     timeline: &Arc<Timeline>,
 ) -> (Option<Side>, Board) {
     let mut board = Board { queue: queue.to_owned(), ..Board::default() };
     let watching = async {
-        let mut side = Side::connect(endpoint, token, source, patience, timeline).await?;
+        let mut side = Side::connect(endpoint, token, source, patience, connect_timeout, timeline).await?;
         side.send(&ClientFrame::Watch { reference: Some("w".into()), queue: queue.to_owned() }).await?;
         side.until("watch", Some("w"), |f| {
             board.take(f);
@@ -727,6 +738,21 @@ async fn keep_watching(mut side: Side, mut board: Board, run: Arc<Run>, mut done
     board
 }
 
+/// The key under which a failed consultation is counted: its step and,
+/// when the hub refused it, the error code (`join: forbidden`), without the
+/// message, which names rooms and sessions.
+fn failure_key(reason: &str) -> String {
+    match reason.split_once(':') {
+        Some((step, rest)) => match rest.split_whitespace().next() {
+            Some(code) if serde_json::from_value::<telehub_signaling::ErrorCode>(code.into()).is_ok() => {
+                format!("{step}: {code}")
+            }
+            _ => step.to_owned(),
+        },
+        None => reason.to_owned(),
+    }
+}
+
 /// The consultation report, as written to `--json`.
 #[derive(Debug, Serialize)]
 pub struct ConsultReport {
@@ -742,6 +768,8 @@ pub struct ConsultReport {
     /// The same kinds by percentile, `[percentile, ms]` pairs, for plotting.
     pub distribution_ms: BTreeMap<&'static str, Vec<(f64, f64)>>,
     pub messages: u64,
+    /// Live deliveries (to the other side) per second over the whole run.
+    pub delivered_per_s: f64,
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
@@ -852,7 +880,7 @@ pub async fn run(args: ConsultArgs) -> anyhow::Result<bool> {
     let watching = futures_util::future::join_all(tokens.iter().enumerate().map(|(k, token)| {
         let (endpoint, queue) = (&endpoints[k % endpoints.len()], queues[k % queues.len()]);
         let source = (!sources.is_empty()).then(|| sources[k % sources.len()]);
-        watch_queue(endpoint, token, source, queue, args.step_timeout, &timeline)
+        watch_queue(endpoint, token, source, queue, args.step_timeout, args.target.connect_timeout, &timeline)
     }))
     .await;
     let run = Arc::new(Run {
@@ -925,7 +953,7 @@ fn report(
             }
         };
         if let Some(reason) = &outcome.failure {
-            bump(&mut failures, reason.split(':').next().unwrap_or(reason).to_owned(), 1);
+            bump(&mut failures, failure_key(reason), 1);
         }
         messages += outcome.messages;
         reconnects += u64::from(outcome.reconnected);
@@ -997,6 +1025,8 @@ fn report(
     }
     let displays_ok =
         display_failures.is_empty() && leaked_entries == 0 && called_missing == 0 && called_duplicated == 0;
+    let timeline = run.timeline.consult_report();
+    let delivered: u64 = timeline.delivered_per_s.iter().sum();
     ConsultReport {
         scenario,
         consultations,
@@ -1024,7 +1054,8 @@ fn report(
         called_duplicated,
         called_unexpected,
         elapsed_s: elapsed.as_secs_f64(),
-        timeline: run.timeline.consult_report(),
+        delivered_per_s: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
+        timeline,
         clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && displays_ok,
     }
 }
@@ -1228,6 +1259,14 @@ mod tests {
         report["timeline"]["connections"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect()
     }
 
+    #[test]
+    fn failures_are_counted_by_step_and_code() {
+        assert_eq!(failure_key("join: forbidden not a member of c-12"), "join: forbidden");
+        assert_eq!(failure_key("delivery: seq 3 never arrived"), "delivery");
+        assert_eq!(failure_key("connect: no welcome within 30s"), "connect");
+        assert_eq!(failure_key("session task failed"), "session task failed");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_html_report_plots_what_the_run_counted() {
         // Over a ramp of 1.5 s the last consultation starts a second in,
@@ -1255,6 +1294,8 @@ mod tests {
         assert_eq!((total(&report, "failed_per_s"), total(&report, "reconnects_per_s")), (0, 1));
         assert_eq!(total(&report, "signals_per_s"), count(&report, "signal"));
         assert_eq!(total(&report, "delivered_per_s"), count(&report, "delivery"));
+        let rate = total(&report, "delivered_per_s") as f64 / report["elapsed_s"].as_f64().unwrap();
+        assert!((report["delivered_per_s"].as_f64().unwrap() - rate).abs() < 1e-6, "{report:#}");
         // Each second with a delivery has its latency, and only those.
         let delivery = &report["timeline"]["delivery_ms"];
         let max = delivery["max"].as_array().unwrap();
