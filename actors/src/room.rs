@@ -896,6 +896,13 @@ impl Handler<Relay> for Room {
             return Self::reply_error(&session.outbox, reference, refusal);
         }
         if self.state.as_ref().is_some_and(|s| s.is_remote(&to)) {
+            if self.broker.as_ref().is_some_and(|b| !b.is_ready()) {
+                // Signals are not kept: one that cannot leave now is lost,
+                // so the sender is told rather than given an `ok`.
+                let refusal =
+                    Refusal::new(ErrorCode::Unavailable, format!("{to} is on another node, out of reach now"));
+                return Self::reply_error(&session.outbox, reference, refusal);
+            }
             let frame = ServerFrame::Signal {
                 room: self.id.clone(),
                 from: session.id.to_string(),

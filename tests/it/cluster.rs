@@ -383,6 +383,11 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
     eventually("node b reports the broker down", || async { readiness(&b).await == 503 }).await;
     // A node without Redis still serves its own sessions, from storage.
     assert_eq!(patient.chat("c-redis", "2", "while redis is down").await["seq"], 2);
+    // A signal for a session on the other node cannot go: the sender is
+    // told so (signals are not kept), rather than given an `ok`.
+    let signal = json!({"type": "signal", "room": "c-redis", "to": doctor.session, "data": {"bye": true}});
+    let refused = patient.request(signal).await;
+    assert_eq!((&refused["type"], &refused["code"]), (&json!("error"), &json!("unavailable")), "{refused}");
     assert_eq!(next_message(&mut staff).await, (2, "while redis is down".into()));
 
     cluster.redis.restart();
