@@ -527,25 +527,41 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
             let reference = format!("m{round}-{n}");
             let t = Instant::now();
             let text = format!("t={} round {round}: how are you feeling today?", micros_at(t));
-            sender
-                .send(&ClientFrame::Chat { reference: Some(reference.clone()), room: room.into(), client_id, text })
-                .await?;
+            let chat = ClientFrame::Chat {
+                reference: Some(reference.clone()),
+                room: room.into(),
+                client_id: client_id.clone(),
+                text,
+            };
+            sender.send(&chat).await?;
             outcome.messages += 1;
-            let seq = sender
-                .until("ack", Some(&reference), |f| match f {
-                    ServerFrame::Ack { reference: Some(r), seq, .. } if *r == reference => Some(*seq),
-                    _ => None,
-                })
-                .await?;
-            lat.record("ack", t);
+            // Both sides are read at once, so that each frame is timed when
+            // it arrives: the delivery may come before the ack.
+            let acked = async {
+                let seq = sender
+                    .until("ack", Some(&reference), |f| match f {
+                        ServerFrame::Ack { reference: Some(r), seq, .. } if *r == reference => Some(*seq),
+                        _ => None,
+                    })
+                    .await?;
+                Ok::<_, String>((seq, Instant::now()))
+            };
+            let delivered = async {
+                let seq = receiver
+                    .until("delivery", None, |f| match f {
+                        ServerFrame::Message(m) if m.client_id.as_deref() == Some(client_id.as_str()) => Some(m.seq),
+                        _ => None,
+                    })
+                    .await?;
+                Ok::<_, String>((seq, Instant::now()))
+            };
+            let (acked, delivered) = tokio::join!(acked, delivered);
+            let ((seq, acked_at), (delivered_seq, now)) = (acked?, delivered?);
+            if delivered_seq != seq {
+                return Err(format!("delivery: {client_id} was acked as seq {seq} and delivered as {delivered_seq}"));
+            }
+            lat.record_span("ack", t, acked_at);
             outcome.highest = outcome.highest.max(seq);
-            receiver
-                .until("delivery", None, |f| match f {
-                    ServerFrame::Message(m) if m.seq == seq => Some(()),
-                    _ => None,
-                })
-                .await?;
-            let now = Instant::now();
             lat.record_span("delivery", t, now);
             let took = u64::try_from(now.saturating_duration_since(t).as_micros()).unwrap_or(u64::MAX);
             timeline.delivered(micros_at(now), took);
