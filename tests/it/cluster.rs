@@ -450,6 +450,8 @@ async fn after_a_redis_outage_a_room_catches_up_with_what_other_nodes_changed() 
     let (mut patient, mut doctor) = across(&a, &b, "c-miss").await;
     patient.chat("c-miss", "1", "before").await;
     assert_eq!(next_message(&mut doctor).await, (1, "before".into()));
+    // A second consultation, for a node that acts on a stale one.
+    let (mut other_patient, mut other_doctor) = across(&a, &b, "c-stale").await;
 
     cluster.redis.kill();
     eventually("node a reports the broker down", || async { readiness(&a).await == 503 }).await;
@@ -459,11 +461,15 @@ async fn after_a_redis_outage_a_room_catches_up_with_what_other_nodes_changed() 
     assert_eq!(doctor.request(json!({"type": "read", "room": "c-miss", "seq": 1})).await["type"], "ok");
     assert_eq!(doctor.request(json!({"type": "media", "room": "c-miss", "mode": "jitsi"})).await["type"], "ok");
     assert_eq!(doctor.request(json!({"type": "end", "room": "c-miss"})).await["type"], "ok");
-    // Node a still thinks the consultation is on, but storage does not
-    // let it be admitted back to active.
+    // The other consultation ends on b too. Node a still thinks it is on,
+    // but storage does not let it be admitted back to active, and the
+    // refusal makes node a catch up at once, Redis or not.
+    assert_eq!(other_doctor.request(json!({"type": "end", "room": "c-stale"})).await["type"], "ok");
     let mut staff = Client::connect(&a, &token("s-1", "Sri", "staff", 3600)).await;
-    let refused = staff.request(json!({"type": "admit", "room": "c-miss"})).await;
+    let refused = staff.request(json!({"type": "admit", "room": "c-stale"})).await;
     assert_eq!(refused["code"], "conflict", "{refused}");
+    assert_eq!(other_patient.recv_type("ended").await["room"], "c-stale");
+    assert_eq!(readiness(&a).await, 503, "still without Redis");
 
     cluster.redis.restart();
     eventually("node a is ready again", || async { readiness(&a).await == 200 }).await;
