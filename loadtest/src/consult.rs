@@ -793,6 +793,9 @@ pub struct ConsultReport {
     pub errors: BTreeMap<String, u64>,
     /// `typing` and `read` frames seen by the other side.
     pub typing_seen: u64,
+    /// Typing indicators a side that stayed connected never saw: one is
+    /// sent before every message.
+    pub typing_missing: u64,
     pub reads_seen: u64,
     /// Patients that dropped their connection and rejoined with `since`.
     pub reconnects: u64,
@@ -846,8 +849,14 @@ impl ConsultReport {
         println!(" rejoin from reconnecting to joined, called from the admit to each display)");
         println!();
         println!(
-            "verification: {} messages; lost {}, duplicated {}, out of order {}; typing seen {}, read receipts seen {}",
-            self.messages, self.lost, self.duplicated, self.out_of_order, self.typing_seen, self.reads_seen
+            "verification: {} messages; lost {}, duplicated {}, out of order {}; typing seen {} (missing {}), read receipts seen {}",
+            self.messages,
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.typing_seen,
+            self.typing_missing,
+            self.reads_seen
         );
         println!(
             "reconnects: {} rejoined, {} messages replayed, {} late for the storm",
@@ -960,6 +969,7 @@ fn report(
     let (mut failures, mut errors) = (BTreeMap::new(), BTreeMap::new());
     let (mut lost, mut duplicated, mut out_of_order, mut messages, mut typing, mut reads) = (0, 0, 0, 0, 0, 0);
     let (mut reconnects, mut replayed, mut storm_late) = (0, 0, 0);
+    let mut typing_missing = 0;
     for outcome in outcomes {
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -975,7 +985,14 @@ fn report(
         reconnects += u64::from(outcome.reconnected);
         storm_late += u64::from(outcome.reconnected && outcome.storm_late);
         replayed += outcome.replayed;
+        // Each side announces every message it sends with a typing
+        // indicator, which the other side must see, unless it was away
+        // (typing is live only).
+        let heard_all = outcome.failure.is_none() && !outcome.reconnected;
         for side in &outcome.sides {
+            if heard_all {
+                typing_missing += (outcome.messages / 2).saturating_sub(side.typing);
+            }
             lost += side.check.lost(outcome.highest);
             duplicated += side.check.duplicated;
             out_of_order += side.check.out_of_order;
@@ -1057,6 +1074,7 @@ fn report(
         out_of_order,
         errors,
         typing_seen: typing,
+        typing_missing,
         reads_seen: reads,
         reconnects,
         replayed,
@@ -1072,7 +1090,7 @@ fn report(
         elapsed_s: elapsed.as_secs_f64(),
         delivered_per_s: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
         timeline,
-        clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && displays_ok,
+        clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && typing_missing == 0 && displays_ok,
     }
 }
 
@@ -1162,8 +1180,18 @@ mod tests {
         // Three rounds of two messages.
         assert_eq!((count("delivery"), count("ack"), report["messages"].as_u64().unwrap()), (18, 18, 18));
         assert_eq!(report["typing_seen"], 18, "the other side saw every typing indicator");
+        assert_eq!(report["typing_missing"], 0);
         assert_eq!(report["lost"], 0);
         assert_eq!(report["scenario"]["name"], "consult");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typing_indicators_that_never_arrive_fail_the_run() {
+        let faults = crate::mock_hub::Faults { drop_typing: true, ..Default::default() };
+        let (passed, report) = run_against(faults).await;
+        assert!(!passed, "{report:#}");
+        assert_eq!((&report["failed"], &report["lost"]), (&serde_json::json!(0), &serde_json::json!(0)));
+        assert_eq!(report["typing_missing"], 18, "{report:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

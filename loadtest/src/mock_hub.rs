@@ -41,6 +41,8 @@ pub struct Faults {
     pub drop_called: bool,
     /// Take chat frames in and never answer or deliver them.
     pub swallow_chat: bool,
+    /// Never pass typing indicators on.
+    pub drop_typing: bool,
     /// Store every chat message twice, under two seqs (acking the first),
     /// as a hub that lost track of `client_id` would.
     pub store_twice: bool,
@@ -392,6 +394,9 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 }
             }
             Some(kind @ ("typing" | "read" | "end")) => {
+                if kind == "typing" && faults.drop_typing {
+                    continue;
+                }
                 let event = match kind {
                     "typing" => {
                         json!({"type": "typing", "room": room_id, "user": {"id": id, "name": name}, "active": frame["active"]})
