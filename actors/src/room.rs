@@ -982,11 +982,7 @@ impl Handler<Admit> for Room {
             state.write_finished();
             if let Err(err) = result {
                 state.set_status(before);
-                if matches!(err, StoreError::Conflict(_)) {
-                    // Ended on a node this one has not heard from.
-                    let known = state.record().clone();
-                    act.catch_up(known, ctx);
-                }
+                act.catch_up_if_stale(&err, ctx);
                 return Err(Refusal::from(err));
             }
             let patient = state.record().patient.id.clone();
@@ -1038,10 +1034,8 @@ impl Handler<End> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(result.is_ok());
-            if let Err(StoreError::Conflict(_)) = &result {
-                // Ended on a node this one has not heard from.
-                let known = state.record().clone();
-                act.catch_up(known, ctx);
+            if let Err(err) = &result {
+                act.catch_up_if_stale(err, ctx);
             }
             result.map_err(Refusal::from)?;
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
@@ -1307,6 +1301,18 @@ impl Room {
                 act.apply(NOWHERE, ClusterEvent::Status { status, frame }, ctx);
             }
         }));
+    }
+}
+
+impl Room {
+    /// After storage refused a status change as a conflict: the
+    /// consultation ended on a node this one has not heard from, so catch
+    /// up with it now rather than at the next resync.
+    fn catch_up_if_stale(&mut self, err: &StoreError, ctx: &mut Context<Self>) {
+        if let (StoreError::Conflict(_), Some(state)) = (err, self.state.as_ref()) {
+            let known = state.record().clone();
+            self.catch_up(known, ctx);
+        }
     }
 }
 

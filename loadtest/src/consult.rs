@@ -157,10 +157,7 @@ impl Side {
         connect_timeout: Duration,
         timeline: &Arc<Timeline>,
     ) -> Result<Side, String> {
-        let (ws, session) = tokio::time::timeout(connect_timeout, connect(endpoint, token, source))
-            .await
-            .map_err(|_| format!("connect: no welcome within {connect_timeout:?}"))?
-            .map_err(|err| format!("connect: {err:#}"))?;
+        let (ws, session) = connect_within("connect", endpoint, token, source, connect_timeout).await?;
         let open = Open::new(timeline);
         Ok(Side { ws, session, open, patience, check: SeqCheck::new(0), errors: BTreeMap::new(), typing: 0, reads: 0 })
     }
@@ -270,14 +267,26 @@ impl Away {
         connect_timeout: Duration,
         timeline: &Arc<Timeline>,
     ) -> Result<Side, String> {
-        let (ws, session) = tokio::time::timeout(connect_timeout, connect(endpoint, token, source))
-            .await
-            .map_err(|_| format!("reconnect: no welcome within {connect_timeout:?}"))?
-            .map_err(|err| format!("reconnect: {err:#}"))?;
+        let (ws, session) = connect_within("reconnect", endpoint, token, source, connect_timeout).await?;
         let open = Open::new(timeline);
         let Away { patience, check, errors, typing, reads } = self;
         Ok(Side { ws, session, open, patience, check, errors, typing, reads })
     }
+}
+
+/// Connects and waits for `welcome`, for `connect_timeout` at most; the
+/// error names the step.
+async fn connect_within(
+    step: &str,
+    endpoint: &Endpoint,
+    token: &str,
+    source: Option<IpAddr>,
+    connect_timeout: Duration,
+) -> Result<(Ws, String), String> {
+    tokio::time::timeout(connect_timeout, connect(endpoint, token, source))
+        .await
+        .map_err(|_| format!("{step}: no welcome within {connect_timeout:?}"))?
+        .map_err(|err| format!("{step}: {err:#}"))
 }
 
 /// What one consultation came to.

@@ -73,12 +73,9 @@ impl SeqCheck {
 
     /// Removes `seq` from the missing ranges; false if it was not missing.
     fn take_missing(&mut self, seq: i64) -> bool {
-        let Some((&start, &end)) = self.missing.range(..=seq).next_back() else {
+        let Some((start, end)) = self.missing_range(seq) else {
             return false;
         };
-        if end < seq {
-            return false;
-        }
         self.missing.remove(&start);
         if start < seq {
             self.missing.insert(start, seq - 1);
@@ -92,7 +89,13 @@ impl SeqCheck {
     /// Whether `seq` has not been received yet: newer than every one
     /// received, or one of the missing.
     pub fn is_new(&self, seq: i64) -> bool {
-        seq > self.highest || self.missing.range(..=seq).next_back().is_some_and(|(_, &end)| end >= seq)
+        seq > self.highest || self.missing_range(seq).is_some()
+    }
+
+    /// The missing range `seq` is in, if it is missing.
+    fn missing_range(&self, seq: i64) -> Option<(i64, i64)> {
+        let (&start, &end) = self.missing.range(..=seq).next_back()?;
+        (end >= seq).then_some((start, end))
     }
 
     /// The highest `seq` received (the join point if none was).
