@@ -12,7 +12,7 @@ use super::error::{ApiError, ErrorBody};
 use super::views::{NotificationView, WebhookAck};
 use crate::app::AppState;
 use crate::notify::twilio;
-use crate::store::{Channel, NotifyState};
+use crate::store::{Channel, NotifyState, Reported};
 
 /// Where Twilio reports on the messages the hub sent.
 pub const TWILIO_CALLBACK: &str = "/v1/webhooks/twilio";
@@ -55,7 +55,8 @@ pub async fn list(
 /// `X-Twilio-Signature` is checked against the hub's public URL (400 and
 /// nothing changes when it does not match). `delivered`, `undelivered` and
 /// `failed` move a sent message on; a report that arrives late never moves
-/// one back.
+/// one back, and one that arrives before the send's SID is recorded is kept
+/// and applied when it is.
 #[utoipa::path(
     tag = "notifications",
     request_body(content = String, description = "Twilio's form: MessageSid, MessageStatus, ErrorCode, …",
@@ -99,8 +100,11 @@ pub async fn twilio_status(
     let outcome = match state {
         Some(state) => {
             let error = field("ErrorCode").filter(|c| !c.is_empty()).map(|c| format!("Twilio error {c}"));
-            let moved = app.store.notifications().reported(Channel::Sms, sid, state, error, Utc::now()).await?;
-            if moved { format!("{sid} is {}", state.as_str()) } else { format!("{sid} unchanged") }
+            match app.store.notifications().reported(Channel::Sms, sid, state, error, Utc::now()).await? {
+                Reported::Moved => format!("{sid} is {}", state.as_str()),
+                Reported::Unchanged => format!("{sid} unchanged"),
+                Reported::Kept => format!("{sid} is not known yet: kept until its send is recorded"),
+            }
         }
         None => format!("{sid}: {status} changes nothing"),
     };

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use telehub_actors::{Person, QueueStore, RoomRecord, RoomStore, StoreError};
 use telehub_signaling::{MediaMode, PaymentStatus, RoomStatus};
 
-pub use outbox::{Attempt, Channel, Notification, Notifications, NotifyKind, NotifyState, OutboxPolicy};
+pub use outbox::{Attempt, Channel, Notification, Notifications, NotifyKind, NotifyState, OutboxPolicy, Reported};
 
 /// A consultation to create.
 #[derive(Debug, Clone)]

@@ -256,6 +256,57 @@ const OF_ROOM: &str =
 const REPORTED: &str = "UPDATE notifications SET state = $1, last_error = COALESCE($2, last_error), updated_at = $3
      WHERE channel = $4 AND provider_ref = $5 AND state = 'sent'";
 
+/// Whether any notification has that reference yet.
+const KNOWN_REF: &str = "SELECT COUNT(*) FROM notifications WHERE channel = $1 AND provider_ref = $2";
+
+/// A report that moved no sent message: the provider can report on a
+/// message before its answer to the send (with the reference) has been
+/// recorded. Only the first report of a reference is kept, as only the
+/// first moves a sent message.
+const KEEP_REPORT: &str = "INSERT INTO notification_reports (channel, provider_ref, state, last_error, reported_at)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel, provider_ref) DO NOTHING";
+
+/// Kept reports are of no use once their message would have been sent
+/// long ago (they were about someone else's message, say).
+const PRUNE_REPORTS: &str = "DELETE FROM notification_reports WHERE reported_at < $1";
+
+/// How long a report on an unknown reference is kept.
+const KEEP_REPORTS_FOR: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Applies a kept report to the `sent` notification it is about, matched
+/// by the WHERE clause that follows. Both sides run it after their own
+/// write (the send after recording the reference, the report after
+/// keeping itself), so whichever comes second finds the other's row.
+macro_rules! apply_kept_report {
+    ($where:literal) => {
+        concat!(
+            "UPDATE notifications SET
+               state = (SELECT r.state FROM notification_reports r
+                        WHERE r.channel = notifications.channel AND r.provider_ref = notifications.provider_ref),
+               last_error = COALESCE((SELECT r.last_error FROM notification_reports r
+                        WHERE r.channel = notifications.channel AND r.provider_ref = notifications.provider_ref), last_error),
+               updated_at = $1
+             WHERE state = 'sent' AND EXISTS (SELECT 1 FROM notification_reports r
+                        WHERE r.channel = notifications.channel AND r.provider_ref = notifications.provider_ref) AND ",
+            $where
+        )
+    };
+}
+const APPLY_KEPT_BY_ID: &str = apply_kept_report!("id = $2");
+const APPLY_KEPT_BY_REF: &str = apply_kept_report!("channel = $2 AND provider_ref = $3");
+
+/// What a provider's report came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// The sent message moved to the reported state.
+    Moved,
+    /// The message had been reported on already: nothing changed.
+    Unchanged,
+    /// No message has that reference yet: the report is kept and applied
+    /// when the send that gets the reference is recorded.
+    Kept,
+}
+
 /// When the reminder of a consultation scheduled at `scheduled_at` is due:
 /// the policy's lead time before it, or at once when that has passed;
 /// `None` without reminders, or when the consultation's time has passed.
@@ -285,8 +336,8 @@ pub trait Notifications: Send + Sync {
     async fn finish(&self, id: &str, node: &str, attempt: Attempt, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Every notification of a consultation, oldest first.
     async fn of_room(&self, room: &str) -> Result<Vec<Notification>, StoreError>;
-    /// A provider's report on a sent message; `false` when no sent message
-    /// of that reference was waiting for one.
+    /// A provider's report on a sent message, also one that comes before
+    /// the send's reference is recorded.
     async fn reported(
         &self,
         channel: Channel,
@@ -294,7 +345,7 @@ pub trait Notifications: Send + Sync {
         state: NotifyState,
         error: Option<String>,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Reported, StoreError>;
 }
 
 /// The outbox of one database: its pool and its claim statement.
@@ -346,7 +397,7 @@ macro_rules! notifications_for {
                 state: NotifyState,
                 error: Option<String>,
                 now: DateTime<Utc>,
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Reported, StoreError> {
                 reported(&self.pool, channel, reference, state, error, now).await
             }
         }
@@ -461,6 +512,7 @@ where
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let now = format_time(now);
+    let now_text = now.clone();
     let uncounted = i64::from(attempt == Attempt::Released);
     let (state, due, error, reference, sent) = match attempt {
         Attempt::Sent { provider_ref } => (NotifyState::Sent, None, None, Some(provider_ref), Some(now.clone())),
@@ -482,7 +534,11 @@ where
         .execute(pool)
         .await
         .map_err(unavailable)?;
-    Ok(DB::affected(&done) == 1)
+    let recorded = DB::affected(&done) == 1;
+    if recorded && state == NotifyState::Sent {
+        sqlx::query(APPLY_KEPT_BY_ID).bind(now_text).bind(id.to_owned()).execute(pool).await.map_err(unavailable)?;
+    }
+    Ok(recorded)
 }
 
 /// Every notification of `room`, oldest first.
@@ -500,8 +556,8 @@ where
 }
 
 /// Records a provider's report that a sent message reached `state`
-/// (delivered, undelivered, failed). `false` when no sent message of that
-/// reference was waiting for a report (unknown, or reported before).
+/// (delivered, undelivered, failed). A report on a reference no message
+/// has yet is kept until the send that gets it is recorded.
 async fn reported<'p, DB>(
     pool: &'p sqlx::Pool<DB>,
     channel: Channel,
@@ -509,24 +565,54 @@ async fn reported<'p, DB>(
     state: NotifyState,
     error: Option<String>,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError>
+) -> Result<Reported, StoreError>
 where
     DB: OutboxDb,
     &'p sqlx::Pool<DB>: sqlx::Executor<'p, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
 {
+    let (channel, reference, at) = (channel.as_str().to_owned(), reference.to_owned(), format_time(now));
     let done = sqlx::query(REPORTED)
         .bind(state.as_str().to_owned())
-        .bind(error)
-        .bind(format_time(now))
-        .bind(channel.as_str().to_owned())
-        .bind(reference.to_owned())
+        .bind(error.clone())
+        .bind(at.clone())
+        .bind(channel.clone())
+        .bind(reference.clone())
         .execute(pool)
         .await
         .map_err(unavailable)?;
-    Ok(DB::affected(&done) == 1)
+    if DB::affected(&done) == 1 {
+        return Ok(Reported::Moved);
+    }
+    // Not a sent message (yet): keep the report, then apply it, in case
+    // the send was recorded meanwhile (the send applies it otherwise).
+    sqlx::query(PRUNE_REPORTS).bind(format_time(now - KEEP_REPORTS_FOR)).execute(pool).await.map_err(unavailable)?;
+    sqlx::query(KEEP_REPORT)
+        .bind(channel.clone())
+        .bind(reference.clone())
+        .bind(state.as_str().to_owned())
+        .bind(error)
+        .bind(at.clone())
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+    let applied = sqlx::query(APPLY_KEPT_BY_REF)
+        .bind(at)
+        .bind(channel.clone())
+        .bind(reference.clone())
+        .execute(pool)
+        .await
+        .map_err(unavailable)?;
+    if DB::affected(&applied) == 1 {
+        return Ok(Reported::Moved);
+    }
+    let (known,): (i64,) =
+        sqlx::query_as(KNOWN_REF).bind(channel).bind(reference).fetch_one(pool).await.map_err(unavailable)?;
+    Ok(if known > 0 { Reported::Unchanged } else { Reported::Kept })
 }
 
 #[cfg(test)]

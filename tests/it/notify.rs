@@ -31,6 +31,9 @@ const PUBLIC: &str = "https://hub.telehub.test";
 #[derive(Debug, Clone, Copy)]
 enum Answer {
     Created,
+    /// Created, but the answer waits for [`TwilioStandIn::release`]; the
+    /// SID it will carry is in [`Seen::held`] meanwhile.
+    Held,
     /// HTTP status and Twilio error code.
     Refused(u16, i64),
 }
@@ -41,6 +44,12 @@ struct Seen {
     requests: Vec<HashMap<String, String>>,
     /// Scripted answers per `To`; then 201.
     script: HashMap<String, VecDeque<Answer>>,
+    /// The SIDs of answers being held.
+    held: Vec<String>,
+    /// Told when an answer is held.
+    arrived: Arc<tokio::sync::Notify>,
+    /// Lets a held answer go.
+    release: Arc<tokio::sync::Notify>,
 }
 
 /// Answers `POST /2010-04-01/Accounts/{sid}/Messages.json` as Twilio does,
@@ -75,11 +84,20 @@ async fn messages(
     let to = form["To"].clone();
     seen.requests.push(form.clone());
     let answer = seen.script.get_mut(&to).and_then(VecDeque::pop_front).unwrap_or(Answer::Created);
+    let created = |sid: String| {
+        HttpResponse::Created().json(json!({"sid": sid, "status": "queued", "to": to, "from": form.get("From"),
+            "body": form["Body"], "error_code": null, "account_sid": SID}))
+    };
     match answer {
-        Answer::Created => {
+        Answer::Created => created(format!("SM{:032}", seen.requests.len())),
+        Answer::Held => {
             let sid = format!("SM{:032}", seen.requests.len());
-            HttpResponse::Created().json(json!({"sid": sid, "status": "queued", "to": to, "from": form.get("From"),
-                "body": form["Body"], "error_code": null, "account_sid": SID}))
+            seen.held.push(sid.clone());
+            seen.arrived.notify_one();
+            let release = seen.release.clone();
+            drop(seen);
+            release.notified().await;
+            created(sid)
         }
         Answer::Refused(status, code) => {
             let message = match code {
@@ -107,6 +125,18 @@ impl TwilioStandIn {
 
     fn script(&self, to: &str, answers: &[Answer]) {
         self.seen.lock().unwrap().script.insert(to.to_owned(), answers.iter().copied().collect());
+    }
+
+    /// The SID of the first answer held, once its request has come.
+    async fn held(&self) -> String {
+        let arrived = self.seen.lock().unwrap().arrived.clone();
+        tokio::time::timeout(PATIENCE, arrived.notified()).await.expect("the held send never came");
+        self.seen.lock().unwrap().held[0].clone()
+    }
+
+    /// Lets the held answer go.
+    fn release(&self) {
+        self.seen.lock().unwrap().release.notify_one();
     }
 
     /// The requests that reached it for `to`.
@@ -540,6 +570,30 @@ async fn signed_status_callbacks_move_a_message_forward_only_and_forgeries_chang
     let after = notifications(&app, "c-s2").await;
     assert_eq!(after[0]["state"], "undelivered");
     assert_eq!(after[0]["last_error"], "Twilio error 30003");
+}
+
+#[tokio::test]
+async fn a_status_callback_that_comes_before_the_send_is_recorded_is_applied_after() {
+    let twilio = TwilioStandIn::start();
+    twilio.script("+15005550013", &[Answer::Held]);
+    let app = spawn_app_with(|s| notifying(s, &twilio, None)).await;
+    reminded(&app, "c-early", "+15005550013").await;
+    // Twilio has the message and reports on it while the hub still waits
+    // for the answer that names it.
+    let sid = twilio.held().await;
+    assert_eq!(notifications(&app, "c-early").await[0]["state"], "sending");
+    let report = form(&[("MessageSid", &sid), ("MessageStatus", "undelivered"), ("ErrorCode", "30005")]);
+    let (status, body) = callback(&app, &report, &signed(&report)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["outcome"].as_str().unwrap().contains("not known yet"), "{body}");
+    twilio.release();
+    let after = until(&app, "c-early", |l| all_in(l, &["undelivered"])).await;
+    assert_eq!((&after[0]["provider_ref"], &after[0]["last_error"]), (&json!(sid), &json!("Twilio error 30005")));
+    // A later report on it moves nothing back.
+    let late = form(&[("MessageSid", &sid), ("MessageStatus", "delivered")]);
+    let (_, body) = callback(&app, &late, &signed(&late)).await;
+    assert!(body["outcome"].as_str().unwrap().ends_with("unchanged"), "{body}");
+    assert_eq!(notifications(&app, "c-early").await[0]["state"], "undelivered");
 }
 
 #[tokio::test]
