@@ -1394,7 +1394,11 @@ impl Handler<NoShow> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(false);
-            result.map_err(Refusal::from)?;
+            if let Err(err) = result {
+                act.catch_up_if_stale(&err, ctx);
+                return Err(Refusal::from(err));
+            }
+            let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.set_status(RoomStatus::Cancelled);
             let by = UserRef { id: "system".into(), name: "No-show".into() };
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };

@@ -14,6 +14,7 @@ use telehub::config::Settings;
 
 use crate::helpers::*;
 use crate::postgres::Server;
+use crate::waiting_room as wr;
 
 /// A real `redis-server` on a free loopback port, without persistence, so a
 /// restart loses everything as a crash would.
@@ -107,8 +108,14 @@ impl Cluster {
     }
 
     async fn node(&self, node: &str) -> TestApp {
+        self.node_with(node, |_| {}).await
+    }
+
+    async fn node_with(&self, node: &str, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        start(self.settings(node, &dir), dir).await
+        let mut settings = self.settings(node, &dir);
+        adjust(&mut settings);
+        start(settings, dir).await
     }
 
     /// A node in a process of its own, to be killed.
@@ -485,6 +492,37 @@ async fn after_a_redis_outage_a_room_catches_up_with_what_other_nodes_changed() 
 }
 
 #[tokio::test]
+async fn a_no_show_refused_by_storage_makes_the_node_catch_up() {
+    let mut cluster = Cluster::new().await;
+    let a = cluster.node_with("node-a", |s| s.no_show_s = 2).await;
+    let b = cluster.node("node-b").await;
+    wr::queued(&a, "c-ns", "k1").await;
+    let mut patient = wr::patient(&a, "c-ns").await;
+    wr::check_in(&mut patient, "c-ns").await;
+    let mut doctor_a = wr::doctor(&a).await;
+    doctor_a.join("c-ns", None).await;
+    let mut doctor_b = wr::doctor(&b).await;
+    doctor_b.join("c-ns", None).await;
+    assert_eq!(doctor_a.recv_type("presence").await["peer"]["session"], doctor_b.session.as_str());
+
+    cluster.redis.kill();
+    eventually("node a reports the broker down", || async { readiness(&a).await == 503 }).await;
+    // Node a admits the patient, who never comes; before its no-show
+    // timeout runs out, the doctor ends the consultation on node b, which
+    // node a cannot hear of.
+    assert_eq!(doctor_a.request(json!({"type": "admit", "room": "c-ns"})).await["type"], "ok");
+    assert_eq!(doctor_b.request(json!({"type": "end", "room": "c-ns"})).await["type"], "ok");
+    // Node a's no-show finds the consultation ended in storage and catches
+    // up at once, Redis or not: its session hears the end, which was not
+    // a no-show.
+    let ended = doctor_a.recv_type("ended").await;
+    assert_ne!(ended["by"]["name"], "No-show", "{ended}");
+    assert_eq!(readiness(&a).await, 503, "still without Redis");
+    let (_, consultation) = a.get("/v1/consultations/c-ns").await;
+    assert_eq!(consultation["status"], "ended", "not cancelled: {consultation}");
+}
+
+#[tokio::test]
 async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
     let cluster = Cluster::new().await;
     let b = cluster.node("node-b").await;
@@ -567,7 +605,6 @@ async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
 
 #[tokio::test]
 async fn the_waiting_room_spans_the_nodes() {
-    use crate::waiting_room as wr;
     let cluster = Cluster::new().await;
     let (a, b, c) = (cluster.node("node-a").await, cluster.node("node-b").await, cluster.node("node-c").await);
     for room in ["c-q1", "c-q2"] {

@@ -80,22 +80,25 @@ async fn messages(
         return HttpResponse::BadRequest()
             .json(json!({"code": 21603, "message": "A 'From' phone number is required.", "status": 400}));
     }
-    let mut seen = seen.lock().unwrap();
     let to = form["To"].clone();
-    seen.requests.push(form.clone());
-    let answer = seen.script.get_mut(&to).and_then(VecDeque::pop_front).unwrap_or(Answer::Created);
+    let (answer, sid, release) = {
+        let mut seen = seen.lock().unwrap();
+        seen.requests.push(form.clone());
+        let answer = seen.script.get_mut(&to).and_then(VecDeque::pop_front).unwrap_or(Answer::Created);
+        let sid = format!("SM{:032}", seen.requests.len());
+        if let Answer::Held = answer {
+            seen.held.push(sid.clone());
+            seen.arrived.notify_one();
+        }
+        (answer, sid, seen.release.clone())
+    };
     let created = |sid: String| {
         HttpResponse::Created().json(json!({"sid": sid, "status": "queued", "to": to, "from": form.get("From"),
             "body": form["Body"], "error_code": null, "account_sid": SID}))
     };
     match answer {
-        Answer::Created => created(format!("SM{:032}", seen.requests.len())),
+        Answer::Created => created(sid),
         Answer::Held => {
-            let sid = format!("SM{:032}", seen.requests.len());
-            seen.held.push(sid.clone());
-            seen.arrived.notify_one();
-            let release = seen.release.clone();
-            drop(seen);
             release.notified().await;
             created(sid)
         }
