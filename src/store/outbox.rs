@@ -536,7 +536,12 @@ where
         .map_err(unavailable)?;
     let recorded = DB::affected(&done) == 1;
     if recorded && state == NotifyState::Sent {
-        sqlx::query(APPLY_KEPT_BY_ID).bind(now_text).bind(id.to_owned()).execute(pool).await.map_err(unavailable)?;
+        // The send is recorded either way; if this fails, the message
+        // stays `sent` until Twilio reports on it again.
+        let applied = sqlx::query(APPLY_KEPT_BY_ID).bind(now_text).bind(id.to_owned()).execute(pool).await;
+        if let Err(err) = applied {
+            tracing::warn!(notification = %id, error = %err, "a report kept for this send was not applied");
+        }
     }
     Ok(recorded)
 }
