@@ -800,7 +800,12 @@ impl Handler<ChatStored> for Room {
                     self.take_stored(event, ctx);
                 }
             }
-            Err(err) => Self::reply_error(&session.outbox, reference, Refusal::from(err)),
+            Err(err) => {
+                // Storage refuses chat to a consultation that another node
+                // ended while this one could not hear of it.
+                self.catch_up_if_stale(&err, ctx);
+                Self::reply_error(&session.outbox, reference, Refusal::from(err));
+            }
         }
         self.maybe_idle(ctx);
     }
@@ -1078,7 +1083,10 @@ impl Handler<PostSystem> for Room {
             if let Some(state) = act.state.as_mut() {
                 state.write_finished();
             }
-            let stored = result.map_err(Refusal::from)?;
+            let stored = result.map_err(|err| {
+                act.catch_up_if_stale(&err, ctx);
+                Refusal::from(err)
+            })?;
             let event = MessageEvent {
                 room: act.id.clone(),
                 seq: stored.seq,
@@ -1305,9 +1313,9 @@ impl Room {
 }
 
 impl Room {
-    /// After storage refused a status change as a conflict: the
-    /// consultation ended on a node this one has not heard from, so catch
-    /// up with it now rather than at the next resync.
+    /// After storage refused a status change or a message as a conflict:
+    /// the consultation ended on a node this one has not heard from, so
+    /// catch up with it now rather than at the next resync.
     fn catch_up_if_stale(&mut self, err: &StoreError, ctx: &mut Context<Self>) {
         if let (StoreError::Conflict(_), Some(state)) = (err, self.state.as_ref()) {
             let known = state.record().clone();

@@ -90,7 +90,10 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
     /// The last `limit` messages, in `seq` order.
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError>;
-    /// Stores a message durably, or finds the original of a resend.
+    /// Stores a message durably, or finds the original of a resend. A new
+    /// message to a consultation that has ended is a `Conflict` where other
+    /// nodes can end it (PostgreSQL). On SQLite the one node's room is the
+    /// only writer of its status and refuses such a message itself.
     async fn append(&self, message: NewMessage) -> Result<Appended, StoreError>;
     /// The stored message of `sender` with `client_id` in the room, as a
     /// resend's `append` would answer it, without storing anything: how an

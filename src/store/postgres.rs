@@ -189,7 +189,7 @@ async fn apply_batch(conn: &mut PgConnection, batch: Vec<Job>, outbox: &OutboxPo
     match result {
         Ok(()) => {
             for (reply, stored) in replies.into_iter().zip(appended) {
-                let _ = reply.send(Ok(stored));
+                let _ = reply.send(stored);
             }
             outcomes.into_iter().for_each(Outcome::send);
             true
@@ -231,19 +231,25 @@ fn is_resend_race(err: &sqlx::Error) -> bool {
 ///    consultation (members, queue entries);
 /// 2. `originals` finds resends through the unique (room, sender,
 ///    client_id) index, one probe per message;
-/// 3. `fresh` numbers the other messages after their room's `last_seq`, in
-///    batch order; `inserted` stores them and `moved` advances `last_seq`.
+/// 3. `fresh` numbers the other messages of rooms still open after their
+///    room's `last_seq`, in batch order; `inserted` stores them and `moved`
+///    advances `last_seq`;
+/// 4. `refused` are the other messages of rooms that have ended. A node
+///    that has not heard of an end (another node's, while Redis was down)
+///    still takes chat for the room; the lock orders this batch after the
+///    end's update, so the check here is the one that counts.
 ///
-/// Every input row comes back once, by `ord`, with its `seq`, `id` and `at`
-/// and whether it was a resend.
+/// Every input row comes back once, by `ord`: with its `seq`, `id` and `at`
+/// and whether it was a resend, or with no `seq` when it was refused.
 const APPEND: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[]) WITH ORDINALITY
         AS t(room, sender_id, sender_name, sender_role, client_id, kind, text, id, ord)
 ), locked AS (
-    SELECT c.id, c.last_seq FROM (SELECT DISTINCT room FROM input ORDER BY room) r
-    CROSS JOIN LATERAL (SELECT id, last_seq FROM consultations WHERE id = r.room FOR NO KEY UPDATE) c
+    SELECT c.id, c.last_seq, c.status IN ('ended', 'cancelled') AS closed
+    FROM (SELECT DISTINCT room FROM input ORDER BY room) r
+    CROSS JOIN LATERAL (SELECT id, last_seq, status FROM consultations WHERE id = r.room FOR NO KEY UPDATE) c
 ), originals AS (
     SELECT i.ord, m.seq, m.id, m.at FROM input i
     CROSS JOIN LATERAL (
@@ -253,7 +259,10 @@ WITH input AS (
 ), fresh AS (
     SELECT i.*, l.last_seq + row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS seq
     FROM input i JOIN locked l ON l.id = i.room
-    WHERE i.ord NOT IN (SELECT ord FROM originals)
+    WHERE NOT l.closed AND i.ord NOT IN (SELECT ord FROM originals)
+), refused AS (
+    SELECT i.ord FROM input i JOIN locked l ON l.id = i.room
+    WHERE l.closed AND i.ord NOT IN (SELECT ord FROM originals)
 ), inserted AS (
     INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
     SELECT room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, $9 FROM fresh
@@ -264,12 +273,19 @@ WITH input AS (
 SELECT ord, seq, id, $9 AS at, FALSE AS duplicate FROM fresh
 UNION ALL
 SELECT ord, seq, id, at, TRUE FROM originals
+UNION ALL
+SELECT ord, NULL, NULL, NULL, FALSE FROM refused
 ORDER BY ord";
 
 /// Stores `messages` with their rooms' next `seq`s ([`APPEND`]); a resend
 /// (in the table, or earlier in the batch) gets the original's `seq`, `id`
-/// and `at`. One result per message, in order.
-async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) -> Result<Vec<Appended>, sqlx::Error> {
+/// and `at`, and a new message to a consultation that has ended a
+/// `Conflict`. One result per message, in order.
+async fn append_all(
+    conn: &mut PgConnection,
+    messages: &[NewMessage],
+    at: &str,
+) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -293,7 +309,7 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
     }
     let ids = MessageIds::get();
     let column = |f: fn(&NewMessage) -> String| unique.iter().map(|m| f(m)).collect::<Vec<String>>();
-    let rows: Vec<(i64, i64, String, String, bool)> = sqlx::query_as(APPEND)
+    let rows: Vec<(i64, Option<i64>, Option<String>, Option<String>, bool)> = sqlx::query_as(APPEND)
         .bind(column(|m| m.room.clone()))
         .bind(column(|m| m.from.id.clone()))
         .bind(column(|m| m.from.name.clone()))
@@ -310,11 +326,17 @@ async fn append_all(conn: &mut PgConnection, messages: &[NewMessage], at: &str) 
         // only to consultations they loaded) would drop out of `fresh`.
         return Err(sqlx::Error::Protocol(format!("{} of {} messages stored", rows.len(), unique.len())));
     }
-    let stored: Vec<Appended> =
-        rows.into_iter().map(|(_, seq, id, at, duplicate)| Appended { seq, id, at, duplicate }).collect();
+    let stored: Vec<Result<Appended, StoreError>> = rows
+        .into_iter()
+        .zip(&unique)
+        .map(|((_, seq, id, at, duplicate), m)| match (seq, id, at) {
+            (Some(seq), Some(id), Some(at)) => Ok(Appended { seq, id, at, duplicate }),
+            _ => Err(StoreError::Conflict(format!("{} has ended", m.room))),
+        })
+        .collect();
     Ok(slot
         .into_iter()
-        .map(|(i, again)| Appended { duplicate: stored[i].duplicate || again, ..stored[i].clone() })
+        .map(|(i, again)| stored[i].clone().map(|first| Appended { duplicate: first.duplicate || again, ..first }))
         .collect())
 }
 

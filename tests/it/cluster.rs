@@ -523,6 +523,42 @@ async fn a_no_show_refused_by_storage_makes_the_node_catch_up() {
 }
 
 #[tokio::test]
+async fn a_message_to_a_consultation_ended_on_another_node_is_refused_by_storage() {
+    let mut cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    let (mut patient, mut doctor) = across(&a, &b, "c-late").await;
+    let before = patient.chat("c-late", "1", "before the end").await;
+    assert_eq!(next_message(&mut doctor).await, (1, "before the end".into()));
+    let (mut other_patient, mut other_doctor) = across(&a, &b, "c-late-sys").await;
+
+    cluster.redis.kill();
+    eventually("node a reports the broker down", || async { readiness(&a).await == 503 }).await;
+    // Both consultations end on node b, which node a cannot hear of.
+    assert_eq!(doctor.request(json!({"type": "end", "room": "c-late"})).await["type"], "ok");
+    assert_eq!(other_doctor.request(json!({"type": "end", "room": "c-late-sys"})).await["type"], "ok");
+    // Node a still takes the patient's chat, but storage refuses it, and the
+    // refusal makes the room catch up at once.
+    let refused = patient.request(json!({"type": "chat", "room": "c-late", "client_id": "2", "text": "late"})).await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+    assert_eq!(patient.recv_type("ended").await["room"], "c-late");
+    // A resend of the message stored before the end keeps its ack.
+    assert_eq!(patient.chat("c-late", "1", "before the end").await["seq"], before["seq"]);
+    // A system message through node a's HTTP API: refused the same way.
+    let (status, body) = a.post("/v1/consultations/c-late-sys/messages", json!({"text": "late"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert_eq!(other_patient.recv_type("ended").await["room"], "c-late-sys");
+    assert_eq!(readiness(&a).await, 503, "still without Redis");
+    // Nothing was stored after either end.
+    let (_, page) = b.get("/v1/consultations/c-late/messages").await;
+    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["before the end"]);
+    let (_, page) = b.get("/v1/consultations/c-late-sys/messages").await;
+    assert_eq!(page["messages"], json!([]));
+    let (_, consultation) = a.get("/v1/consultations/c-late").await;
+    assert_eq!(consultation["last_seq"], 1, "{consultation}");
+}
+
+#[tokio::test]
 async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
     let cluster = Cluster::new().await;
     let b = cluster.node("node-b").await;
