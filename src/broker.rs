@@ -16,7 +16,9 @@
 //! 503 meanwhile. Events that could not be sent, or were published while
 //! the subscriber was away, are lost, so after a reconnect every room is
 //! told to resync: it says again which sessions it has and fills `seq` gaps
-//! from the database, where every acknowledged message is.
+//! from the database, where every acknowledged message is. So is a room
+//! that started before the subscriber's first connection was made (Redis
+//! went away between the node's start and that connection).
 //!
 //! Names (see [`channel`]) carry the consultation in a hash tag, so that
 //! a room's channel and presence key fall in one slot of a Redis Cluster and
@@ -591,9 +593,14 @@ async fn subscriber(
         }
         health.subscriber.store(true, Ordering::Relaxed);
         backoff = Duration::ZERO;
-        if !std::mem::take(&mut first) {
+        let again = !std::mem::take(&mut first);
+        if again {
             health.reconnects.fetch_add(1, Ordering::Relaxed);
-            info!(rooms = channels.len(), "Redis pub/sub is back: rooms resync");
+        }
+        // Rooms that started before this connection (after a lost one, or
+        // before the first one was made) heard nothing meanwhile.
+        if again || !channels.is_empty() {
+            info!(rooms = channels.len(), "Redis pub/sub is connected: the rooms started before resync");
             tell_all(&subscribers, &FromCluster::Resync);
         }
         // A connection that died without a reset (a partition) would say
@@ -794,6 +801,54 @@ async fn heartbeat(client: Client, instance: String, ttl: Duration, health: Arc<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hands what a room would get to the test.
+    struct Collector(mpsc::UnboundedSender<FromCluster>);
+
+    impl actix::Actor for Collector {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<FromCluster> for Collector {
+        type Result = ();
+
+        fn handle(&mut self, message: FromCluster, _: &mut Self::Context) {
+            let _ = self.0.send(message);
+        }
+    }
+
+    #[actix::test]
+    async fn a_room_that_subscribed_before_the_first_connection_resyncs_once_it_is_made() {
+        use actix::Actor;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let (requests, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
+        let task = tokio::spawn(subscriber(client, rx, "n/1".into(), health.clone(), Subscribers::default()));
+        let (tx, mut heard) = mpsc::unbounded_channel();
+        let (done, subscribed) = oneshot::channel();
+        let to = Collector(tx).start().recipient();
+        requests.send(Sub::Subscribe { channel: channel(Topic::Room("r")), id: 1, to, done }).unwrap();
+        // Nothing listens on the port yet: the request is only noted.
+        subscribed.await.unwrap();
+        assert!(!health.subscriber.load(Ordering::Relaxed));
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed (Debian package redis-server; scripts/test installs it)");
+        // The subscriber retries with backoff; without a resync the room
+        // would hear nothing at all.
+        let first = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
+        let _ = redis.kill();
+        let _ = redis.wait();
+        task.abort();
+        assert!(matches!(first, Ok(Some(FromCluster::Resync))), "the room is told to resync");
+        assert_eq!(health.reconnects.load(Ordering::Relaxed), 0, "a first connection is no reconnect");
+    }
 
     #[test]
     fn an_instance_is_gone_after_a_ttl_unseen_but_not_for_time_without_redis() {
