@@ -277,6 +277,10 @@ UNION ALL
 SELECT ord, NULL, NULL, NULL, FALSE FROM refused
 ORDER BY ord";
 
+/// A row of [`APPEND`]: `ord`, then `seq`, `id` and `at` (none of them for
+/// a refused message), and whether it was a resend.
+type AppendRow = (i64, Option<i64>, Option<String>, Option<String>, bool);
+
 /// Stores `messages` with their rooms' next `seq`s ([`APPEND`]); a resend
 /// (in the table, or earlier in the batch) gets the original's `seq`, `id`
 /// and `at`, and a new message to a consultation that has ended a
@@ -309,7 +313,7 @@ async fn append_all(
     }
     let ids = MessageIds::get();
     let column = |f: fn(&NewMessage) -> String| unique.iter().map(|m| f(m)).collect::<Vec<String>>();
-    let rows: Vec<(i64, Option<i64>, Option<String>, Option<String>, bool)> = sqlx::query_as(APPEND)
+    let rows: Vec<AppendRow> = sqlx::query_as(APPEND)
         .bind(column(|m| m.room.clone()))
         .bind(column(|m| m.from.id.clone()))
         .bind(column(|m| m.from.name.clone()))
