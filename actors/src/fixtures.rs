@@ -17,5 +17,6 @@ pub fn record(last_seq: i64) -> RoomRecord {
         last_seq,
         paid: true,
         ended_at: None,
+        ended_by: None,
     }
 }

@@ -981,7 +981,7 @@ impl Handler<Admit> for Room {
         };
         let store = self.store.clone();
         let room = self.id.clone();
-        let write = async move { store.set_status(&room, RoomStatus::Active, Utc::now()).await };
+        let write = async move { store.set_status(&room, RoomStatus::Active, Utc::now(), None).await };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
@@ -1034,7 +1034,8 @@ impl Handler<End> for Room {
         let at = Utc::now();
         let store = self.store.clone();
         let room = self.id.clone();
-        let write = async move { store.set_status(&room, RoomStatus::Ended, at).await };
+        let by = Person { id: msg.by.id.clone(), name: msg.by.name.clone() };
+        let write = async move { store.set_status(&room, RoomStatus::Ended, at, Some(by)).await };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
@@ -1302,7 +1303,12 @@ impl Room {
             }
             if let Some(status) = missed.status {
                 let frame = status.is_closed().then(|| {
-                    let by = UserRef { id: "system".into(), name: "Telehub".into() };
+                    // Consultations ended before who ended them was stored
+                    // name the hub.
+                    let by = match &stored.ended_by {
+                        Some(p) => UserRef { id: p.id.clone(), name: p.name.clone() },
+                        None => UserRef { id: "system".into(), name: "Telehub".into() },
+                    };
                     let at = stored.ended_at.clone().unwrap_or_else(|| format_time(Utc::now()));
                     ServerFrame::Ended { room: act.id.clone(), by, at }.to_json()
                 });
@@ -1397,7 +1403,9 @@ impl Handler<NoShow> for Room {
         let at = Utc::now();
         let store = self.store.clone();
         let room = self.id.clone();
-        let write = async move { store.set_status(&room, RoomStatus::Cancelled, at).await };
+        let by = UserRef { id: "system".into(), name: "No-show".into() };
+        let stored_by = Person { id: by.id.clone(), name: by.name.clone() };
+        let write = async move { store.set_status(&room, RoomStatus::Cancelled, at, Some(stored_by)).await };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
@@ -1408,7 +1416,6 @@ impl Handler<NoShow> for Room {
             }
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.set_status(RoomStatus::Cancelled);
-            let by = UserRef { id: "system".into(), name: "No-show".into() };
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
             act.publish(|| ClusterEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });

@@ -29,6 +29,8 @@ pub struct RoomRecord {
     pub paid: bool,
     /// When it ended or was cancelled, if it has.
     pub ended_at: Option<String>,
+    /// Who ended it: a user, or the hub itself for a no-show.
+    pub ended_by: Option<Person>,
 }
 
 /// A person named in a consultation.
@@ -103,8 +105,14 @@ pub trait RoomStore: Send + Sync + 'static {
     async fn read_markers(&self, room: &str) -> Result<Vec<(String, i64)>, StoreError>;
     /// Moves a user's read marker forward (never back); returns the marker.
     async fn set_read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError>;
-    /// Changes the consultation's status.
-    async fn set_status(&self, room: &str, status: RoomStatus, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Changes the consultation's status; `by` is who ended it, for an end.
+    async fn set_status(
+        &self,
+        room: &str,
+        status: RoomStatus,
+        at: DateTime<Utc>,
+        by: Option<Person>,
+    ) -> Result<(), StoreError>;
     /// Records the room's media mode.
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError>;
     /// Queues an entry for the audit trail, in order with the writes queued

@@ -141,6 +141,10 @@ pub struct ConsultationView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    /// Who ended it: a user, or `{"id": "system", "name": "No-show"}` for a
+    /// patient who never came; `null` while it has not ended (and for
+    /// consultations ended before this was recorded).
+    pub ended_by: Option<PersonIn>,
     /// The last `seq` stored in the room.
     pub last_seq: i64,
     pub members: Vec<MemberView>,
@@ -183,6 +187,7 @@ impl From<Consultation> for ConsultationView {
             created_at: c.created_at,
             started_at: c.started_at,
             ended_at: c.ended_at,
+            ended_by: c.ended_by.map(|p| PersonIn { id: p.id, name: p.name }),
             last_seq: c.last_seq,
             members,
         }

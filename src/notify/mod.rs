@@ -323,6 +323,7 @@ mod tests {
             created_at: "2026-12-01T10:00:00.000Z".into(),
             started_at: None,
             ended_at: None,
+            ended_by: None,
             last_seq: 0,
             payment: payment
                 .map(|status| PaymentState { price: Price { amount: 100, currency: "idr".into() }, status }),

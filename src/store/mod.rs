@@ -156,6 +156,8 @@ pub struct Consultation {
     pub created_at: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    /// Who ended it, when it has ended.
+    pub ended_by: Option<Person>,
     pub last_seq: i64,
     /// The price and whether it is paid; `None`: nothing is owed.
     pub payment: Option<PaymentState>,
@@ -175,6 +177,7 @@ impl Consultation {
             last_seq: self.last_seq,
             paid: self.payment.as_ref().is_none_or(|p| p.status == PaymentStatus::Paid),
             ended_at: self.ended_at.clone(),
+            ended_by: self.ended_by.clone(),
         }
     }
 }

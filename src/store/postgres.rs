@@ -26,7 +26,8 @@ use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
@@ -373,16 +374,21 @@ async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolic
             .await?;
             Outcome::Marker(reply, Ok(marker))
         }
-        Write::Status { room, status, at, reply } => {
+        Write::Status { room, status, at, by, reply } => {
+            let (by_id, by_name) = by.map(|p| (p.id, p.name)).unzip();
             let done = sqlx::query(
                 "UPDATE consultations SET status = $1,
                     started_at = CASE WHEN $1 = 'active' THEN COALESCE(started_at, $2) ELSE started_at END,
-                    ended_at = CASE WHEN $1 IN ('ended', 'cancelled') THEN $2 ELSE ended_at END
+                    ended_at = CASE WHEN $1 IN ('ended', 'cancelled') THEN $2 ELSE ended_at END,
+                    ended_by_id = CASE WHEN $1 IN ('ended', 'cancelled') THEN $4 ELSE ended_by_id END,
+                    ended_by_name = CASE WHEN $1 IN ('ended', 'cancelled') THEN $5 ELSE ended_by_name END
                  WHERE id = $3 AND status NOT IN ('ended', 'cancelled')",
             )
             .bind(status.as_str())
             .bind(format_time(at))
             .bind(&room)
+            .bind(by_id)
+            .bind(by_name)
             .execute(&mut *conn)
             .await?;
             // A closed consultation stays closed, whatever a node that has
@@ -508,7 +514,7 @@ async fn check_in(
 }
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
-        c.created_at, c.started_at, c.ended_at, c.last_seq, c.payment_amount, c.payment_currency, c.payment_status,
+        c.created_at, c.started_at, c.ended_at, c.ended_by_id, c.ended_by_name, c.last_seq, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name
      FROM consultations c
@@ -566,8 +572,14 @@ impl RoomStore for PostgresStore {
         self.writes.read_marker(room, user, seq).await
     }
 
-    async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
-        self.writes.status(room, status, at).await
+    async fn set_status(
+        &self,
+        room: &str,
+        status: RoomStatus,
+        at: chrono::DateTime<Utc>,
+        by: Option<Person>,
+    ) -> Result<(), StoreError> {
+        self.writes.status(room, status, at, by).await
     }
 
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {

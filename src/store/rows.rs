@@ -176,6 +176,8 @@ pub(crate) struct ConsultationRow {
     created_at: String,
     started_at: Option<String>,
     ended_at: Option<String>,
+    ended_by_id: Option<String>,
+    ended_by_name: Option<String>,
     patient_id: String,
     patient_name: String,
     patient_phone: Option<String>,
@@ -211,6 +213,10 @@ impl TryFrom<ConsultationRow> for Consultation {
             created_at: row.created_at,
             started_at: row.started_at,
             ended_at: row.ended_at,
+            ended_by: match (row.ended_by_id, row.ended_by_name) {
+                (Some(id), Some(name)) => Some(Person { id, name }),
+                _ => None,
+            },
             last_seq: row.last_seq,
             payment: match (row.payment_amount, row.payment_currency, row.payment_status) {
                 (Some(amount), Some(currency), Some(status)) => Some(PaymentState {

@@ -26,7 +26,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, QueueStore, RoomRecord, RoomStore, StoreError, StoredEntry,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
@@ -339,17 +340,22 @@ async fn apply_write(conn: &mut SqliteConnection, write: Write, outbox: &OutboxP
             .await?;
             Outcome::Marker(reply, Ok(marker))
         }
-        Write::Status { room, status, at, reply } => {
+        Write::Status { room, status, at, by, reply } => {
             let at = format_time(at);
+            let (by_id, by_name) = by.map(|p| (p.id, p.name)).unzip();
             let done = sqlx::query(
                 "UPDATE consultations SET status = ?1,
                     started_at = CASE WHEN ?1 = 'active' THEN COALESCE(started_at, ?2) ELSE started_at END,
-                    ended_at = CASE WHEN ?1 IN ('ended', 'cancelled') THEN ?2 ELSE ended_at END
+                    ended_at = CASE WHEN ?1 IN ('ended', 'cancelled') THEN ?2 ELSE ended_at END,
+                    ended_by_id = CASE WHEN ?1 IN ('ended', 'cancelled') THEN ?4 ELSE ended_by_id END,
+                    ended_by_name = CASE WHEN ?1 IN ('ended', 'cancelled') THEN ?5 ELSE ended_by_name END
                  WHERE id = ?3 AND status NOT IN ('ended', 'cancelled')",
             )
             .bind(status.as_str())
             .bind(&at)
             .bind(&room)
+            .bind(by_id)
+            .bind(by_name)
             .execute(&mut *conn)
             .await?;
             // A closed consultation stays closed, whatever a node that has
@@ -712,7 +718,7 @@ async fn insert_rows(
 }
 
 const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
-        c.created_at, c.started_at, c.ended_at, c.payment_amount, c.payment_currency, c.payment_status,
+        c.created_at, c.started_at, c.ended_at, c.ended_by_id, c.ended_by_name, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name,
         (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.room = c.id) AS last_seq
@@ -771,8 +777,14 @@ impl RoomStore for SqliteStore {
         self.writes.read_marker(room, user, seq).await
     }
 
-    async fn set_status(&self, room: &str, status: RoomStatus, at: chrono::DateTime<Utc>) -> Result<(), StoreError> {
-        self.writes.status(room, status, at).await
+    async fn set_status(
+        &self,
+        room: &str,
+        status: RoomStatus,
+        at: chrono::DateTime<Utc>,
+        by: Option<Person>,
+    ) -> Result<(), StoreError> {
+        self.writes.status(room, status, at, by).await
     }
 
     async fn set_media_mode(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {

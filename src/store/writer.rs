@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, StoreError};
+use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +37,8 @@ pub(crate) enum Write {
         room: String,
         status: RoomStatus,
         at: DateTime<Utc>,
+        /// Who ended it, for an end.
+        by: Option<Person>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Media {
@@ -196,9 +198,15 @@ impl Writes {
         submit(&self.tx, |reply| Job::Write(Write::ReadMarker { room, user, seq, reply })).await
     }
 
-    pub(crate) async fn status(&self, room: &str, status: RoomStatus, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(crate) async fn status(
+        &self,
+        room: &str,
+        status: RoomStatus,
+        at: DateTime<Utc>,
+        by: Option<Person>,
+    ) -> Result<(), StoreError> {
         let room = room.to_owned();
-        submit(&self.tx, |reply| Job::Write(Write::Status { room, status, at, reply })).await
+        submit(&self.tx, |reply| Job::Write(Write::Status { room, status, at, by, reply })).await
     }
 
     pub(crate) async fn media(&self, room: &str, mode: MediaMode) -> Result<(), StoreError> {

@@ -57,6 +57,7 @@ async fn end_tells_everyone_and_makes_the_room_read_only() {
     assert_eq!(status, 200);
     assert_eq!(consultation["status"], "ended");
     assert!(consultation["ended_at"].is_string());
+    assert_eq!(consultation["ended_by"], json!({"id": "d-c-end", "name": "Ana"}));
     let (status, _) = app.post("/v1/consultations/c-end/end", json!({})).await;
     assert_eq!(status, 409);
 }

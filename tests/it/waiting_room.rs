@@ -265,7 +265,9 @@ async fn an_admitted_patient_who_never_comes_is_a_no_show() {
 
     let ended = doctor.recv_type("ended").await;
     assert_eq!(ended["by"], json!({"id": "system", "name": "No-show"}));
-    assert_eq!(app.consultation_status("c-n1").await, "cancelled");
+    let (_, consultation) = app.get("/v1/consultations/c-n1").await;
+    assert_eq!(consultation["status"], "cancelled");
+    assert_eq!(consultation["ended_by"], ended["by"]);
     let chat = doctor.request(json!({"type": "chat", "room": "c-n1", "client_id": "x", "text": "hello?"})).await;
     assert_eq!(chat["code"], "conflict");
 }
