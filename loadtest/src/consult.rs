@@ -580,6 +580,16 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
     // Without chat rounds, halfway is the end.
     if rejoin_at == Some(args.messages) {
         patient = rejoin(patient, &mut doctor, setup, rejoin_node, source, run, outcome).await?;
+    } else if args.messages > 0 {
+        // The doctor sees that the patient has read the last message before
+        // ending it. A receipt that never comes is counted, not waited for.
+        let last = outcome.highest;
+        let deadline = tokio::time::Instant::now() + doctor.patience;
+        doctor
+            .until_by("read", None, deadline, |f| {
+                matches!(f, ServerFrame::Read { seq, .. } if *seq >= last).then_some(())
+            })
+            .await?;
     }
 
     // 6. The doctor ends it.
@@ -806,6 +816,9 @@ pub struct ConsultReport {
     /// sent before every message.
     pub typing_missing: u64,
     pub reads_seen: u64,
+    /// Read receipts a side that stayed connected never saw: the other side
+    /// reads every message it is delivered.
+    pub reads_missing: u64,
     /// Patients that dropped their connection and rejoined with `since`.
     pub reconnects: u64,
     /// Messages those rejoins brought in their history.
@@ -858,14 +871,15 @@ impl ConsultReport {
         println!(" rejoin from reconnecting to joined, called from the admit to each display)");
         println!();
         println!(
-            "verification: {} messages; lost {}, duplicated {}, out of order {}; typing seen {} (missing {}), read receipts seen {}",
+            "verification: {} messages; lost {}, duplicated {}, out of order {}; typing seen {} (missing {}), read receipts seen {} (missing {})",
             self.messages,
             self.lost,
             self.duplicated,
             self.out_of_order,
             self.typing_seen,
             self.typing_missing,
-            self.reads_seen
+            self.reads_seen,
+            self.reads_missing
         );
         println!(
             "reconnects: {} rejoined, {} messages replayed, {} late for the storm",
@@ -978,7 +992,7 @@ fn report(
     let (mut failures, mut errors) = (BTreeMap::new(), BTreeMap::new());
     let (mut lost, mut duplicated, mut out_of_order, mut messages, mut typing, mut reads) = (0, 0, 0, 0, 0, 0);
     let (mut reconnects, mut replayed, mut storm_late) = (0, 0, 0);
-    let mut typing_missing = 0;
+    let (mut typing_missing, mut reads_missing) = (0, 0);
     for outcome in outcomes {
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -995,12 +1009,13 @@ fn report(
         storm_late += u64::from(outcome.reconnected && outcome.storm_late);
         replayed += outcome.replayed;
         // Each side announces every message it sends with a typing
-        // indicator, which the other side must see, unless it was away
-        // (typing is live only).
+        // indicator, and reads every message it is delivered: the other
+        // side must see both, unless it was away (they are live only).
         let heard_all = outcome.failure.is_none() && !outcome.reconnected;
         for side in &outcome.sides {
             if heard_all {
                 typing_missing += (outcome.messages / 2).saturating_sub(side.typing);
+                reads_missing += (outcome.messages / 2).saturating_sub(side.reads);
             }
             lost += side.check.lost(outcome.highest);
             duplicated += side.check.duplicated;
@@ -1085,6 +1100,7 @@ fn report(
         typing_seen: typing,
         typing_missing,
         reads_seen: reads,
+        reads_missing,
         reconnects,
         replayed,
         storm_late,
@@ -1099,7 +1115,13 @@ fn report(
         elapsed_s: elapsed.as_secs_f64(),
         delivered_per_s: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
         timeline,
-        clean: failed == 0 && lost == 0 && duplicated == 0 && out_of_order == 0 && typing_missing == 0 && displays_ok,
+        clean: failed == 0
+            && lost == 0
+            && duplicated == 0
+            && out_of_order == 0
+            && typing_missing == 0
+            && reads_missing == 0
+            && displays_ok,
     }
 }
 
@@ -1190,6 +1212,8 @@ mod tests {
         assert_eq!((count("delivery"), count("ack"), report["messages"].as_u64().unwrap()), (18, 18, 18));
         assert_eq!(report["typing_seen"], 18, "the other side saw every typing indicator");
         assert_eq!(report["typing_missing"], 0);
+        assert_eq!(report["reads_seen"], 18, "and every read receipt");
+        assert_eq!(report["reads_missing"], 0);
         assert_eq!(report["lost"], 0);
         assert_eq!(report["scenario"]["name"], "consult");
     }
@@ -1201,6 +1225,16 @@ mod tests {
         assert!(!passed, "{report:#}");
         assert_eq!((&report["failed"], &report["lost"]), (&serde_json::json!(0), &serde_json::json!(0)));
         assert_eq!(report["typing_missing"], 18, "{report:#}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_receipts_that_never_arrive_fail_the_run() {
+        let faults = crate::mock_hub::Faults { drop_reads: true, ..Default::default() };
+        let (passed, report) = run_against(faults).await;
+        assert!(!passed, "{report:#}");
+        assert_eq!((&report["failed"], &report["lost"]), (&serde_json::json!(0), &serde_json::json!(0)));
+        assert_eq!((&report["reads_seen"], &report["reads_missing"]), (&serde_json::json!(0), &serde_json::json!(18)));
+        assert_eq!(report["typing_missing"], 0, "{report:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

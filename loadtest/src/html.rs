@@ -99,7 +99,7 @@ pub fn consult_page(report: &ConsultReport) -> String {
     let _ = writeln!(
         html,
         "<p>{} of {} consultations completed, {} failed ({}), in {:.1} s. {} messages; lost {}, duplicated {}, \
-         out of order {}; typing seen {}, read receipts seen {}. Reconnects: {} rejoined, {} messages replayed, \
+         out of order {}; typing seen {} (missing {}), read receipts seen {} (missing {}). Reconnects: {} rejoined, {} messages replayed, \
          {} late for the storm. Displays: {} watched (failures: {}), {} queue states, {} entries with names; \
          called {}, missing {}, duplicated {}, unexpected {}. Error frames: {}.</p>",
         report.completed,
@@ -112,7 +112,9 @@ pub fn consult_page(report: &ConsultReport) -> String {
         report.duplicated,
         report.out_of_order,
         report.typing_seen,
+        report.typing_missing,
         report.reads_seen,
+        report.reads_missing,
         report.reconnects,
         report.replayed,
         report.storm_late,

@@ -43,6 +43,8 @@ pub struct Faults {
     pub swallow_chat: bool,
     /// Never pass typing indicators on.
     pub drop_typing: bool,
+    /// Never pass read receipts on.
+    pub drop_reads: bool,
     /// Store every chat message twice, under two seqs (acking the first),
     /// as a hub that lost track of `client_id` would.
     pub store_twice: bool,
@@ -394,7 +396,7 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                 }
             }
             Some(kind @ ("typing" | "read" | "end")) => {
-                if kind == "typing" && faults.drop_typing {
+                if (kind == "typing" && faults.drop_typing) || (kind == "read" && faults.drop_reads) {
                     continue;
                 }
                 let event = match kind {
