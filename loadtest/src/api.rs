@@ -21,7 +21,7 @@ const TOKEN_TTL_S: u64 = 7200;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One consultation and the tokens of its two members.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoomSetup {
     /// The room number N (offset included).
     pub number: usize,

@@ -272,9 +272,20 @@ pub struct IdleArgs {
     pub hold: Duration,
     /// The hub's process id (same machine), to read its VmRSS before
     /// connecting and once all sessions are joined. With several load-test
-    /// processes, give it to one process only.
+    /// processes started by hand, give it to one process only (its figure
+    /// then counts only its own sessions); --processes measures them all.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Hold the sessions in this many processes, since the open-file limit
+    /// is per process: this one sets up the rooms, starts the others with a
+    /// share of the rooms each, and measures the hub once all have joined.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub processes: u16,
+    /// Run as one of the processes of --processes: take the rooms from
+    /// standard input and report on standard output.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub holder: bool,
 }
 
 /// Parses `500ms`, `20s`, `2m` or a plain number of seconds.

@@ -28,6 +28,9 @@ RATE=${RATE:-25000}
 SATURATION=${SATURATION:-5000,10000,12500,15000,20000}
 DURATION=${DURATION:-20s}
 IDLE_ROOMS=${IDLE_ROOMS:-5000}
+# Generator processes that hold the idle sessions (the open-file limit is
+# per process; one process may hold about 19,000).
+IDLE_PROCESSES=${IDLE_PROCESSES:-1}
 steps=${*:-chat saturation idle}
 mkdir -p "$OUT"
 
@@ -103,7 +106,7 @@ for step in $steps; do
         echo "== idle: $IDLE_ROOMS rooms, $((IDLE_ROOMS * 2)) sessions"
         start_hub idle
         "$LOAD" idle --url "http://127.0.0.1:$port" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$hub" \
-            --hold 2s --json "$OUT/idle.json" || status=1
+            --processes "$IDLE_PROCESSES" --hold 2s --json "$OUT/idle.json" || status=1
         stop_hub
         ;;
     floor)
@@ -114,7 +117,7 @@ for step in $steps; do
         floor=$!
         wait_port "$fport" "$OUT/floor-server.log"
         "$LOAD" idle --url "http://127.0.0.1:$fport" --api-key $KEY --rooms "$IDLE_ROOMS" --pid "$floor" \
-            --hold 2s --json "$OUT/floor.json" || status=1
+            --processes "$IDLE_PROCESSES" --hold 2s --json "$OUT/floor.json" || status=1
         kill "$floor" 2>/dev/null || true
         wait "$floor" 2>/dev/null || true
         ;;

@@ -33,6 +33,7 @@ WARMUP=${WARMUP:-3s}
 # 19,000 idle sessions: as many as one process may hold here (the hard
 # open-file limit is 20,000), so the generator needs only one.
 IDLE_ROOMS=${IDLE_ROOMS:-9500}
+IDLE_PROCESSES=${IDLE_PROCESSES:-1}  # generator processes holding them
 TARGETS=${TARGETS:-limit telehub-1 telehub-2 socketio-1 socketio-2}
 STEPS=${STEPS:-chat idle}
 mkdir -p "$OUT"
@@ -158,7 +159,8 @@ for target in $TARGETS; do
         rm -f "$OUT/idle-$target.json"
         start_target "$target"
         "$LOAD" idle --protocol "$protocol" --url "$urls" --api-key $KEY --rooms "$IDLE_ROOMS" \
-            --pid "$first_pid" --hold 2s --json "$OUT/idle-$target.json" || echo "   ($target: the idle run failed)"
+            --pid "$first_pid" --processes "$IDLE_PROCESSES" --hold 2s --json "$OUT/idle-$target.json" \
+            || echo "   ($target: the idle run failed)"
         stop_target
     fi
 done
