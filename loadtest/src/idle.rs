@@ -404,19 +404,24 @@ mod tests {
         assert!(settled(0, 0));
     }
 
+    /// `telehub-loadtest idle --api-key k` with `flags`.
+    fn idle_args<'a>(flags: impl IntoIterator<Item = &'a str>) -> IdleArgs {
+        use clap::Parser;
+        let argv = ["telehub-loadtest", "idle", "--api-key", "k"].into_iter().chain(flags);
+        let crate::cli::Command::Idle(args) = crate::cli::Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        args
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn holds_sessions_and_reports_memory() {
-        use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(crate::mock_hub::Faults::default()).await;
         let json = std::env::temp_dir().join(format!("telehub-loadtest-idle-{}.json", std::process::id()));
         let pid = std::process::id().to_string();
-        let cli = crate::cli::Cli::try_parse_from([
-            "telehub-loadtest",
-            "idle",
+        let args = idle_args([
             "--url",
             &hub.url,
-            "--api-key",
-            "k",
             "--rooms",
             "5",
             "--room-offset",
@@ -427,9 +432,7 @@ mod tests {
             &pid,
             "--json",
             json.to_str().unwrap(),
-        ])
-        .unwrap();
-        let crate::cli::Command::Idle(args) = cli.command else { unreachable!() };
+        ]);
         assert!(run(args).await.unwrap());
         let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let _ = std::fs::remove_file(&json);
@@ -443,22 +446,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_holder_joins_its_rooms_reports_them_and_lets_go_when_told() {
-        use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(crate::mock_hub::Faults::default()).await;
-        let cli = crate::cli::Cli::try_parse_from([
-            "telehub-loadtest",
-            "idle",
-            "--url",
-            &hub.url,
-            "--api-key",
-            "k",
-            "--rooms",
-            "3",
-            "--room-offset",
-            "300",
-        ])
-        .unwrap();
-        let crate::cli::Command::Idle(args) = cli.command else { unreachable!() };
+        let args = idle_args(["--url", &hub.url, "--rooms", "3", "--room-offset", "300"]);
         let rooms = create_rooms(&args.target).await.unwrap();
         let (mut to_holder, holder_in) = tokio::io::duplex(1 << 16);
         let (holder_out, from_holder) = tokio::io::duplex(1 << 16);
@@ -480,14 +469,9 @@ mod tests {
 
     #[test]
     fn holders_are_told_how_to_connect_not_what_to_set_up() {
-        use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from([
-            "telehub-loadtest",
-            "idle",
+        let args = idle_args([
             "--url",
             "http://127.0.0.1:1,http://127.0.0.1:2",
-            "--api-key",
-            "k",
             "--rooms",
             "9000",
             "--connect-concurrency",
@@ -496,17 +480,10 @@ mod tests {
             "2s",
             "--source-addrs",
             "127.0.0.2,127.0.0.3",
-        ])
-        .unwrap();
-        let crate::cli::Command::Idle(args) = cli.command else { unreachable!() };
+        ]);
         let flags = holder_flags(&args.target, 3);
-        // The API key goes by the environment, TELEHUB_API_KEY.
-        let mut argv =
-            vec!["telehub-loadtest".to_owned(), "idle".into(), "--holder".into(), "--api-key".into(), "k".into()];
-        argv.extend(flags.iter().cloned());
-        let crate::cli::Command::Idle(holder) = crate::cli::Cli::try_parse_from(argv).unwrap().command else {
-            unreachable!()
-        };
+        // (The API key goes by the environment, TELEHUB_API_KEY.)
+        let holder = idle_args(["--holder"].into_iter().chain(flags.iter().map(String::as_str)));
         assert!(holder.holder);
         let t = &holder.target;
         assert_eq!(t.urls, args.target.urls);
