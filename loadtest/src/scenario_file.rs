@@ -192,4 +192,17 @@ source_addrs = ["127.0.0.2", "127.0.0.3"]
         assert_eq!((args.doctors, args.displays, args.clinic.as_str()), (Some(20), 20, "c-load"));
         assert_eq!(args.html.as_deref(), Some(std::path::Path::new("bench-results/consult.html")));
     }
+
+    #[test]
+    fn the_idle_example_holds_19000_sessions_in_two_processes() {
+        use clap::Parser;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/idle.toml");
+        let mut out = expand(argv(&["telehub-loadtest", "--scenario", path, "--pid", "42"])).unwrap();
+        out.extend(argv(&["--api-key", "k"]));
+        let cli = crate::cli::Cli::try_parse_from(out).unwrap();
+        let crate::cli::Command::Idle(args) = cli.command else { panic!("idle") };
+        args.target.validate().unwrap();
+        assert_eq!((args.target.sessions(), args.processes, args.pid), (19_000, 2, Some(42)));
+        assert_eq!(args.hold, std::time::Duration::from_secs(30));
+    }
 }
