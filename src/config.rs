@@ -30,6 +30,10 @@ pub struct Settings {
     /// How long a write waits for a database lock before it fails with
     /// `unavailable` (SQLite).
     pub database_busy_ms: u64,
+    /// Messages that may wait for storage at once; more are refused with
+    /// `unavailable` and a `retry_ms`, so that an overloaded node answers at
+    /// once instead of queueing for seconds.
+    pub max_pending_messages: usize,
     /// Redis for a cluster of nodes (`redis://host:6379`); unset runs one
     /// node on its own. Needs a PostgreSQL `database_url`.
     pub redis_url: Option<String>,
@@ -161,6 +165,7 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             database_url: "sqlite://./data/telehub.db".into(),
             database_busy_ms: 5000,
+            max_pending_messages: 4096,
             redis_url: None,
             cluster_ttl_ms: 6000,
             jwt_secret: None,
@@ -231,6 +236,7 @@ impl std::fmt::Debug for Settings {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_busy_ms", &self.database_busy_ms)
+            .field("max_pending_messages", &self.max_pending_messages)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("cluster_ttl_ms", &self.cluster_ttl_ms)
             .field("jwt_secret", &redact(&self.jwt_secret))
@@ -300,6 +306,8 @@ pub struct Args {
     pub database_url: Option<String>,
     #[arg(long, env = "TELEHUB_DATABASE_BUSY_MS")]
     pub database_busy_ms: Option<u64>,
+    #[arg(long, env = "TELEHUB_MAX_PENDING_MESSAGES")]
+    pub max_pending_messages: Option<usize>,
     #[arg(long, env = "TELEHUB_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     #[arg(long, env = "TELEHUB_CLUSTER_TTL_MS")]
@@ -440,6 +448,7 @@ impl Settings {
             bind,
             database_url,
             database_busy_ms,
+            max_pending_messages,
             jwt_algorithm,
             node_id,
             log_format,
@@ -489,6 +498,7 @@ impl Settings {
         anyhow::ensure!(self.max_frame_bytes >= 1024, "max_frame_bytes must be at least 1024");
         anyhow::ensure!(self.max_text_chars >= 1, "max_text_chars must be at least 1");
         anyhow::ensure!(self.outbox_frames >= 1, "outbox_frames must be at least 1");
+        anyhow::ensure!(self.max_pending_messages >= 1, "max_pending_messages must be at least 1");
         anyhow::ensure!(
             self.rate_per_s > 0.0 && self.rate_burst >= 1.0,
             "rate_per_s must be positive and rate_burst at least 1"

@@ -55,9 +55,15 @@ async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState
     let tokens = TokenKeys::new(&settings, secret.as_deref())?;
     let http_rate = (settings.http_rate_per_s, settings.http_rate_burst);
     let outbox = notify::policy(&settings);
-    let store: Arc<dyn Store> =
-        store::connect(&settings.database_url, Duration::from_millis(settings.database_busy_ms), outbox.clone())
-            .await?;
+    let store: Arc<dyn Store> = store::connect(
+        &settings.database_url,
+        store::WriteLimits {
+            busy: Duration::from_millis(settings.database_busy_ms),
+            max_pending_messages: settings.max_pending_messages,
+        },
+        outbox.clone(),
+    )
+    .await?;
     let public_url: Arc<str> = settings.public_base(addr).into();
     let tokens = Arc::new(tokens);
     let metrics = Arc::new(Metrics::default());

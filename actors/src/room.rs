@@ -301,7 +301,8 @@ impl Room {
     }
 
     fn reply_error(outbox: &Outbox, reference: Option<String>, refusal: Refusal) {
-        Self::send_to(outbox, &ServerFrame::error(reference, refusal.code, refusal.message));
+        let Refusal { code, message, retry_ms } = refusal;
+        Self::send_to(outbox, &ServerFrame::Error { reference, code, message, retry_ms });
     }
 
     /// Sends the same bytes to every session present except `except`, and

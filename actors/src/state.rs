@@ -18,11 +18,13 @@ use crate::{Action, Identity, RoomRecord, may};
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// When to try again, for a refusal that passes.
+    pub retry_ms: Option<u64>,
 }
 
 impl Refusal {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Refusal { code, message: message.into() }
+        Refusal { code, message: message.into(), retry_ms: None }
     }
 }
 
@@ -38,6 +40,10 @@ impl From<crate::StoreError> for Refusal {
                 tracing::warn!(%message, "storage unavailable");
                 Refusal::new(ErrorCode::Unavailable, "storage unavailable, nothing was stored: retry")
             }
+            StoreError::Overloaded { retry_ms } => Refusal {
+                retry_ms: Some(retry_ms),
+                ..Refusal::new(ErrorCode::Unavailable, "storage is overloaded, nothing was stored: retry")
+            },
         }
     }
 }

@@ -81,6 +81,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Too many messages are waiting for storage already: this one was
+    /// refused before it was queued, and may be sent again after `retry_ms`.
+    #[error("storage overloaded: retry in {retry_ms} ms")]
+    Overloaded { retry_ms: u64 },
 }
 
 /// What rooms need from storage.

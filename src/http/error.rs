@@ -64,6 +64,9 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%message, "storage unavailable");
                 ApiError::new(ErrorCode::Unavailable, "storage unavailable, retry")
             }
+            StoreError::Overloaded { retry_ms } => {
+                ApiError::new(ErrorCode::Unavailable, format!("storage is overloaded: retry in {retry_ms} ms"))
+            }
         }
     }
 }

@@ -65,8 +65,10 @@ pub async fn metrics(app: web::Data<AppState>) -> HttpResponse {
          # HELP telehub_store_writes_total Writes in those transactions (messages, markers, check-ins and the rest).\n# TYPE telehub_store_writes_total counter\ntelehub_store_writes_total{{node=\"{node}\"}} {}\n\
          # HELP telehub_store_failed_batches_total Transactions rolled back; their writes were answered unavailable.\n# TYPE telehub_store_failed_batches_total counter\ntelehub_store_failed_batches_total{{node=\"{node}\"}} {}\n\
          # HELP telehub_store_busy_seconds_total Time the writer spent in transactions.\n# TYPE telehub_store_busy_seconds_total counter\ntelehub_store_busy_seconds_total{{node=\"{node}\"}} {:.6}\n\
-         # HELP telehub_store_queued_writes Writes waiting for the writer.\n# TYPE telehub_store_queued_writes gauge\ntelehub_store_queued_writes{{node=\"{node}\"}} {}\n",
-        w.batches, w.jobs, w.failed_batches, w.busy_seconds, w.queued,
+         # HELP telehub_store_queued_writes Writes waiting for the writer.\n# TYPE telehub_store_queued_writes gauge\ntelehub_store_queued_writes{{node=\"{node}\"}} {}\n\
+         # HELP telehub_store_pending_messages Messages submitted for storage and not answered yet.\n# TYPE telehub_store_pending_messages gauge\ntelehub_store_pending_messages{{node=\"{node}\"}} {}\n\
+         # HELP telehub_store_shed_messages_total Messages refused unavailable because max_pending_messages were pending.\n# TYPE telehub_store_shed_messages_total counter\ntelehub_store_shed_messages_total{{node=\"{node}\"}} {}\n",
+        w.batches, w.jobs, w.failed_batches, w.busy_seconds, w.queued, w.pending_messages, w.shed_messages,
     );
     if let Some(log) = w.log {
         body.push_str(&format!(

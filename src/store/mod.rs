@@ -250,6 +250,11 @@ pub struct WriteStats {
     pub busy_seconds: f64,
     /// Writes waiting for the writer now.
     pub queued: usize,
+    /// Messages submitted and not answered yet (queued, or in the writer's
+    /// transaction), against `max_pending_messages`.
+    pub pending_messages: usize,
+    /// Messages refused because `max_pending_messages` were pending.
+    pub shed_messages: u64,
     /// SQLite only: the write-ahead log's checkpoints.
     pub log: Option<LogStats>,
 }
@@ -268,17 +273,34 @@ pub struct LogStats {
     pub writer_checkpoint_seconds: f64,
 }
 
+/// How long a write may wait, and how many messages may.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// How long a write waits for a lock held by another process (SQLite)
+    /// or for a connection (PostgreSQL).
+    pub busy: std::time::Duration,
+    /// Messages that may wait for storage at once; more are refused.
+    pub max_pending_messages: usize,
+}
+
+impl WriteLimits {
+    /// `busy`, and no practical bound on waiting messages.
+    pub fn waiting(busy: std::time::Duration) -> WriteLimits {
+        WriteLimits { busy, max_pending_messages: usize::MAX }
+    }
+}
+
 /// Opens the store that a database URL names; it queues notifications as
 /// `outbox` says.
 pub async fn connect(
     url: &str,
-    busy: std::time::Duration,
+    limits: WriteLimits,
     outbox: std::sync::Arc<OutboxPolicy>,
 ) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, busy, outbox).await?))
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::connect(url, limits, outbox).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url, busy, outbox).await?))
+        Ok(std::sync::Arc::new(postgres::PostgresStore::connect(url, limits, outbox).await?))
     } else {
         anyhow::bail!("unsupported database URL {url:?}: expected sqlite://… or postgres://…")
     }

@@ -41,8 +41,8 @@ use super::rows::{
 };
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
-    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, WriteStats,
-    unavailable,
+    AuditQuery, AuditRecord, Consultation, NewConsultation, NewPayment, PaymentChange, Price, Store, WriteLimits,
+    WriteStats, unavailable,
 };
 
 /// Most jobs in one transaction.
@@ -58,9 +58,10 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects and migrates. `busy` bounds how long a statement may wait
-    /// for a lock or a connection.
-    pub async fn connect(url: &str, busy: Duration, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
+    /// Connects and migrates. `limits.busy` bounds how long a statement may
+    /// wait for a lock or a connection.
+    pub async fn connect(url: &str, limits: WriteLimits, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
+        let busy = limits.busy;
         let options: PgConnectOptions = url.parse()?;
         let options = options
             .options([("lock_timeout", format!("{}", busy.as_millis())), ("statement_timeout", "30000".into())])
@@ -72,7 +73,7 @@ impl PostgresStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         info!(host = ?options.get_host(), "postgres store open");
-        let writes = Writes::start({
+        let writes = Writes::start(limits.max_pending_messages, {
             let outbox = outbox.clone();
             |rx, counts| run_writer(options, rx, outbox, counts)
         });

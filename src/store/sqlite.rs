@@ -42,7 +42,7 @@ use super::rows::{
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
     AuditQuery, AuditRecord, Consultation, LogStats, NewConsultation, NewPayment, PaymentChange, Price, Store,
-    WriteStats, unavailable,
+    WriteLimits, WriteStats, unavailable,
 };
 
 /// Most jobs in one transaction.
@@ -83,8 +83,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (and creates, and migrates) the database at `url`.
-    /// Writes wait up to `busy` for a lock held by another process.
-    pub async fn connect(url: &str, busy: Duration, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
+    /// Writes wait up to `limits.busy` for a lock held by another process.
+    pub async fn connect(url: &str, limits: WriteLimits, outbox: Arc<OutboxPolicy>) -> anyhow::Result<Self> {
+        let busy = limits.busy;
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -109,7 +110,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let conn = options.clone().pragma("cache_size", format!("-{WRITER_CACHE_KIB}")).connect().await?;
         let catch_up = Arc::new(CatchUp::default());
-        let writes = Writes::start({
+        let writes = Writes::start(limits.max_pending_messages, {
             let (outbox, catch_up) = (outbox.clone(), catch_up.clone());
             |rx, counts| run_writer(conn, rx, outbox, catch_up, counts)
         });
@@ -1016,7 +1017,9 @@ mod tests {
 
     async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = SqliteStore::connect(&url, Duration::from_secs(1), OutboxPolicy::off()).await.unwrap();
+        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
+            .await
+            .unwrap();
         store.pool.close().await;
         connection_only(dir).await
     }
@@ -1089,7 +1092,11 @@ mod tests {
     async fn the_log_starts_over_while_writes_never_stop() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = Arc::new(SqliteStore::connect(&url, Duration::from_secs(5), OutboxPolicy::off()).await.unwrap());
+        let store = Arc::new(
+            SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(5)), OutboxPolicy::off())
+                .await
+                .unwrap(),
+        );
         // Senders that each keep a message in flight, so that the writer
         // always has its next batch waiting: no pause in which a
         // checkpoint on another connection could catch up by itself.

@@ -8,7 +8,7 @@
 //! once, with no timer adding latency.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -155,25 +155,55 @@ impl WriterCounts {
     }
 }
 
+/// When a client whose message was refused for overload should try again:
+/// about what a saturated writer needs to work off a full allowance.
+pub(crate) const OVERLOAD_RETRY_MS: u64 = 250;
+
 /// A store's handle on its writer task: every write either store makes,
 /// as a job for the group commit.
 pub(crate) struct Writes {
     tx: mpsc::Sender<Job>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     counts: Arc<WriterCounts>,
+    /// Messages submitted and not answered yet, and how many may be.
+    pending: AtomicUsize,
+    max_pending: usize,
+    /// Messages refused because `max_pending` were waiting.
+    shed: AtomicU64,
+}
+
+/// A message's place in the allowance of [`Writes::append`], given back
+/// when it is answered (or its caller gives up).
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Writes {
     /// Runs `writer` (which serves the receiving end, and counts its
     /// batches) as a task.
-    pub(crate) fn start<F>(writer: impl FnOnce(mpsc::Receiver<Job>, Arc<WriterCounts>) -> F) -> Writes
+    /// At most `max_pending` messages wait for it at once.
+    pub(crate) fn start<F>(
+        max_pending: usize,
+        writer: impl FnOnce(mpsc::Receiver<Job>, Arc<WriterCounts>) -> F,
+    ) -> Writes
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let counts = Arc::new(WriterCounts::default());
         let task = tokio::spawn(writer(rx, counts.clone()));
-        Writes { tx, task: tokio::sync::Mutex::new(Some(task)), counts }
+        Writes {
+            tx,
+            task: tokio::sync::Mutex::new(Some(task)),
+            counts,
+            pending: AtomicUsize::new(0),
+            max_pending,
+            shed: AtomicU64::new(0),
+        }
     }
 
     /// The writer's counts, and the jobs waiting for it now.
@@ -185,11 +215,24 @@ impl Writes {
             failed_batches: c.failed.load(Ordering::Relaxed),
             busy_seconds: c.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
             queued: self.tx.max_capacity() - self.tx.capacity(),
+            pending_messages: self.pending.load(Ordering::Relaxed),
+            shed_messages: self.shed.load(Ordering::Relaxed),
             log: None,
         }
     }
 
+    /// Stores a message, unless `max_pending` are waiting already: then it
+    /// is refused at once (`Overloaded`), before anything is queued. A node
+    /// past what its storage can take answers in time and sheds the excess,
+    /// instead of queueing it in front of the writer for seconds; the
+    /// client's resend with the same `client_id` is safe.
     pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Overloaded { retry_ms: OVERLOAD_RETRY_MS });
+        }
+        let _pending = Pending(&self.pending);
         submit(&self.tx, |reply| Job::Append { message, reply }).await
     }
 

@@ -2,12 +2,11 @@
 //! whose members sit on different nodes, and the failures a cluster must
 //! ride out (Redis restarting, a node killed, a node stopping).
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use telehub::config::Settings;
@@ -160,21 +159,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits until `check` holds, asking again every 50 ms, for at most
-/// [`PATIENCE`]. For conditions that have no event to wait for (a node's
-/// readiness as seen over HTTP).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

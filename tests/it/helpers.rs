@@ -19,6 +19,21 @@ pub const API_KEY: &str = "test-api-key";
 /// bound against hangs, not a synchronisation: tests wait for events.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Waits until `check` holds, asking again every 50 ms, for at most
+/// [`PATIENCE`]. For conditions that have no event to wait for (a node's
+/// readiness or a gauge, as seen over HTTP).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A running node.
 pub struct TestApp {
     pub addr: SocketAddr,

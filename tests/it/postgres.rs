@@ -163,10 +163,13 @@ async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
     let app = node(&database).await;
     app.consultation("c-dup").await;
     app.consultation("c-other").await;
-    let store =
-        telehub::store::connect(&database, std::time::Duration::from_secs(5), telehub::store::OutboxPolicy::off())
-            .await
-            .unwrap();
+    let store = telehub::store::connect(
+        &database,
+        telehub::store::WriteLimits::waiting(std::time::Duration::from_secs(5)),
+        telehub::store::OutboxPolicy::off(),
+    )
+    .await
+    .unwrap();
     let message = |room: &str, client_id: &str| NewMessage {
         room: room.into(),
         from: Sender { id: "p-c-dup".into(), name: "Budi".into(), role: "patient".into() },
@@ -203,10 +206,13 @@ async fn a_resend_stored_by_another_node_while_waiting_for_the_lock_gets_the_ori
     let database = fresh_postgres_database(&server.url).await;
     let app = node(&database).await;
     app.consultation("c-race").await;
-    let store =
-        telehub::store::connect(&database, std::time::Duration::from_secs(5), telehub::store::OutboxPolicy::off())
-            .await
-            .unwrap();
+    let store = telehub::store::connect(
+        &database,
+        telehub::store::WriteLimits::waiting(std::time::Duration::from_secs(5)),
+        telehub::store::OutboxPolicy::off(),
+    )
+    .await
+    .unwrap();
     // Another node's writer, by hand: it holds the room's row and stores
     // the message first.
     let mut other = sqlx::PgConnection::connect(&database).await.unwrap();

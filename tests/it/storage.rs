@@ -53,6 +53,52 @@ async fn a_locked_database_answers_unavailable_and_recovers() {
     assert_eq!(seqs, vec![1, 2]);
 }
 
+/// More messages waiting for storage than `max_pending_messages`: the
+/// excess is refused at once with `unavailable` and a `retry_ms`, before it
+/// is queued; the others are stored when storage catches up, and a refused
+/// message sent again is stored after them.
+#[tokio::test]
+async fn messages_past_the_pending_limit_are_refused_at_once_and_can_be_sent_again() {
+    let app = spawn_sqlite_app_with(|s| {
+        s.database_busy_ms = 60_000;
+        s.max_pending_messages = 3;
+    })
+    .await;
+    let (mut doctor, mut patient) = app.pair("c-full").await;
+    // Another process holds the write lock: the writer waits, messages pile up.
+    let mut locker = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    for i in 1..=3 {
+        patient.send(json!({"type": "chat", "ref": format!("m{i}"), "room": "c-full", "client_id": i.to_string(), "text": format!("message {i}")})).await;
+    }
+    eventually("three messages are pending", || async {
+        app.metric("telehub_store_pending_messages").await == Some(3.0)
+    })
+    .await;
+    let refused =
+        patient.request(json!({"type": "chat", "room": "c-full", "client_id": "4", "text": "message 4"})).await;
+    assert_eq!((&refused["type"], &refused["code"]), (&json!("error"), &json!("unavailable")), "{refused}");
+    assert_eq!(refused["retry_ms"], 250, "{refused}");
+    assert_eq!(app.metric("telehub_store_shed_messages_total").await, Some(1.0));
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+    // The three waiting are stored in order; the refused one, sent again
+    // with its client_id, comes after them.
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        let frame = patient.recv_type("ack").await;
+        acked.push((frame["ref"].as_str().unwrap().to_owned(), frame["seq"].as_i64().unwrap()));
+    }
+    acked.sort();
+    assert_eq!(acked, [("m1".to_owned(), 1), ("m2".to_owned(), 2), ("m3".to_owned(), 3)]);
+    assert_eq!(patient.chat("c-full", "4", "message 4").await["seq"], 4);
+    for seq in 1..=4 {
+        assert_eq!(doctor.recv_type("message").await["seq"], seq);
+    }
+    assert_eq!(app.metric("telehub_store_pending_messages").await, Some(0.0));
+}
+
 /// The writer's counts on `/metrics`: every acknowledged message is a write
 /// of a committed batch, batches hold one write or more, and nothing failed.
 #[tokio::test]
