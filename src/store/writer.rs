@@ -21,8 +21,22 @@ use super::WriteStats;
 /// One write and where its result goes. Messages are stored together, a
 /// batch at a time; every other write is applied on its own.
 pub(crate) enum Job {
-    Append { message: NewMessage, reply: oneshot::Sender<Result<Appended, StoreError>> },
+    Append { message: NewMessage, reply: Answer },
     Write(Write),
+}
+
+/// Where a message's result goes. Its place in the allowance of
+/// [`Writes::append`] is given back the moment the writer answers, not when
+/// the waiting task next runs, so a busy CPU does not count as a backlog.
+pub(crate) struct Answer {
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+    _pending: Pending,
+}
+
+impl Answer {
+    pub(crate) fn send(self, result: Result<Appended, StoreError>) -> Result<(), Result<Appended, StoreError>> {
+        self.reply.send(result)
+    }
 }
 
 /// A write other than a message.
@@ -166,17 +180,17 @@ pub(crate) struct Writes {
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     counts: Arc<WriterCounts>,
     /// Messages submitted and not answered yet, and how many may be.
-    pending: AtomicUsize,
+    pending: Arc<AtomicUsize>,
     max_pending: usize,
     /// Messages refused because `max_pending` were waiting.
     shed: AtomicU64,
 }
 
 /// A message's place in the allowance of [`Writes::append`], given back
-/// when it is answered (or its caller gives up).
-struct Pending<'a>(&'a AtomicUsize);
+/// when it is answered (or dropped unanswered).
+pub(crate) struct Pending(Arc<AtomicUsize>);
 
-impl Drop for Pending<'_> {
+impl Drop for Pending {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -200,7 +214,7 @@ impl Writes {
             tx,
             task: tokio::sync::Mutex::new(Some(task)),
             counts,
-            pending: AtomicUsize::new(0),
+            pending: Arc::default(),
             max_pending,
             shed: AtomicU64::new(0),
         }
@@ -232,8 +246,8 @@ impl Writes {
             self.shed.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Overloaded { retry_ms: OVERLOAD_RETRY_MS });
         }
-        let _pending = Pending(&self.pending);
-        submit(&self.tx, |reply| Job::Append { message, reply }).await
+        let pending = Pending(self.pending.clone());
+        submit(&self.tx, |reply| Job::Append { message, reply: Answer { reply, _pending: pending } }).await
     }
 
     pub(crate) async fn read_marker(&self, room: &str, user: &str, seq: i64) -> Result<i64, StoreError> {
