@@ -267,7 +267,7 @@ export class TelehubError extends Error {
   readonly name: 'TelehubError';
   /** The protocol's error code, or a `ClientErrorCode`. */
   code: ErrorCode | ClientErrorCode | (string & {});
-  /** `retry_ms` of `rate_limited`. */
+  /** `retry_ms` of `rate_limited`, or of `unavailable` from an overloaded node. */
   retryMs: number | undefined;
   /** The `error` frame, when the hub sent one. */
   frame: ErrorFrame | undefined;

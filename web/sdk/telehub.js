@@ -70,7 +70,7 @@ export class TelehubError extends Error {
     this.name = 'TelehubError';
     /** @type {string} */
     this.code = code;
-    /** Milliseconds to wait before trying again (`retry_ms` of `rate_limited`). @type {number | undefined} */
+    /** Milliseconds to wait before trying again (`retry_ms` of `rate_limited`, or of `unavailable` from an overloaded node). @type {number | undefined} */
     this.retryMs = details.retryMs;
     /** The `error` frame, when the hub sent one. @type {ErrorFrame | undefined} */
     this.frame = details.frame;
