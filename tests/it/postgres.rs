@@ -49,6 +49,12 @@ impl Drop for Server {
     }
 }
 
+/// A store on `database` outside any node, as a second node's writer.
+async fn bare_store(database: &str) -> std::sync::Arc<dyn telehub::store::Store> {
+    let limits = telehub::store::WriteLimits::waiting(std::time::Duration::from_secs(5));
+    telehub::store::connect(database, limits, telehub::store::OutboxPolicy::off()).await.unwrap()
+}
+
 async fn node(database_url: &str) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut settings = test_settings(&dir);
@@ -163,13 +169,7 @@ async fn resends_in_one_batch_take_one_number_and_other_rooms_keep_theirs() {
     let app = node(&database).await;
     app.consultation("c-dup").await;
     app.consultation("c-other").await;
-    let store = telehub::store::connect(
-        &database,
-        telehub::store::WriteLimits::waiting(std::time::Duration::from_secs(5)),
-        telehub::store::OutboxPolicy::off(),
-    )
-    .await
-    .unwrap();
+    let store = bare_store(&database).await;
     let message = |room: &str, client_id: &str| NewMessage {
         room: room.into(),
         from: Sender { id: "p-c-dup".into(), name: "Budi".into(), role: "patient".into() },
@@ -206,13 +206,7 @@ async fn a_resend_stored_by_another_node_while_waiting_for_the_lock_gets_the_ori
     let database = fresh_postgres_database(&server.url).await;
     let app = node(&database).await;
     app.consultation("c-race").await;
-    let store = telehub::store::connect(
-        &database,
-        telehub::store::WriteLimits::waiting(std::time::Duration::from_secs(5)),
-        telehub::store::OutboxPolicy::off(),
-    )
-    .await
-    .unwrap();
+    let store = bare_store(&database).await;
     // Another node's writer, by hand: it holds the room's row and stores
     // the message first.
     let mut other = sqlx::PgConnection::connect(&database).await.unwrap();
