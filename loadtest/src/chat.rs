@@ -16,8 +16,15 @@
 //! was scheduled in, a delivery or ack in the step whose window it arrived
 //! in. After the last step, sessions wait up to `--drain` for what is still
 //! on its way, and what never came is lost.
+//!
+//! A chat frame the hub refuses with `unavailable` or `rate_limited` (an
+//! overloaded node sheds load, a session over its rate) is sent again with
+//! the same `client_id` after the refusal's `retry_ms`, as the browser SDK
+//! does, up to `--resends` times; its latency still counts from its first
+//! scheduled time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -26,7 +33,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use telehub_signaling::{ClientFrame, ServerFrame};
+use telehub_signaling::{ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -44,6 +51,10 @@ use crate::verify::{RoomProgress, SeqCheck};
 /// The time between the end of connecting and the first scheduled send, so
 /// every session has its plan before the schedule begins.
 const START_DELAY: Duration = Duration::from_millis(500);
+
+/// The first wait before sending a refused message again when the refusal
+/// says nothing of when; it doubles with each try.
+const RESEND_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How often a session that is done sending checks whether its room has
 /// drained.
@@ -63,6 +74,8 @@ struct Plan {
     /// When every session stops waiting, drained or not.
     stop: Instant,
     size: usize,
+    /// How often one message may be sent again after a refusal.
+    resends: u32,
     delivery: Latencies,
     /// Deliveries to the other session of the room (not the sender's own
     /// copy): with --peer-url, those that crossed between nodes.
@@ -92,6 +105,7 @@ impl Plan {
             send_end,
             stop: send_end + args.drain,
             size: args.size,
+            resends: args.resends,
             delivery: Latencies::new(steps, Latencies::default_shards()),
             peer: Latencies::new(steps, Latencies::default_shards()),
             ack: Latencies::new(steps, Latencies::default_shards()),
@@ -136,6 +150,8 @@ struct SessionOutcome {
     check: SeqCheck,
     acks: u64,
     errors: BTreeMap<String, u64>,
+    /// Refusals answered by sending the message again, by code.
+    resent: BTreeMap<String, u64>,
     /// Why the connection ended early, if it did.
     closed: Option<String>,
     /// Chat frames this session sent that got neither an ack nor an error.
@@ -176,15 +192,18 @@ async fn run_session(
         check: SeqCheck::new(since),
         acks: 0,
         errors: BTreeMap::new(),
+        resent: BTreeMap::new(),
         closed: None,
         unanswered: 0,
         misrouted: 0,
         stored_twice: 0,
         senders_ids: HashSet::new(),
     };
-    // Socket.IO's pings come in on the reading half and are answered by
-    // the writing one.
+    // Socket.IO's pings, and the refusals to send again, come in on the
+    // reading half and are acted on by the writing one.
     let (pings_tx, pings) = mpsc::unbounded_channel();
+    let (resends_tx, resends) = mpsc::unbounded_channel();
+    let errands = Errands { pings, resends, due: BinaryHeap::new() };
     let writer =
         Writer { protocol, session: &session, room_id: &room_id, room: &room, shared: &shared, timeline: &timeline };
     let reader = Reader {
@@ -196,8 +215,10 @@ async fn run_session(
         outcome: &mut outcome,
         timeline: &timeline,
         pings: pings_tx,
+        resends: resends_tx,
+        tries: HashMap::new(),
     };
-    let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone(), pings), reader.run(stream, plan));
+    let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone(), errands), reader.run(stream, plan));
     if let Some(err) = send_error {
         outcome.closed.get_or_insert(err);
     }
@@ -218,22 +239,27 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Sends on the plan's schedule, then answers pings until the reading
-    /// half ends; returns the sink and why sending failed, if it did.
+    /// Sends on the plan's schedule, then answers pings and sends again
+    /// what was refused until the reading half ends; returns the sink and
+    /// why sending failed, if it did.
     async fn run(
         self,
         mut sink: SplitSink<Ws, Message>,
         mut plan: watch::Receiver<Option<Arc<Plan>>>,
-        mut pings: mpsc::UnboundedReceiver<()>,
+        mut errands: Errands,
     ) -> (SplitSink<Ws, Message>, Option<String>) {
-        let result = match answering(&mut sink, &mut pings, wait_for_plan(&mut plan)).await {
-            Ok(Answered::Done(Some(plan))) => self.send_all(&mut sink, &plan, &mut pings).await,
-            Ok(_) => Ok(()),
-            Err(err) => Err(err),
+        let (plan, result) = match self.answering(&mut sink, &mut errands, None, wait_for_plan(&mut plan)).await {
+            Ok(Answered::Done(Some(plan))) => {
+                let result = self.send_all(&mut sink, &plan, &mut errands).await;
+                (Some(plan), result)
+            }
+            Ok(_) => (None, Ok(())),
+            Err(err) => (None, Err(err)),
         };
         self.room.done_sending();
-        // Until the reading half is done: it may still see pings.
-        let answered = answering(&mut sink, &mut pings, std::future::pending::<()>()).await;
+        // Until the reading half is done: it may still see pings and refusals.
+        let answered =
+            self.answering(&mut sink, &mut errands, plan.as_deref(), std::future::pending::<()>()).await;
         (sink, result.err().or(answered.err()))
     }
 
@@ -241,9 +267,8 @@ impl Writer<'_> {
         &self,
         sink: &mut SplitSink<Ws, Message>,
         plan: &Plan,
-        pings: &mut mpsc::UnboundedReceiver<()>,
+        errands: &mut Errands,
     ) -> Result<(), String> {
-        let mut count = 0u64;
         for step in 0..plan.rates.len() {
             let period = plan.period(step);
             let (start, end) = plan.step_bounds(step);
@@ -253,7 +278,9 @@ impl Writer<'_> {
             // sends go out at once, each stamped with its scheduled time.
             let mut ticker = tokio::time::interval_at((start + phase).into(), period);
             loop {
-                let Answered::Done(at) = answering(sink, pings, ticker.tick()).await? else { break };
+                let Answered::Done(at) = self.answering(sink, errands, Some(plan), ticker.tick()).await? else {
+                    break;
+                };
                 let at = at.into_std();
                 if at >= end || self.shared.finished.load(Ordering::SeqCst) {
                     break;
@@ -262,54 +289,94 @@ impl Writer<'_> {
                 if let Some(step) = plan.window_of(t) {
                     plan.sent[step].fetch_add(1, Ordering::Relaxed);
                 }
-                count += 1;
-                // The ref carries the scheduled time too, for ack latency.
-                let frame = ClientFrame::Chat {
-                    reference: Some(t.to_string()),
-                    room: self.room_id.to_owned(),
-                    client_id: format!("{}-{count}", self.session),
-                    text: text_for(t, plan.size),
-                };
-                let text = encode(self.protocol, &frame).map_err(|err| err.to_string())?;
                 self.shared.outstanding.fetch_add(1, Ordering::SeqCst);
                 self.room.sent(1);
-                sink.send(Message::Text(text.into())).await.map_err(|err| format!("send: {err}"))?;
+                self.send_chat(sink, plan, t).await?;
                 self.timeline.now(Event::Sent);
             }
         }
         Ok(())
     }
+
+    /// Sends the chat message scheduled for `t`. Everything in it follows
+    /// from `t`, so a refused message is sent again as it was first sent:
+    /// `t` is its ref (for ack latency) and, with the session, its
+    /// `client_id` (the schedule's times of one session all differ).
+    async fn send_chat(&self, sink: &mut SplitSink<Ws, Message>, plan: &Plan, t: u64) -> Result<(), String> {
+        let frame = ClientFrame::Chat {
+            reference: Some(t.to_string()),
+            room: self.room_id.to_owned(),
+            client_id: format!("{}-{t}", self.session),
+            text: text_for(t, plan.size),
+        };
+        let text = encode(self.protocol, &frame).map_err(|err| err.to_string())?;
+        sink.send(Message::Text(text.into())).await.map_err(|err| format!("send: {err}"))
+    }
+
+    /// Runs `until` while answering the Socket.IO pings that the reading
+    /// half passes on (the hub's are WebSocket pings, which tungstenite
+    /// answers) and sending again, when they are due, the messages it was
+    /// asked to.
+    async fn answering<T>(
+        &self,
+        sink: &mut SplitSink<Ws, Message>,
+        errands: &mut Errands,
+        plan: Option<&Plan>,
+        until: impl Future<Output = T>,
+    ) -> Result<Answered<T>, String> {
+        tokio::pin!(until);
+        loop {
+            let next = errands.due.peek().map(|Reverse((due, _))| *due);
+            // A message due again goes before the schedule's next, as a
+            // client sends what it has waited longest to send first.
+            tokio::select! {
+                biased;
+                () = sleep_until_some(next) => {
+                    let Some(Reverse((_, t))) = errands.due.pop() else { continue };
+                    // Refusals come only once the plan is out.
+                    if let Some(plan) = plan {
+                        self.send_chat(sink, plan, t).await?;
+                    }
+                }
+                Some((t, delay)) = errands.resends.recv() => errands.due.push(Reverse((Instant::now() + delay, t))),
+                value = &mut until => return Ok(Answered::Done(value)),
+                ping = errands.pings.recv() => match ping {
+                    Some(()) => sink
+                        .send(Message::Text(crate::socketio::PONG.into()))
+                        .await
+                        .map_err(|err| format!("send: {err}"))?,
+                    None => return Ok(Answered::ReaderGone),
+                },
+            }
+        }
+    }
 }
 
-/// How [`answering`] ended.
+/// What the writing half does besides its schedule, at the reading half's
+/// word.
+struct Errands {
+    /// Socket.IO pings to answer.
+    pings: mpsc::UnboundedReceiver<()>,
+    /// Messages to send again (by scheduled time), and after how long.
+    resends: mpsc::UnboundedReceiver<(u64, Duration)>,
+    /// Those not yet due, soonest first.
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How [`Writer::answering`] ended.
 enum Answered<T> {
     /// `until` finished with this.
     Done(T),
     /// The reading half ended first: nothing more will come to answer.
     ReaderGone,
-}
-
-/// Runs `until` while answering the Socket.IO pings that the reading half
-/// passes on (the hub's are WebSocket pings, which tungstenite answers).
-async fn answering<T>(
-    sink: &mut SplitSink<Ws, Message>,
-    pings: &mut mpsc::UnboundedReceiver<()>,
-    until: impl Future<Output = T>,
-) -> Result<Answered<T>, String> {
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            biased;
-            value = &mut until => return Ok(Answered::Done(value)),
-            ping = pings.recv() => match ping {
-                Some(()) => sink
-                    .send(Message::Text(crate::socketio::PONG.into()))
-                    .await
-                    .map_err(|err| format!("send: {err}"))?,
-                None => return Ok(Answered::ReaderGone),
-            },
-        }
-    }
 }
 
 /// Waits until the plan is published; `None` if the run was called off.
@@ -328,6 +395,11 @@ struct Reader<'a> {
     timeline: &'a Timeline,
     /// Socket.IO pings, for the writing half to answer.
     pings: mpsc::UnboundedSender<()>,
+    /// Refused messages (by scheduled time), for the writing half to send
+    /// again after the delay.
+    resends: mpsc::UnboundedSender<(u64, Duration)>,
+    /// How often each message refused so far was sent again.
+    tries: HashMap<u64, u32>,
 }
 
 impl Reader<'_> {
@@ -455,28 +527,60 @@ impl Reader<'_> {
                 self.outcome.acks += 1;
                 self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 self.room.acked(seq);
+                let sent = reference.and_then(|r| r.parse::<u64>().ok());
+                if !self.tries.is_empty()
+                    && let Some(t) = sent
+                {
+                    self.tries.remove(&t);
+                }
                 let plan = plan?;
                 if let Some(step) = plan.window_of(now) {
                     plan.acked[step].fetch_add(1, Ordering::Relaxed);
                 }
-                let sent = reference.and_then(|r| r.parse::<u64>().ok());
                 if let Some((step, sent)) = sent.and_then(|t| Some((plan.window_of(t)?, t))) {
                     plan.ack.record(self.index, step, now.saturating_sub(sent));
                 }
             }
-            ServerFrame::Error { code, reference, .. } => {
-                bump(&mut self.outcome.errors, code.as_str(), 1);
-                // An error that answers a chat frame settles it; chat refs
-                // are the scheduled send times, all digits.
-                if reference.is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())) {
-                    self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
-                    self.room.settled(1);
+            ServerFrame::Error { code, reference, retry_ms, .. } => {
+                // Chat refs are the scheduled send times, all digits.
+                let chat = reference.filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()));
+                let Some(t) = chat.and_then(|r| r.parse::<u64>().ok()) else {
+                    bump(&mut self.outcome.errors, code.as_str(), 1);
+                    return None;
+                };
+                if let Some(delay) = plan.and_then(|plan| self.resend_delay(plan, t, code, retry_ms))
+                    && self.resends.send((t, delay)).is_ok()
+                {
+                    bump(&mut self.outcome.resent, code.as_str(), 1);
+                    return None;
                 }
+                // An error that answers a chat frame settles it.
+                bump(&mut self.outcome.errors, code.as_str(), 1);
+                self.tries.remove(&t);
+                self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+                self.room.settled(1);
             }
             // Presence, pongs and the like carry nothing to measure.
             _ => {}
         }
         None
+    }
+
+    /// After how long to send the chat message scheduled for `t` again,
+    /// refused with `code`: the refusal's `retry_ms`, or a backoff from
+    /// 100 ms when it has none; `None` when the refusal is final or the
+    /// message was sent again as often as the plan allows.
+    fn resend_delay(&mut self, plan: &Plan, t: u64, code: ErrorCode, retry_ms: Option<u64>) -> Option<Duration> {
+        if !matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+            return None;
+        }
+        let tries = self.tries.entry(t).or_default();
+        if *tries >= plan.resends {
+            return None;
+        }
+        *tries += 1;
+        let backoff = || RESEND_BACKOFF.saturating_mul(1 << (*tries - 1).min(6));
+        Some(retry_ms.map_or_else(backoff, Duration::from_millis))
     }
 }
 
@@ -581,6 +685,7 @@ fn report(
     timeline: &Timeline,
 ) -> ChatReport {
     let mut errors = BTreeMap::new();
+    let mut resent = BTreeMap::new();
     let mut closes = BTreeMap::new();
     let (mut duplicated, mut out_of_order, mut acks, mut closed_sessions) = (0u64, 0u64, 0u64, 0usize);
     let (mut unanswered, mut misrouted, mut stored_twice) = (0u64, 0u64, 0u64);
@@ -599,6 +704,9 @@ fn report(
         };
         for (code, n) in &outcome.errors {
             bump(&mut errors, code.as_str(), *n);
+        }
+        for (code, n) in &outcome.resent {
+            bump(&mut resent, code.as_str(), *n);
         }
         if let Some(reason) = outcome.closed {
             closed_sessions += 1;
@@ -658,6 +766,7 @@ fn report(
         duplicated,
         out_of_order,
         errors,
+        resent,
         sessions: plan.sessions,
         failed_sessions: connected.failed,
         failures: connected.failures.clone(),
@@ -759,12 +868,21 @@ mod tests {
 
     /// The same, with the HTML report's text too.
     async fn run_with_html(faults: crate::mock_hub::Faults, drain: &str) -> (bool, Value, Duration, String) {
+        run_with_flags(faults, drain, &[]).await
+    }
+
+    /// The same, with more flags.
+    async fn run_with_flags(
+        faults: crate::mock_hub::Faults,
+        drain: &str,
+        more: &[&str],
+    ) -> (bool, Value, Duration, String) {
         use clap::Parser;
         let hub = crate::mock_hub::MockHub::start(faults).await;
         let name = format!("telehub-loadtest-{}-{}", std::process::id(), rand::random::<u32>());
         let json = std::env::temp_dir().join(format!("{name}.json"));
         let html = std::env::temp_dir().join(format!("{name}.html"));
-        let cli = crate::cli::Cli::try_parse_from([
+        let flags = [
             "telehub-loadtest",
             "chat",
             "--url",
@@ -789,8 +907,8 @@ mod tests {
             json.to_str().unwrap(),
             "--html",
             html.to_str().unwrap(),
-        ])
-        .unwrap();
+        ];
+        let cli = crate::cli::Cli::try_parse_from(flags.iter().chain(more)).unwrap();
         let crate::cli::Command::Chat(args) = cli.command else { unreachable!() };
         let started = Instant::now();
         let passed = run(args).await.unwrap();
@@ -992,6 +1110,42 @@ mod tests {
             crate::cli::Command::Chat(args) => args.target,
             _ => unreachable!(),
         }
+    }
+
+    /// The sends, acks and deliveries of a whole run, from its timeline.
+    fn totals(report: &Value) -> (u64, u64, u64) {
+        let timeline = &report["timeline"];
+        let total = |key: &str| timeline[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
+        (total("sent_per_s"), total("acked_per_s"), total("delivered_per_s"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_an_overloaded_hub_refuses_are_sent_again_and_delivered() {
+        let faults = crate::mock_hub::Faults { shed_every: Some(4), ..Default::default() };
+        let (passed, report, _, page) = run_with_html(faults, "10s").await;
+        assert!(passed, "{report:#}");
+        let resent = report["resent"]["unavailable"].as_u64().unwrap_or(0);
+        let (sent, acked, delivered) = totals(&report);
+        // A quarter of the chat frames were refused, the resends among them.
+        assert!(resent * 5 >= sent && resent * 3 <= sent, "{resent} of {sent} refused: {report:#}");
+        assert_eq!(report["errors"], serde_json::json!({}), "a refusal that was sent again is not an error");
+        assert_eq!(acked, sent, "every message acked in the end");
+        assert_eq!(delivered, 2 * sent, "and delivered to both sessions");
+        assert_eq!((report["lost"].as_u64(), report["unanswered"].as_u64()), (Some(0), Some(0)));
+        assert!(page.contains(&format!("refused and sent again: unavailable {resent}")), "{page}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_resends_a_refusal_is_an_error_and_settles_the_message() {
+        let faults = crate::mock_hub::Faults { shed_every: Some(4), ..Default::default() };
+        let (passed, report, _, _) = run_with_flags(faults, "10s", &["--resends", "0"]).await;
+        assert!(passed, "nothing acked was lost: {report:#}");
+        let refused = report["errors"]["unavailable"].as_u64().unwrap_or(0);
+        let (sent, acked, delivered) = totals(&report);
+        assert!(refused > 0 && refused + acked == sent, "{refused} refused + {acked} acked of {sent}: {report:#}");
+        assert_eq!(delivered, 2 * acked);
+        assert_eq!(report["resent"], serde_json::json!({}));
+        assert_eq!(report["unanswered"], 0, "a refusal answers its frame");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,6 +240,13 @@ pub struct ChatArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(rename = "drain_s", serialize_with = "as_secs")]
     pub drain: Duration,
+    /// How often to send a message again, with the same client_id, when the
+    /// hub refuses it with `unavailable` (an overloaded node sheds load) or
+    /// `rate_limited`: after the refusal's retry_ms, or a backoff from
+    /// 100 ms without one, as the browser SDK does. 0 sends nothing again
+    /// and counts the refusals under the errors.
+    #[arg(long, default_value_t = 5)]
+    pub resends: u32,
     /// Also write an HTML report with plots (latency distribution,
     /// throughput and connections over time) to this file.
     #[arg(long)]

@@ -25,7 +25,7 @@ pub fn chat_page(report: &ChatReport) -> String {
     let _ = writeln!(
         html,
         "<p>{} sessions joined ({} failed) at {:.0} joins/s. {} acks; lost {}, duplicated {}, out of order {}; \
-         error frames: {}; closed early: {}.</p>",
+         error frames: {}; refused and sent again: {}; closed early: {}.</p>",
         report.sessions,
         report.failed_sessions,
         report.join_per_s,
@@ -34,6 +34,7 @@ pub fn chat_page(report: &ChatReport) -> String {
         report.duplicated,
         report.out_of_order,
         escape(&crate::stats::counts_line(&report.errors)),
+        escape(&crate::stats::counts_line(&report.resent)),
         report.closed_sessions,
     );
     html.push_str(

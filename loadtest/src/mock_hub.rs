@@ -11,7 +11,7 @@
 //! does under the chat scenario on the same machine (no storage, no rights,
 //! no outbox limits): the floor against which the hub's costs are read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +48,10 @@ pub struct Faults {
     /// Store every chat message twice, under two seqs (acking the first),
     /// as a hub that lost track of `client_id` would.
     pub store_twice: bool,
+    /// Refuse every this-many-th chat frame with `unavailable` and a
+    /// `retry_ms` of 1, storing nothing, as an overloaded hub sheds load;
+    /// a message is refused once at most, so its next send is stored.
+    pub shed_every: Option<usize>,
 }
 
 type Outbox = mpsc::UnboundedSender<String>;
@@ -127,6 +131,9 @@ struct State {
     consultations: AtomicUsize,
     sessions: AtomicUsize,
     http_calls: AtomicUsize,
+    /// Chat frames taken in, and the (sender, client_id) of those refused.
+    chats: AtomicUsize,
+    shed: Mutex<HashSet<(String, String)>>,
 }
 
 /// A running mock hub.
@@ -300,6 +307,14 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
             }
             Some("chat") => {
                 if faults.swallow_chat {
+                    continue;
+                }
+                if let Some(n) = faults.shed_every
+                    && (state.chats.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(n)
+                    && state.shed.lock().unwrap().insert((id.clone(), frame["client_id"].to_string()))
+                {
+                    let _ = tx.send(json!({"type": "error", "ref": reference, "code": "unavailable",
+                        "message": "overloaded", "retry_ms": 1}).to_string());
                     continue;
                 }
                 let mut rooms = state.rooms.lock().unwrap();

@@ -195,8 +195,12 @@ pub struct ChatReport {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
-    /// `error` frames received, by code.
+    /// `error` frames received, by code, but for the refusals answered by
+    /// sending the message again (`resent`).
     pub errors: BTreeMap<String, u64>,
+    /// Refusals (`unavailable`, `rate_limited`) answered by sending the
+    /// same message again, by code.
+    pub resent: BTreeMap<String, u64>,
     /// Sessions that joined and took part.
     pub sessions: usize,
     /// Sessions that could not connect or join, by reason.
@@ -314,6 +318,7 @@ impl ChatReport {
             self.unanswered
         );
         println!("error frames: {}", counts_line(&self.errors));
+        println!("refused and sent again: {}", counts_line(&self.resent));
         println!("connections closed early: {} ({})", self.closed_sessions, counts_line(&self.closes));
         println!("result: {}", if self.clean { "PASS" } else { "FAIL" });
     }

@@ -7,12 +7,14 @@ use telehub_actors::{Refusal, StoreError};
 use telehub_signaling::ErrorCode;
 use utoipa::ToSchema;
 
-/// An error answered as `{"error":{"code","message"}}`.
+/// An error answered as `{"error":{"code","message"}}`, with `retry_ms`
+/// (and a `Retry-After` header) when trying again later will pass.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    pub retry_ms: Option<u64>,
 }
 
 /// The body of every error response.
@@ -29,11 +31,15 @@ pub struct ErrorDetail {
     #[schema(example = "not_found")]
     pub code: String,
     pub message: String,
+    /// When to try again: with `rate_limited`, and with `unavailable` from
+    /// a node that is overloaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_ms: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -51,7 +57,7 @@ impl ApiError {
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
-        ApiError { code: r.code, message: r.message }
+        ApiError { code: r.code, message: r.message, retry_ms: r.retry_ms }
     }
 }
 
@@ -64,9 +70,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%message, "storage unavailable");
                 ApiError::new(ErrorCode::Unavailable, "storage unavailable, retry")
             }
-            StoreError::Overloaded { retry_ms } => {
-                ApiError::new(ErrorCode::Unavailable, format!("storage is overloaded: retry in {retry_ms} ms"))
-            }
+            StoreError::Overloaded { retry_ms } => ApiError {
+                retry_ms: Some(retry_ms),
+                ..ApiError::new(ErrorCode::Unavailable, format!("storage is overloaded: retry in {retry_ms} ms"))
+            },
         }
     }
 }
@@ -77,8 +84,16 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
-            error: ErrorDetail { code: self.code.as_str().to_owned(), message: self.message.clone() },
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(ms) = self.retry_ms {
+            response.insert_header(("Retry-After", ms.div_ceil(1000).to_string()));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone(),
+                retry_ms: self.retry_ms,
+            },
         })
     }
 }

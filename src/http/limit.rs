@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{ResponseError, web};
 use telehub_signaling::ErrorCode;
 
 use crate::app::AppState;
+use crate::http::error::ApiError;
 use crate::ratelimit::TokenBucket;
 
 /// Buckets kept before idle ones are swept.
@@ -73,14 +74,11 @@ pub async fn limit(
         && let Err(wait) = app.http_limiter.check(caller_key(&req), Instant::now())
     {
         let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let body = serde_json::json!({"error": {
-            "code": ErrorCode::RateLimited.as_str(),
-            "message": "too many requests, retry later",
-            "retry_ms": retry_ms,
-        }});
-        let response = HttpResponse::TooManyRequests()
-            .insert_header(("Retry-After", retry_ms.div_ceil(1000).to_string()))
-            .json(body);
+        let response = ApiError {
+            retry_ms: Some(retry_ms),
+            ..ApiError::new(ErrorCode::RateLimited, "too many requests, retry later")
+        }
+        .error_response();
         return Ok(req.into_response(response).map_into_right_body());
     }
     next.call(req).await.map(ServiceResponse::map_into_left_body)

@@ -170,8 +170,15 @@ impl WriterCounts {
 }
 
 /// When a client whose message was refused for overload should try again:
-/// about what a saturated writer needs to work off a full allowance.
+/// at the soonest about what a saturated writer needs to work off a full
+/// allowance, and spread over as long again, so that the messages refused
+/// in one burst do not all come back in the next one.
 pub(crate) const OVERLOAD_RETRY_MS: u64 = 250;
+
+/// [`OVERLOAD_RETRY_MS`], spread: from it to twice it.
+fn overload_retry_ms() -> u64 {
+    OVERLOAD_RETRY_MS + rand::random_range(0..OVERLOAD_RETRY_MS)
+}
 
 /// A store's handle on its writer task: every write either store makes,
 /// as a job for the group commit.
@@ -244,7 +251,7 @@ impl Writes {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             self.shed.fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::Overloaded { retry_ms: OVERLOAD_RETRY_MS });
+            return Err(StoreError::Overloaded { retry_ms: overload_retry_ms() });
         }
         let pending = Pending(self.pending.clone());
         submit(&self.tx, |reply| Job::Append { message, reply: Answer { reply, _pending: pending } }).await
