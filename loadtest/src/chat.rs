@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::create_rooms;
 use crate::cli::{ChatArgs, Protocol};
-use crate::client::{Incoming, Joined, Ws, check_file_limit, close_reason, connect_all, decode, encode};
+use crate::client::{Incoming, Joined, Ws, check_file_limit, close_reason, connect_all, decode, encode, resend_delay};
 use crate::stats::{
     ChatLatency, ChatReport, Distribution, Latencies, StepLatency, StepReport, Summary, bump, distribution, micros_at,
     now_micros, per_second, write_json,
@@ -51,10 +51,6 @@ use crate::verify::{RoomProgress, SeqCheck};
 /// The time between the end of connecting and the first scheduled send, so
 /// every session has its plan before the schedule begins.
 const START_DELAY: Duration = Duration::from_millis(500);
-
-/// The first wait before sending a refused message again when the refusal
-/// says nothing of when; it doubles with each try.
-const RESEND_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How often a session that is done sending checks whether its room has
 /// drained.
@@ -258,8 +254,7 @@ impl Writer<'_> {
         };
         self.room.done_sending();
         // Until the reading half is done: it may still see pings and refusals.
-        let answered =
-            self.answering(&mut sink, &mut errands, plan.as_deref(), std::future::pending::<()>()).await;
+        let answered = self.answering(&mut sink, &mut errands, plan.as_deref(), std::future::pending::<()>()).await;
         (sink, result.err().or(answered.err()))
     }
 
@@ -567,20 +562,16 @@ impl Reader<'_> {
     }
 
     /// After how long to send the chat message scheduled for `t` again,
-    /// refused with `code`: the refusal's `retry_ms`, or a backoff from
-    /// 100 ms when it has none; `None` when the refusal is final or the
-    /// message was sent again as often as the plan allows.
+    /// refused with `code` ([`resend_delay`]); `None` when the refusal is
+    /// final or the message was sent again as often as the plan allows.
     fn resend_delay(&mut self, plan: &Plan, t: u64, code: ErrorCode, retry_ms: Option<u64>) -> Option<Duration> {
-        if !matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
-            return None;
-        }
         let tries = self.tries.entry(t).or_default();
         if *tries >= plan.resends {
             return None;
         }
+        let delay = resend_delay(code, retry_ms, *tries)?;
         *tries += 1;
-        let backoff = || RESEND_BACKOFF.saturating_mul(1 << (*tries - 1).min(6));
-        Some(retry_ms.map_or_else(backoff, Duration::from_millis))
+        Some(delay)
     }
 }
 

@@ -92,6 +92,11 @@ pub struct ConsultArgs {
     #[arg(long, value_parser = parse_duration)]
     #[serde(rename = "storm_at_s", serialize_with = "as_secs_opt")]
     pub storm_at: Option<Duration>,
+    /// How often to send a chat message again, with the same client_id,
+    /// when the hub refuses it with `unavailable` or `rate_limited` (as for
+    /// chat); 0 fails the consultation at the first refusal.
+    #[arg(long, default_value_t = 5)]
+    pub resends: u32,
     /// Also write an HTML report with plots (latency distribution per kind,
     /// messages and signals per second, connections over time) to this
     /// file.

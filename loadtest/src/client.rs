@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt, stream};
 use hdrhistogram::Histogram;
 use reqwest::Url;
-use telehub_signaling::{ClientFrame, ServerFrame};
+use telehub_signaling::{ClientFrame, ErrorCode, ServerFrame};
 use tokio::net::{TcpSocket, TcpStream, lookup_host};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -381,4 +381,20 @@ mod tests {
             "Socket.IO takes the token in its connect packet"
         );
     }
+}
+
+/// The first wait before sending a refused frame again when the refusal
+/// says nothing of when; it doubles with each try.
+const RESEND_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After how long to send a frame again that the hub refused with `code`,
+/// having sent it again `tries` times already: the refusal's `retry_ms`,
+/// or a backoff from 100 ms without one. `None` when the refusal is final:
+/// only `unavailable` (storage failed, or an overloaded node shed it) and
+/// `rate_limited` pass with time, as the browser SDK has it.
+pub fn resend_delay(code: ErrorCode, retry_ms: Option<u64>, tries: u32) -> Option<Duration> {
+    if !matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+        return None;
+    }
+    Some(retry_ms.map_or_else(|| RESEND_BACKOFF.saturating_mul(1 << tries.min(6)), Duration::from_millis))
 }

@@ -77,7 +77,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::{RoomSetup, Staffing, create_staffed_rooms, display_tokens};
 use crate::cli::ConsultArgs;
-use crate::client::{Endpoint, Ws, check_open_files, close_reason, connect, send};
+use crate::client::{Endpoint, Ws, check_open_files, close_reason, connect, resend_delay, send};
 use crate::stats::{Summary, bump, counts_line, distribution, histogram, micros_at, record, write_json};
 use crate::timeline::{ConsultTimelineReport, Event, Timeline};
 use crate::verify::SeqCheck;
@@ -233,16 +233,17 @@ impl Side {
                 }
                 ServerFrame::Typing { .. } => self.typing += 1,
                 ServerFrame::Read { .. } => self.reads += 1,
-                ServerFrame::Error { reference: r, code, message, .. } => {
-                    bump(&mut self.errors, code.as_str(), 1);
-                    if reference.is_some() && r.as_deref() == reference {
-                        return Err(format!("{step}: {} {message}", code.as_str()));
-                    }
-                }
                 _ => {}
             }
+            // An error that `want` takes is the caller's to count.
             if let Some(found) = want(&frame) {
                 return Ok(Some(found));
+            }
+            if let ServerFrame::Error { reference: r, code, message, .. } = &frame {
+                bump(&mut self.errors, code.as_str(), 1);
+                if reference.is_some() && r.as_deref() == reference {
+                    return Err(format!("{step}: {} {message}", code.as_str()));
+                }
             }
         }
     }
@@ -304,6 +305,8 @@ struct Outcome {
     storm_late: bool,
     /// Messages the patient got from the rejoin's history.
     replayed: u64,
+    /// Refusals of chat answered by sending the message again, by code.
+    resent: BTreeMap<String, u64>,
 }
 
 /// What the consultations and displays of a run share.
@@ -547,13 +550,36 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
             // Both sides are read at once, so that each frame is timed when
             // it arrives: the delivery may come before the ack.
             let acked = async {
-                let seq = sender
-                    .until("ack", Some(&reference), |f| match f {
-                        ServerFrame::Ack { reference: Some(r), seq, .. } if *r == reference => Some(*seq),
-                        _ => None,
-                    })
-                    .await?;
-                Ok::<_, String>((seq, Instant::now()))
+                let mut resent = Vec::new();
+                let seq = loop {
+                    let answer = sender
+                        .until("ack", None, |f| match f {
+                            ServerFrame::Ack { reference: Some(r), seq, .. } if *r == reference => Some(Ok(*seq)),
+                            ServerFrame::Error { reference: Some(r), code, message, retry_ms } if *r == reference => {
+                                Some(Err((*code, message.clone(), *retry_ms)))
+                            }
+                            _ => None,
+                        })
+                        .await?;
+                    match answer {
+                        Ok(seq) => break seq,
+                        // Refused for now: the same frame again, after the
+                        // wait the refusal asks for.
+                        Err((code, _, retry_ms))
+                            if resent.len() < args.resends as usize
+                                && let Some(wait) = resend_delay(code, retry_ms, resent.len() as u32) =>
+                        {
+                            resent.push(code);
+                            tokio::time::sleep(wait).await;
+                            sender.send(&chat).await?;
+                        }
+                        Err((code, message, _)) => {
+                            bump(&mut sender.errors, code.as_str(), 1);
+                            return Err(format!("ack: {} {message}", code.as_str()));
+                        }
+                    }
+                };
+                Ok::<_, String>((seq, Instant::now(), resent))
             };
             let delivered = async {
                 let seq = receiver
@@ -565,7 +591,10 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
                 Ok::<_, String>((seq, Instant::now()))
             };
             let (acked, delivered) = tokio::join!(acked, delivered);
-            let ((seq, acked_at), (delivered_seq, now)) = (acked?, delivered?);
+            let ((seq, acked_at, resent), (delivered_seq, now)) = (acked?, delivered?);
+            for code in resent {
+                bump(&mut outcome.resent, code.as_str(), 1);
+            }
             if delivered_seq != seq {
                 return Err(format!("delivery: {client_id} was acked as seq {seq} and delivered as {delivered_seq}"));
             }
@@ -808,8 +837,12 @@ pub struct ConsultReport {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
-    /// `error` frames received, by code.
+    /// `error` frames received, by code, but for the refusals answered by
+    /// sending the message again (`resent`).
     pub errors: BTreeMap<String, u64>,
+    /// Refusals of chat (`unavailable`, `rate_limited`) answered by sending
+    /// the same message again, by code.
+    pub resent: BTreeMap<String, u64>,
     /// `typing` and `read` frames seen by the other side.
     pub typing_seen: u64,
     /// Typing indicators a side that stayed connected never saw: one is
@@ -898,6 +931,7 @@ impl ConsultReport {
             self.called_unexpected
         );
         println!("error frames: {}", counts_line(&self.errors));
+        println!("refused and sent again: {}", counts_line(&self.resent));
         println!("result: {}", if self.clean { "PASS" } else { "FAIL" });
     }
 }
@@ -989,7 +1023,7 @@ fn report(
     elapsed: Duration,
 ) -> ConsultReport {
     let consultations = outcomes.len();
-    let (mut failures, mut errors) = (BTreeMap::new(), BTreeMap::new());
+    let (mut failures, mut errors, mut resent) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let (mut lost, mut duplicated, mut out_of_order, mut messages, mut typing, mut reads) = (0, 0, 0, 0, 0, 0);
     let (mut reconnects, mut replayed, mut storm_late) = (0, 0, 0);
     let (mut typing_missing, mut reads_missing) = (0, 0);
@@ -1008,6 +1042,9 @@ fn report(
         reconnects += u64::from(outcome.reconnected);
         storm_late += u64::from(outcome.reconnected && outcome.storm_late);
         replayed += outcome.replayed;
+        for (code, n) in &outcome.resent {
+            bump(&mut resent, code.as_str(), *n);
+        }
         // Each side announces every message it sends with a typing
         // indicator, and reads every message it is delivered: the other
         // side must see both, unless it was away (they are live only).
@@ -1097,6 +1134,7 @@ fn report(
         duplicated,
         out_of_order,
         errors,
+        resent,
         typing_seen: typing,
         typing_missing,
         reads_seen: reads,
@@ -1216,6 +1254,30 @@ mod tests {
         assert_eq!(report["reads_missing"], 0);
         assert_eq!(report["lost"], 0);
         assert_eq!(report["scenario"]["name"], "consult");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chat_an_overloaded_hub_refuses_is_sent_again() {
+        let faults = crate::mock_hub::Faults { shed_every: Some(4), ..Default::default() };
+        let (passed, report) = run_against(faults).await;
+        assert!(passed, "{report:#}");
+        assert_eq!((report["completed"].as_u64(), report["failed"].as_u64()), (Some(3), Some(0)), "{report:#}");
+        assert!(report["resent"]["unavailable"].as_u64().unwrap_or(0) >= 4, "{report:#}");
+        assert_eq!(report["errors"], serde_json::json!({}), "a refusal sent again is no error");
+        let count = |kind: &str| report["latency_ms"][kind]["count"].as_u64().unwrap_or(0);
+        assert_eq!((count("delivery"), count("ack")), (18, 18), "every message acked and delivered once");
+        assert_eq!((&report["lost"], &report["duplicated"]), (&serde_json::json!(0), &serde_json::json!(0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_resends_a_refused_message_fails_its_consultation() {
+        let faults = crate::mock_hub::Faults { shed_every: Some(4), ..Default::default() };
+        let (passed, report) = run_with(faults, &["--resends", "0"]).await;
+        assert!(!passed, "{report:#}");
+        let failed = report["failed"].as_u64().unwrap();
+        assert!(failed >= 1, "{report:#}");
+        assert_eq!(report["failures"]["ack: unavailable"], failed, "{report:#}");
+        assert_eq!(report["resent"], serde_json::json!({}));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -313,8 +313,11 @@ async fn websocket(stream: TcpStream, state: Arc<State>, faults: Faults) {
                     && (state.chats.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(n)
                     && state.shed.lock().unwrap().insert((id.clone(), frame["client_id"].to_string()))
                 {
-                    let _ = tx.send(json!({"type": "error", "ref": reference, "code": "unavailable",
-                        "message": "overloaded", "retry_ms": 1}).to_string());
+                    let _ = tx.send(
+                        json!({"type": "error", "ref": reference, "code": "unavailable",
+                        "message": "overloaded", "retry_ms": 1})
+                        .to_string(),
+                    );
                     continue;
                 }
                 let mut rooms = state.rooms.lock().unwrap();
