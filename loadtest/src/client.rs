@@ -357,6 +357,22 @@ pub fn check_open_files(sessions: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first wait before sending a refused frame again when the refusal
+/// says nothing of when; it doubles with each try.
+const RESEND_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After how long to send a frame again that the hub refused with `code`,
+/// having sent it again `tries` times already: the refusal's `retry_ms`,
+/// or a backoff from 100 ms without one. `None` when the refusal is final:
+/// only `unavailable` (storage failed, or an overloaded node shed it) and
+/// `rate_limited` pass with time, as the browser SDK has it.
+pub fn resend_delay(code: ErrorCode, retry_ms: Option<u64>, tries: u32) -> Option<Duration> {
+    if !matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+        return None;
+    }
+    Some(retry_ms.map_or_else(|| RESEND_BACKOFF.saturating_mul(1 << tries.min(6)), Duration::from_millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,20 +397,18 @@ mod tests {
             "Socket.IO takes the token in its connect packet"
         );
     }
-}
 
-/// The first wait before sending a refused frame again when the refusal
-/// says nothing of when; it doubles with each try.
-const RESEND_BACKOFF: Duration = Duration::from_millis(100);
-
-/// After how long to send a frame again that the hub refused with `code`,
-/// having sent it again `tries` times already: the refusal's `retry_ms`,
-/// or a backoff from 100 ms without one. `None` when the refusal is final:
-/// only `unavailable` (storage failed, or an overloaded node shed it) and
-/// `rate_limited` pass with time, as the browser SDK has it.
-pub fn resend_delay(code: ErrorCode, retry_ms: Option<u64>, tries: u32) -> Option<Duration> {
-    if !matches!(code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
-        return None;
+    #[test]
+    fn refusals_that_pass_with_time_are_sent_again_after_retry_ms_or_a_backoff() {
+        assert_eq!(resend_delay(ErrorCode::Unavailable, Some(312), 0), Some(Duration::from_millis(312)));
+        assert_eq!(resend_delay(ErrorCode::RateLimited, Some(40), 3), Some(Duration::from_millis(40)));
+        let backoff: Vec<_> = (0..8).map(|tries| resend_delay(ErrorCode::Unavailable, None, tries).unwrap()).collect();
+        assert_eq!(backoff[0], Duration::from_millis(100));
+        assert_eq!(backoff[1], Duration::from_millis(200));
+        assert_eq!(backoff[6], Duration::from_millis(6_400));
+        assert_eq!(backoff[7], backoff[6], "the backoff stops doubling");
+        for code in [ErrorCode::Conflict, ErrorCode::Forbidden, ErrorCode::BadRequest, ErrorCode::TooLarge] {
+            assert_eq!(resend_delay(code, Some(100), 0), None, "{code:?} is final");
+        }
     }
-    Some(retry_ms.map_or_else(|| RESEND_BACKOFF.saturating_mul(1 << tries.min(6)), Duration::from_millis))
 }
