@@ -625,13 +625,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<bool> {
 
     let report = report(&args, &plan, &progress, outcomes, &connected, &timeline);
     report.print();
+    let judged = crate::thresholds::judge(&report, &args.target.thresholds)?;
     if let Some(path) = &args.target.json {
-        write_json(path, &report)?;
+        write_json(path, &judged.json)?;
     }
     if let Some(path) = &args.html {
-        crate::html::write(path, &crate::html::chat_page(&report))?;
+        crate::html::write(path, &crate::html::chat_page(&report, &judged.verdicts))?;
     }
-    Ok(report.clean)
+    Ok(report.clean && judged.met())
 }
 
 /// Shows the current step and the rates of the last second on a spinner
@@ -1137,6 +1138,33 @@ mod tests {
         assert_eq!(delivered, 2 * acked);
         assert_eq!(report["resent"], serde_json::json!({}));
         assert_eq!(report["unanswered"], 0, "a refusal answers its frame");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_threshold_not_met_fails_a_run_that_passed_its_checks() {
+        let faults = crate::mock_hub::Faults::default();
+        let met = ["--threshold", "lost==0,errors==0", "--threshold", "steps.1.delivered_per_s>0"];
+        let (passed, report, _, _) = run_with_flags(faults, "10s", &met).await;
+        assert!(passed, "{report:#}");
+        let verdicts = report["thresholds"].as_array().unwrap();
+        assert_eq!(verdicts.len(), 3);
+        assert!(verdicts.iter().all(|v| v["met"] == true), "{verdicts:?}");
+        assert_eq!(
+            report["scenario"]["thresholds"],
+            serde_json::json!(["lost==0", "errors==0", "steps.1.delivered_per_s>0"])
+        );
+
+        // No hub delivers in under a nanosecond.
+        let (passed, report, _, page) =
+            run_with_flags(faults, "10s", &["--threshold", "lost==0,latency_ms.delivery.p99<0.000001"]).await;
+        assert!(!passed, "{report:#}");
+        assert!(page.contains("chat <span class=\"fail\">FAIL</span>"), "the page says so too");
+        assert!(page.contains("<td>latency_ms.delivery.p99&lt;0.000001</td>"), "{page}");
+        assert_eq!(page.matches("class=\"fail\">not met").count(), 1);
+        assert_eq!(report["clean"], true, "the checks passed");
+        let missed = &report["thresholds"][1];
+        assert_eq!(missed["met"], false, "{missed}");
+        assert_eq!(missed["value"], report["latency_ms"]["delivery"]["p99"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

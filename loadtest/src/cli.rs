@@ -180,6 +180,13 @@ pub struct Target {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Fail the run unless a figure of its report meets a bound, as k6's
+    /// thresholds: the figure's path in the JSON report, a comparison
+    /// (< <= > >= == !=) and a number in the report's unit, e.g.
+    /// `latency_ms.delivery.p99<50`, `delivered_per_s>=40000`, `errors==0`
+    /// (a map of counts is their sum). Comma-separated or repeated.
+    #[arg(long = "threshold", value_delimiter = ',')]
+    pub thresholds: Vec<crate::thresholds::Threshold>,
 }
 
 /// The wire protocol a run speaks.

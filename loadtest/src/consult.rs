@@ -1168,13 +1168,14 @@ impl ConsultReport {
     /// whether the run passed.
     fn finish(self, args: &ConsultArgs) -> anyhow::Result<bool> {
         self.print();
+        let judged = crate::thresholds::judge(&self, &args.target.thresholds)?;
         if let Some(path) = &args.target.json {
-            write_json(path, &self)?;
+            write_json(path, &judged.json)?;
         }
         if let Some(path) = &args.html {
-            crate::html::write(path, &crate::html::consult_page(&self))?;
+            crate::html::write(path, &crate::html::consult_page(&self, &judged.verdicts))?;
         }
-        Ok(self.clean)
+        Ok(self.clean && judged.met())
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::consult::ConsultReport;
 use crate::stats::ChatReport;
+use crate::thresholds::Verdict;
 use crate::timeline::LatencySeries;
 
 /// Writes a page to `path`.
@@ -20,8 +21,8 @@ pub fn write(path: &Path, page: &str) -> anyhow::Result<()> {
 }
 
 /// The chat scenario's page.
-pub fn chat_page(report: &ChatReport) -> String {
-    let mut html = begin("chat", report.clean);
+pub fn chat_page(report: &ChatReport, verdicts: &[Verdict]) -> String {
+    let mut html = begin("chat", report.clean, verdicts);
     let _ = writeln!(
         html,
         "<p>{} sessions joined ({} failed) at {:.0} joins/s. {} acks; lost {}, duplicated {}, out of order {}; \
@@ -95,8 +96,8 @@ const CONSULT_KINDS: [(&str, &str); 6] = [
 ];
 
 /// The consult scenario's page.
-pub fn consult_page(report: &ConsultReport) -> String {
-    let mut html = begin("consult", report.clean);
+pub fn consult_page(report: &ConsultReport, verdicts: &[Verdict]) -> String {
+    let mut html = begin("consult", report.clean, verdicts);
     let _ = writeln!(
         html,
         "<p>{} of {} consultations completed, {} failed ({}), in {:.1} s. {} messages; lost {}, duplicated {}, \
@@ -187,9 +188,10 @@ pub fn consult_page(report: &ConsultReport) -> String {
 }
 
 /// The start of a page: its head and its heading with the verdict.
-fn begin(scenario: &str, clean: bool) -> String {
+fn begin(scenario: &str, clean: bool, thresholds: &[Verdict]) -> String {
     let mut html = String::with_capacity(32 * 1024);
-    let verdict = if clean { "PASS" } else { "FAIL" };
+    let passed = clean && thresholds.iter().all(|v| v.met);
+    let verdict = if passed { "PASS" } else { "FAIL" };
     let _ = write!(
         html,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -201,6 +203,19 @@ fn begin(scenario: &str, clean: bool) -> String {
          <h1>Telehub load test: {scenario} <span class=\"{}\">{verdict}</span></h1>\n",
         verdict.to_lowercase()
     );
+    if !thresholds.is_empty() {
+        html.push_str("<h2>Thresholds</h2>\n<table><tr><th>threshold</th><th>figure</th><th></th></tr>\n");
+        for v in thresholds {
+            let (class, met) = if v.met { ("pass", "met") } else { ("fail", "not met") };
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{met}</td></tr>",
+                escape(&v.threshold.to_string()),
+                escape(&v.value_text())
+            );
+        }
+        html.push_str("</table>\n");
+    }
     html
 }
 

@@ -373,10 +373,11 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<bool> {
         clean: joins.failed == 0 && closed_sessions == 0,
     };
     report.print();
+    let judged = crate::thresholds::judge(&report, &target.thresholds)?;
     if let Some(path) = &target.json {
-        write_json(path, &report)?;
+        write_json(path, &judged.json)?;
     }
-    Ok(report.clean)
+    Ok(report.clean && judged.met())
 }
 
 #[cfg(test)]

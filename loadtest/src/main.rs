@@ -20,9 +20,11 @@
 //! connections), `chat`, `idle` and `consult` (the scenarios), `verify`
 //! (the delivery checks), `stats` (clock, histograms, reports), `timeline`
 //! (events per second), `html` (the HTML reports), `progress` (the live
-//! bars), `scenario_file` (a run's flags from a TOML file, `--scenario`).
+//! bars), `scenario_file` (a run's flags from a TOML file, `--scenario`),
+//! `thresholds` (pass/fail bounds on a report's figures, `--threshold`).
 //!
-//! Exit status: 0 when the run passed, 1 when it ran but failed its checks,
+//! Exit status: 0 when the run passed, 1 when it ran but failed its checks
+//! or a `--threshold`,
 //! 2 when it could not run (bad flags, setup refused, hub unreachable).
 
 mod api;
@@ -37,6 +39,7 @@ mod progress;
 mod scenario_file;
 mod socketio;
 mod stats;
+mod thresholds;
 mod timeline;
 mod verify;
 

@@ -194,6 +194,20 @@ source_addrs = ["127.0.0.2", "127.0.0.3"]
     }
 
     #[test]
+    fn the_chat_example_steps_the_rate_and_holds_the_run_to_the_core_bound() {
+        use clap::Parser;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/chat.toml");
+        let mut out = expand(argv(&["telehub-loadtest", "--scenario", path])).unwrap();
+        out.extend(argv(&["--api-key", "k"]));
+        let cli = crate::cli::Cli::try_parse_from(out).unwrap();
+        let crate::cli::Command::Chat(args) = cli.command else { panic!("chat") };
+        args.validate().unwrap();
+        assert_eq!(args.rate, [12_500.0, 20_000.0, 25_000.0]);
+        let thresholds: Vec<String> = args.target.thresholds.iter().map(ToString::to_string).collect();
+        assert_eq!(thresholds, ["latency_ms.delivery.p99<50", "lost==0"]);
+    }
+
+    #[test]
     fn the_idle_example_holds_19000_sessions_in_two_processes() {
         use clap::Parser;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/idle.toml");
