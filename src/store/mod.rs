@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod sqlite_chains;
 mod writer;
 
 use async_trait::async_trait;

@@ -35,10 +35,10 @@ use tracing::{debug, error, info, trace};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
-    MessageRow, PAYMENT_OF, READ_MARKERS, RECENT_ENDED, SENT, SERVES, SUCCEEDED_PAYMENT, lengths, next_number,
-    record_payment_on, ticket, ticket_letter,
+    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LOAD_QUEUE, MessageIds, MessageRow, PAYMENT_OF, READ_MARKERS,
+    RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number, record_payment_on, ticket, ticket_letter,
 };
+use super::sqlite_chains as chains;
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
     AuditQuery, AuditRecord, Consultation, LogStats, NewConsultation, NewPayment, PaymentChange, Price, Store,
@@ -232,13 +232,13 @@ async fn run_writer(
     catch_up: Arc<CatchUp>,
     counts: Arc<WriterCounts>,
 ) {
-    let mut rooms: HashMap<String, RoomMemory> = HashMap::new();
+    let mut memory = WriterMemory::default();
     while let Some(batch) = next_batch(&mut rx, MAX_BATCH).await {
-        if rooms.len() > MAX_CACHED_ROOMS {
-            rooms.clear();
+        if memory.rooms.len() > MAX_CACHED_ROOMS {
+            memory.rooms.clear();
         }
         let (jobs, started) = (batch.len(), Instant::now());
-        let committed = apply_batch(&mut conn, &mut rooms, batch, &outbox).await;
+        let committed = apply_batch(&mut conn, &mut memory, batch, &outbox).await;
         counts.batch(jobs, started.elapsed(), committed);
         trace!(jobs, committed, elapsed_us = started.elapsed().as_micros() as u64, "write batch");
         catch_up.run_if_due(&mut conn).await;
@@ -247,7 +247,7 @@ async fn run_writer(
 
 async fn apply_batch(
     conn: &mut SqliteConnection,
-    rooms: &mut HashMap<String, RoomMemory>,
+    memory: &mut WriterMemory,
     batch: Vec<Job>,
     outbox: &OutboxPolicy,
 ) -> bool {
@@ -274,7 +274,7 @@ async fn apply_batch(
         // The messages' inserts open the transaction and, when the batch
         // holds nothing else, commit it (see `insert_rows`).
         let began;
-        (appended, began) = append_all(conn, rooms, &messages, &format_time(Utc::now()), only_messages).await?;
+        (appended, began) = append_all(conn, memory, &messages, &format_time(Utc::now()), only_messages).await?;
         if only_messages {
             return Ok(());
         }
@@ -301,7 +301,7 @@ async fn apply_batch(
         Err(err) => {
             error!(error = %err, "write batch failed, rolled back");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            rooms.clear();
+            memory.forget();
             let err = unavailable(err);
             for reply in replies {
                 let _ = reply.send(Err(err.clone()));
@@ -494,7 +494,8 @@ fn fingerprint(sender: &str, client_id: &str) -> u64 {
     hasher.finish()
 }
 
-/// What the writer remembers of a room: its last `seq`, and which
+/// What the writer remembers of a room: its last `seq` and the rowid of its
+/// newest message (the chain's tail, see [`chains`]), and which
 /// (sender, client_id) pairs it has stored, by fingerprint. This replaces a
 /// unique index on (room, sender, client_id): such an index puts a second
 /// scattered page into every commit and halved the writer's throughput. The
@@ -503,20 +504,20 @@ fn fingerprint(sender: &str, client_id: &str) -> u64 {
 #[derive(Debug, Default)]
 struct RoomMemory {
     last_seq: i64,
+    last_rowid: Option<i64>,
     sent: HashMap<u64, i64>,
 }
 
 async fn remember_room(conn: &mut SqliteConnection, room: &str) -> Result<RoomMemory, sqlx::Error> {
     let mut memory = RoomMemory::default();
-    let rows = sqlx::query("SELECT seq, sender_id, client_id FROM messages WHERE room = ?")
-        .bind(room)
-        .fetch_all(&mut *conn)
-        .await?;
+    let tail: Option<(i64, i64, i64)> = sqlx::query_as(chains::TAIL).bind(room).fetch_optional(&mut *conn).await?;
+    let Some((_, last_rowid, last_seq)) = tail else { return Ok(memory) };
+    memory.last_seq = last_seq;
+    memory.last_rowid = Some(last_rowid);
+    let rows = sqlx::query(chains::SENDERS).bind(room).fetch_all(&mut *conn).await?;
     for row in &rows {
-        let seq: i64 = row.get("seq");
-        memory.last_seq = memory.last_seq.max(seq);
         if let Some(client_id) = row.get::<Option<String>, _>("client_id") {
-            memory.sent.insert(fingerprint(row.get("sender_id"), &client_id), seq);
+            memory.sent.insert(fingerprint(row.get("sender_id"), &client_id), row.get("seq"));
         }
     }
     Ok(memory)
@@ -530,11 +531,8 @@ async fn original(
     client_id: &str,
 ) -> Result<Option<Appended>, sqlx::Error> {
     let Some(seq) = memory.sent.get(&fingerprint(&m.from.id, client_id)) else { return Ok(None) };
-    let row = sqlx::query("SELECT seq, id, at, sender_id, client_id FROM messages WHERE room = ? AND seq = ?")
-        .bind(&m.room)
-        .bind(seq)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query(chains::MESSAGE_AT).bind(&m.room).bind(seq - 1).bind(1_i64).fetch_optional(&mut *conn).await?;
     let same = |row: &SqliteRow| {
         row.get::<String, _>("sender_id") == m.from.id
             && row.get::<Option<String>, _>("client_id").as_deref() == Some(client_id)
@@ -543,15 +541,37 @@ async fn original(
         Some(row) if same(&row) => Some(row),
         // Two pairs with one fingerprint: look the pair up the slow way.
         _ => {
-            sqlx::query("SELECT seq, id, at FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?")
-                .bind(&m.room)
-                .bind(&m.from.id)
-                .bind(client_id)
-                .fetch_optional(&mut *conn)
-                .await?
+            sqlx::query(chains::SENT).bind(&m.room).bind(&m.from.id).bind(client_id).fetch_optional(&mut *conn).await?
         }
     };
     Ok(row.map(|row| Appended { seq: row.get("seq"), id: row.get("id"), at: row.get("at"), duplicate: true }))
+}
+
+/// What the writer remembers between batches: the rooms it wrote to, and
+/// the last rowid of the messages table (it assigns the rowids, so that it
+/// can chain a batch's rows before inserting them). Forgotten whenever a
+/// transaction fails.
+#[derive(Debug, Default)]
+struct WriterMemory {
+    rooms: HashMap<String, RoomMemory>,
+    last_rowid: Option<i64>,
+}
+
+impl WriterMemory {
+    fn forget(&mut self) {
+        self.rooms.clear();
+        self.last_rowid = None;
+    }
+}
+
+/// A new row of a batch: the message's index in the batch, its `seq`, `id`,
+/// rowid, and the rowid of its room's previous message.
+struct NewRow {
+    index: usize,
+    seq: i64,
+    id: String,
+    rowid: i64,
+    prev: Option<i64>,
 }
 
 /// Stores `messages` with their rooms' next `seq`s. A message whose (room,
@@ -564,11 +584,12 @@ async fn original(
 /// the transaction: no other connection writes messages.
 async fn append_all(
     conn: &mut SqliteConnection,
-    rooms: &mut HashMap<String, RoomMemory>,
+    memory: &mut WriterMemory,
     messages: &[NewMessage],
     at: &str,
     commit: bool,
 ) -> Result<(Vec<Appended>, bool), sqlx::Error> {
+    let WriterMemory { rooms, last_rowid } = memory;
     for m in messages {
         if !rooms.contains_key(&m.room) {
             let memory = remember_room(conn, &m.room).await?;
@@ -595,28 +616,38 @@ async fn append_all(
         }
     }
     let ids = MessageIds::get();
-    let mut next: HashMap<&str, i64> = HashMap::new();
-    let rows: Vec<(usize, i64, String)> = fresh
+    let before = match *last_rowid {
+        Some(rowid) => rowid,
+        None => sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetch_one(&mut *conn).await?,
+    };
+    // Each room's next seq and tail as the batch's rows are numbered.
+    let mut next: HashMap<&str, (i64, Option<i64>)> = HashMap::new();
+    let mut rowid = before;
+    let rows: Vec<NewRow> = fresh
         .iter()
-        .map(|&i| {
-            let room = messages[i].room.as_str();
-            let seq = next.entry(room).or_insert_with(|| rooms[room].last_seq);
+        .map(|&index| {
+            let room = messages[index].room.as_str();
+            let (seq, tail) = next.entry(room).or_insert_with(|| (rooms[room].last_seq, rooms[room].last_rowid));
+            rowid += 1;
             *seq += 1;
-            (i, *seq, ids.next())
+            let prev = tail.replace(rowid);
+            NewRow { index, seq: *seq, id: ids.next(), rowid, prev }
         })
         .collect();
     let began = !rows.is_empty();
-    insert_rows(conn, messages, &rows, at, commit).await?;
+    insert_rows(conn, messages, &rows, before, at, commit).await?;
     // Only now is it certain that the rows are in the transaction; if the
-    // transaction fails later, the caller forgets every room.
-    for (i, seq, id) in rows {
-        let m = &messages[i];
+    // transaction fails later, the caller forgets every room and the rowid.
+    *last_rowid = Some(rowid);
+    for NewRow { index, seq, id, rowid, .. } in rows {
+        let m = &messages[index];
         let memory = rooms.get_mut(&m.room).expect("loaded above");
         memory.last_seq = memory.last_seq.max(seq);
+        memory.last_rowid = Some(rowid);
         if let Some(client_id) = &m.client_id {
             memory.sent.insert(fingerprint(&m.from.id, client_id), seq);
         }
-        results[i] = Some(Appended { seq, id, at: at.to_owned(), duplicate: false });
+        results[index] = Some(Appended { seq, id, at: at.to_owned(), duplicate: false });
     }
     for (i, original) in copy_of.iter().enumerate() {
         if let Some(j) = original {
@@ -649,45 +680,58 @@ const INSERT_SIZES: [usize; 10] = [512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
 const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// The INSERT statement for `rows` rows, preceded by [`BEGIN`] with
-/// `begin` and followed by `COMMIT` with `commit`: forty texts in all.
-fn insert_messages_sql(rows: usize, begin: bool, commit: bool) -> &'static str {
+/// `begin`; with `last`, followed by [`chains::SET_TAILS`] and, with
+/// `commit`, by `COMMIT`: sixty texts in all.
+fn insert_messages_sql(rows: usize, begin: bool, last: bool, commit: bool) -> &'static str {
+    const ENDS: [(bool, bool); 3] = [(false, false), (true, false), (true, true)];
     static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         let mut all = Vec::new();
         for &n in &INSERT_SIZES {
-            for (begin, commit) in [(false, false), (false, true), (true, false), (true, true)] {
-                let mut sql = if begin { format!("{BEGIN}; ") } else { String::new() };
-                sql.push_str(
-                    "INSERT OR ROLLBACK INTO messages \
-                     (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at) VALUES ",
-                );
-                for row in 0..n {
-                    if row > 0 {
-                        sql.push(',');
+            for begin in [false, true] {
+                for (last, commit) in ENDS {
+                    let mut sql = if begin { format!("{BEGIN}; ") } else { String::new() };
+                    sql.push_str(
+                        "INSERT OR ROLLBACK INTO messages \
+                         (rowid, prev, room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at) \
+                         VALUES ",
+                    );
+                    for row in 0..n {
+                        if row > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
                     }
-                    sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
+                    if last {
+                        sql.push_str("; ");
+                        sql.push_str(chains::SET_TAILS);
+                    }
+                    if commit {
+                        sql.push_str("; COMMIT");
+                    }
+                    all.push(sql);
                 }
-                if commit {
-                    sql.push_str("; COMMIT");
-                }
-                all.push(sql);
             }
         }
         all
     });
+    assert!(last || !commit, "only the last statement commits");
     let i = INSERT_SIZES.iter().position(|&n| n == rows).expect("one of INSERT_SIZES");
-    &all[4 * i + 2 * usize::from(begin) + usize::from(commit)]
+    let end = ENDS.iter().position(|&e| e == (last, commit)).expect("one of ENDS");
+    &all[6 * i + 3 * usize::from(begin) + end]
 }
 
-/// Inserts `rows` in a transaction that the first statement begins, and,
-/// with `commit`, the last one commits. Every statement is a hand-off to
-/// sqlx's SQLite thread and back, so a batch of new messages alone is
-/// stored with as many hand-offs as the set bits of its size, often one,
-/// instead of two more for `BEGIN` and `COMMIT`.
+/// Inserts `rows` in a transaction that the first statement begins; the
+/// last one sets the tails of the rooms written since rowid `before` and,
+/// with `commit`, commits. Every statement is a hand-off to sqlx's SQLite
+/// thread and back, so a batch of new messages alone is stored with as many
+/// hand-offs as the set bits of its size, often one, instead of two more
+/// for `BEGIN` and `COMMIT` and one for the tails.
 async fn insert_rows(
     conn: &mut SqliteConnection,
     messages: &[NewMessage],
-    rows: &[(usize, i64, String)],
+    rows: &[NewRow],
+    before: i64,
     at: &str,
     commit: bool,
 ) -> Result<(), sqlx::Error> {
@@ -697,14 +741,17 @@ async fn insert_rows(
         let size = *INSERT_SIZES.iter().find(|&&n| n <= rest.len()).expect("1 fits any non-empty rest");
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let mut query = sqlx::query(insert_messages_sql(size, first, commit && rest.is_empty()));
+        let last = rest.is_empty();
+        let mut query = sqlx::query(insert_messages_sql(size, first, last, commit && last));
         first = false;
-        for (i, seq, id) in chunk {
-            let m = &messages[*i];
+        for row in chunk {
+            let m = &messages[row.index];
             query = query
+                .bind(row.rowid)
+                .bind(row.prev)
                 .bind(m.room.as_str())
-                .bind(*seq)
-                .bind(id.as_str())
+                .bind(row.seq)
+                .bind(row.id.as_str())
                 .bind(m.from.id.as_str())
                 .bind(m.from.name.as_str())
                 .bind(m.from.role.as_str())
@@ -712,6 +759,9 @@ async fn insert_rows(
                 .bind(m.kind.as_str())
                 .bind(m.text.as_str())
                 .bind(at);
+        }
+        if last {
+            query = query.bind(before);
         }
         query.execute(&mut *conn).await?;
     }
@@ -722,7 +772,8 @@ const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.s
         c.created_at, c.started_at, c.ended_at, c.ended_by_id, c.ended_by_name, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name,
-        (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.room = c.id) AS last_seq
+        COALESCE((SELECT t.last_seq FROM messages f JOIN message_tails t ON t.first = f.rowid
+                  WHERE f.room = c.id AND f.seq % 64 = 1 AND f.seq = 1), 0) AS last_seq
      FROM consultations c
      JOIN members p ON p.consultation_id = c.id AND p.role = 'patient'
      JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
@@ -735,7 +786,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn messages_after(&self, room: &str, after: i64, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
-        let rows = sqlx::query_as::<_, MessageRow>(MESSAGES_AFTER)
+        let rows = sqlx::query_as::<_, MessageRow>(chains::MESSAGES_AFTER)
             .bind(room)
             .bind(after)
             .bind(i64::from(limit))
@@ -746,7 +797,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn last_messages(&self, room: &str, limit: u32) -> Result<Vec<MessageEvent>, StoreError> {
-        let rows = sqlx::query_as::<_, MessageRow>(LAST_MESSAGES)
+        let rows = sqlx::query_as::<_, MessageRow>(chains::LAST_MESSAGES)
             .bind(room)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -760,7 +811,7 @@ impl RoomStore for SqliteStore {
     }
 
     async fn sent(&self, room: &str, sender: &str, client_id: &str) -> Result<Option<Appended>, StoreError> {
-        let row: Option<(i64, String, String)> = sqlx::query_as(SENT)
+        let row: Option<(i64, String, String)> = sqlx::query_as(chains::SENT)
             .bind(room)
             .bind(sender)
             .bind(client_id)
@@ -1037,7 +1088,7 @@ mod tests {
     async fn resends_are_found_in_the_batch_in_storage_and_after_forgetting() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = connection(&dir).await;
-        let mut rooms = HashMap::new();
+        let mut rooms = WriterMemory::default();
         let batch = [message("u1", "a"), message("u1", "b"), message("u1", "a"), message("u2", "a")];
         let (stored, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         let seqs: Vec<(i64, bool)> = stored.iter().map(|s| (s.seq, s.duplicate)).collect();
@@ -1047,7 +1098,7 @@ mod tests {
         let batch = [message("u1", "b"), message("u1", "c")];
         let (again, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         assert_eq!((again[0].seq, again[0].duplicate, again[1].seq), (2, true, 4));
-        rooms.clear();
+        rooms.forget();
         let batch = [message("u2", "a"), message("u2", "d")];
         let (after, _) = append_all(&mut conn, &mut rooms, &batch, "t", true).await.unwrap();
         assert_eq!((after[0].seq, after[0].duplicate, after[1].seq), (3, true, 5));
@@ -1067,7 +1118,7 @@ mod tests {
     async fn the_inserts_open_the_transaction_and_commit_it_when_asked() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = connection(&dir).await;
-        let mut rooms = HashMap::new();
+        let mut rooms = WriterMemory::default();
         // Three rows take two statements (2 + 1): the first begins, the
         // last commits, and the rows are visible to another connection.
         let batch = [message("u1", "a"), message("u1", "b"), message("u2", "c")];
@@ -1150,15 +1201,126 @@ mod tests {
     async fn a_fingerprint_collision_is_checked_against_the_stored_row() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = connection(&dir).await;
-        let mut rooms = HashMap::new();
+        let mut rooms = WriterMemory::default();
         append_all(&mut conn, &mut rooms, &[message("u1", "a"), message("u2", "z")], "t", true).await.unwrap();
         // Make u2/z's fingerprint point at u1/a's row, as a collision would.
-        let memory = rooms.get_mut("c-1").unwrap();
+        let memory = rooms.rooms.get_mut("c-1").unwrap();
         memory.sent.insert(fingerprint("u2", "z"), 1);
         let found = original(&mut conn, memory, &message("u2", "z"), "z").await.unwrap().unwrap();
         assert_eq!((found.seq, found.duplicate), (2, true), "the slow lookup finds the real original");
         // A new pair whose fingerprint collides with a stored one is new.
         memory.sent.insert(fingerprint("u3", "q"), 1);
         assert!(original(&mut conn, memory, &message("u3", "q"), "q").await.unwrap().is_none());
+    }
+
+    /// Messages of rooms `c-1` and `c-2`, interleaved in the table, through
+    /// the writer in batches of several rooms: `n` of each, numbered by
+    /// their text ("c-1 7").
+    async fn interleaved(conn: &mut SqliteConnection, memory: &mut WriterMemory, n: usize) {
+        let mut batch = Vec::new();
+        for i in 0..n {
+            for room in ["c-1", "c-2"] {
+                let mut m = message("u1", &format!("{room}-{i}"));
+                m.room = room.into();
+                m.text = format!("{room} {}", i + 1);
+                batch.push(m);
+            }
+            // Batches of 1 to 7 messages, so that a batch holds several
+            // messages of a room and a room's chain crosses batches.
+            if batch.len() > i % 7 {
+                append_all(conn, memory, &std::mem::take(&mut batch), "t", true).await.unwrap();
+            }
+        }
+        append_all(conn, memory, &batch, "t", true).await.unwrap();
+    }
+
+    fn seqs(messages: &[MessageEvent], room: &str) -> Vec<i64> {
+        for m in messages {
+            assert_eq!(m.room, room);
+            assert_eq!(m.text, format!("{room} {}", m.seq), "the row of its seq");
+        }
+        messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_walk_a_rooms_chain_to_exactly_the_messages_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connection(&dir).await;
+        let mut memory = WriterMemory::default();
+        interleaved(&mut conn, &mut memory, 200).await;
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
+            .await
+            .unwrap();
+        // Around the indexed messages (1, 65, 129, 193) and the ends.
+        for after in [0, 1, 2, 63, 64, 65, 66, 100, 128, 129, 130, 192, 193, 199, 200, 250] {
+            for limit in [1, 2, 10, 63, 64, 65, 500] {
+                let got = store.messages_after("c-1", after, limit).await.unwrap();
+                let want: Vec<i64> = (after + 1..=200.min(after + i64::from(limit))).collect();
+                assert_eq!(seqs(&got, "c-1"), want, "after {after}, limit {limit}");
+            }
+        }
+        for limit in [1, 2, 64, 65, 199, 200, 500] {
+            let got = store.last_messages("c-2", limit).await.unwrap();
+            let want: Vec<i64> = (201 - i64::from(limit).min(200)..=200).collect();
+            assert_eq!(seqs(&got, "c-2"), want, "last {limit}");
+        }
+        assert!(store.messages_after("c-3", 0, 10).await.unwrap().is_empty(), "a room without messages");
+        assert!(store.last_messages("c-3", 10).await.unwrap().is_empty());
+        let sent = store.sent("c-2", "u1", "c-2-99").await.unwrap().expect("stored");
+        assert_eq!(sent.seq, 100);
+        assert!(store.sent("c-2", "u1", "c-1-99").await.unwrap().is_none(), "another room's client id");
+        // The writer, started over, takes each room's numbering and client
+        // ids from the tails and the chains.
+        drop(conn);
+        let again = message("u1", "c-1-4");
+        let mut fresh = message("u1", "new");
+        fresh.text = "c-1 201".into();
+        let stored = store.append(again).await.unwrap();
+        assert_eq!((stored.seq, stored.duplicate), (5, true), "a resend after a restart");
+        let stored = store.append(fresh).await.unwrap();
+        assert_eq!((stored.seq, stored.duplicate), (201, false), "numbering goes on after the tail");
+        assert_eq!(seqs(&store.messages_after("c-1", 195, 10).await.unwrap(), "c-1"), (196..=201).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_the_chains_gets_them_when_it_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        // The schema as it was, and messages stored under it.
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let mut conn = options.connect().await.unwrap();
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        let before: Vec<_> = migrator.migrations.iter().filter(|m| m.version < 20261204000007).cloned().collect();
+        migrator.migrations = before.into();
+        migrator.run(&mut conn).await.unwrap();
+        for i in 0..150 {
+            for room in ["c-1", "c-2"] {
+                sqlx::query(
+                    "INSERT INTO messages (room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at)
+                     VALUES (?, ?, ?, 'u1', 'u1', 'patient', ?, 'text', ?, 't')",
+                )
+                .bind(room)
+                .bind(i + 1)
+                .bind(format!("m-{room}-{i}"))
+                .bind(format!("{room}-{i}"))
+                .bind(format!("{room} {}", i + 1))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+        }
+        sqlx::Connection::close(conn).await.unwrap();
+        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
+            .await
+            .unwrap();
+        assert_eq!(seqs(&store.messages_after("c-1", 60, 80).await.unwrap(), "c-1"), (61..=140).collect::<Vec<_>>());
+        assert_eq!(seqs(&store.last_messages("c-2", 3).await.unwrap(), "c-2"), vec![148, 149, 150]);
+        let mut fresh = message("u1", "new");
+        fresh.room = "c-2".into();
+        fresh.text = "c-2 151".into();
+        assert_eq!(store.append(fresh).await.unwrap().seq, 151, "numbering goes on");
+        assert_eq!(store.append(message("u1", "c-1-0")).await.unwrap().seq, 1, "a resend of a migrated message");
+        assert_eq!(seqs(&store.last_messages("c-2", 2).await.unwrap(), "c-2"), vec![150, 151]);
     }
 }
