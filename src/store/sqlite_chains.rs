@@ -73,7 +73,7 @@ pub(crate) const MESSAGES_AFTER: &str = concat!(
     walk_after!(),
     " SELECT ",
     columns!(),
-    " FROM walk JOIN messages m ON m.rowid = walk.r, bound WHERE walk.s > ?2 AND walk.s <= bound.hi ORDER BY walk.s"
+    " FROM walk CROSS JOIN messages m ON m.rowid = walk.r, bound WHERE walk.s > ?2 AND walk.s <= bound.hi ORDER BY walk.s"
 );
 
 /// The message of room `?1` with seq `?2 + 1` (bind `?3` = 1): `seq`, `id`,
@@ -81,7 +81,7 @@ pub(crate) const MESSAGES_AFTER: &str = concat!(
 pub(crate) const MESSAGE_AT: &str = concat!(
     walk_after!(),
     " SELECT m.seq, m.id, m.at, m.sender_id, m.client_id
-      FROM walk JOIN messages m ON m.rowid = walk.r, bound WHERE walk.s = ?2 + 1 AND walk.s <= bound.hi"
+      FROM walk CROSS JOIN messages m ON m.rowid = walk.r, bound WHERE walk.s = ?2 + 1 AND walk.s <= bound.hi"
 );
 
 /// The last `?2` messages of room `?1`, in order.
@@ -96,7 +96,7 @@ pub(crate) const LAST_MESSAGES: &str = concat!(
         WHERE w.s > tail.last_seq - ?2 + 1)
     SELECT ",
     columns!(),
-    " FROM walk JOIN messages m ON m.rowid = walk.r, tail WHERE walk.s > tail.last_seq - ?2 ORDER BY walk.s"
+    " FROM walk CROSS JOIN messages m ON m.rowid = walk.r, tail WHERE walk.s > tail.last_seq - ?2 ORDER BY walk.s"
 );
 
 /// `walk(r, p)`: every message of room `?1`, newest first.
@@ -116,13 +116,13 @@ macro_rules! walk_all {
 
 /// The `seq`, `sender_id` and `client_id` of every message of room `?1`.
 pub(crate) const SENDERS: &str =
-    concat!(walk_all!(), " SELECT m.seq, m.sender_id, m.client_id FROM walk JOIN messages m ON m.rowid = walk.r");
+    concat!(walk_all!(), " SELECT m.seq, m.sender_id, m.client_id FROM walk CROSS JOIN messages m ON m.rowid = walk.r");
 
 /// The message of sender `?2` with client id `?3` in room `?1`, if stored:
 /// `seq`, `id` and `at`.
 pub(crate) const SENT: &str = concat!(
     walk_all!(),
-    " SELECT m.seq, m.id, m.at FROM walk JOIN messages m ON m.rowid = walk.r
+    " SELECT m.seq, m.id, m.at FROM walk CROSS JOIN messages m ON m.rowid = walk.r
       WHERE m.sender_id = ?2 AND m.client_id = ?3 LIMIT 1"
 );
 
