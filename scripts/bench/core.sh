@@ -58,13 +58,18 @@ trap stop_hub EXIT
 # The chat scenario at $RATE against URL, with the CPU of every thread of
 # SERVER_PID and of the generator over 8 s inside the measured window (setup
 # and the 5 s warm-up take about 7 s). Reports go to $OUT/NAME.json and
-# $OUT/cpu-NAME.txt; fails when the run fails its checks.
+# $OUT/cpu-NAME.txt (with the server's disk writes); fails when the run fails its checks.
 chat_with_cpu() {
     local name=$1 url=$2 server=$3 load cpu result=0
     "$LOAD" chat --url "$url" --api-key $KEY --rooms "$ROOMS" --rate "$RATE" \
         --duration "$DURATION" --warmup 5s --drain 30s --json "$OUT/$name.json" --html "$OUT/$name.html" &
     load=$!
-    (sleep 10 && python3 scripts/bench/cpu.py 8 "$server" "$load" >"$OUT/cpu-$name.txt" 2>&1) &
+    # The server's disk writes over the same 8 s, from /proc (what the
+    # storage costs in bytes: the log and the checkpoints).
+    (sleep 10 && w0=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io") &&
+        python3 scripts/bench/cpu.py 8 "$server" "$load" >"$OUT/cpu-$name.txt" 2>&1 &&
+        w1=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io") &&
+        echo "server disk writes: $(((w1 - w0) / 8 / 1000000)) MB/s" >>"$OUT/cpu-$name.txt") &
     cpu=$!
     wait "$load" || result=1
     wait "$cpu" || true
