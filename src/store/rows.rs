@@ -16,6 +16,7 @@ macro_rules! message_columns {
         "room, seq, id, sender_id, sender_name, sender_role, client_id, kind, text, at"
     };
 }
+pub(crate) use message_columns;
 
 // Reads that both stores make with the same SQL: sqlx binds `$n` on SQLite
 // as on PostgreSQL, and counts and seqs are 64-bit integers in both.

@@ -768,16 +768,19 @@ async fn insert_rows(
     Ok(())
 }
 
-const CONSULTATION_SELECT: &str = "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
+const CONSULTATION_SELECT: &str = concat!(
+    "SELECT c.id, c.status, c.clinic, c.queue, c.scheduled_at, c.media_mode,
         c.created_at, c.started_at, c.ended_at, c.ended_by_id, c.ended_by_name, c.payment_amount, c.payment_currency, c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name, p.phone AS patient_phone, p.email AS patient_email, p.locale AS patient_locale,
         d.user_id AS doctor_id, d.name AS doctor_name,
-        COALESCE((SELECT t.last_seq FROM messages f JOIN message_tails t ON t.first = f.rowid
-                  WHERE f.room = c.id AND f.seq % 64 = 1 AND f.seq = 1), 0) AS last_seq
+        COALESCE((SELECT t.last_seq ",
+    chains::tail_from!("c.id"),
+    "), 0) AS last_seq
      FROM consultations c
      JOIN members p ON p.consultation_id = c.id AND p.role = 'patient'
      JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
-     WHERE c.id = ?";
+     WHERE c.id = ?"
+);
 
 #[async_trait]
 impl RoomStore for SqliteStore {
@@ -1225,8 +1228,9 @@ mod tests {
                 m.text = format!("{room} {}", i + 1);
                 batch.push(m);
             }
-            // Batches of 1 to 7 messages, so that a batch holds several
-            // messages of a room and a room's chain crosses batches.
+            // Batches of 2 to 8 messages (1 to 4 of each room), so that a
+            // batch holds several messages of a room and a room's chain
+            // crosses batches.
             if batch.len() > i % 7 {
                 append_all(conn, memory, &std::mem::take(&mut batch), "t", true).await.unwrap();
             }

@@ -24,21 +24,28 @@
 //! memory (see `RoomMemory` in `sqlite.rs`), so it can chain a batch's rows
 //! before it inserts them.
 
-/// The columns of a message row, as `MessageRow` reads them.
-macro_rules! columns {
-    () => {
-        "m.room, m.seq, m.id, m.sender_id, m.sender_name, m.sender_role, m.client_id, m.kind, m.text, m.at"
+use super::rows::message_columns;
+
+/// `FROM … WHERE …` of the tail of the room named by the SQL expression
+/// `$room` (`t.first`, `t.last`, `t.last_seq`), no row when the room has no
+/// message. The room's first message is found through the index of every
+/// 64th message, which holds it (seq 1); the condition must be the index's
+/// own for SQLite to use it.
+macro_rules! tail_from {
+    ($room:literal) => {
+        concat!(
+            "FROM messages f JOIN message_tails t ON t.first = f.rowid WHERE f.room = ",
+            $room,
+            " AND f.seq % 64 = 1 AND f.seq = 1"
+        )
     };
 }
+pub(crate) use tail_from;
 
-/// `tail(first, last, last_seq)`: the tail of room `?1`, no row when it has
-/// no message. The room's first message is found through the index of every
-/// 64th message, which holds it (seq 1).
+/// `tail(first, last, last_seq)`: the tail of room `?1`.
 macro_rules! tail {
     () => {
-        "tail(first, last, last_seq) AS (
-            SELECT t.first, t.last, t.last_seq FROM messages f JOIN message_tails t ON t.first = f.rowid
-            WHERE f.room = ?1 AND f.seq % 64 = 1 AND f.seq = 1)"
+        concat!("tail(first, last, last_seq) AS (SELECT t.first, t.last, t.last_seq ", tail_from!("?1"), ")")
     };
 }
 
@@ -72,7 +79,7 @@ macro_rules! walk_after {
 pub(crate) const MESSAGES_AFTER: &str = concat!(
     walk_after!(),
     " SELECT ",
-    columns!(),
+    message_columns!(),
     " FROM walk CROSS JOIN messages m ON m.rowid = walk.r, bound WHERE walk.s > ?2 AND walk.s <= bound.hi ORDER BY walk.s"
 );
 
@@ -95,7 +102,7 @@ pub(crate) const LAST_MESSAGES: &str = concat!(
         SELECT m.rowid, m.seq, m.prev FROM walk w JOIN messages m ON m.rowid = w.p, tail
         WHERE w.s > tail.last_seq - ?2 + 1)
     SELECT ",
-    columns!(),
+    message_columns!(),
     " FROM walk CROSS JOIN messages m ON m.rowid = walk.r, tail WHERE walk.s > tail.last_seq - ?2 ORDER BY walk.s"
 );
 
@@ -128,12 +135,14 @@ pub(crate) const SENT: &str = concat!(
 
 /// After a batch's inserts: the tail of every room with a message after
 /// rowid `?` (the last rowid before the batch). Within a room rowid and seq
-/// grow together, so the two maxima are one row's.
+/// grow together, so the two maxima are one row's. The batch is grouped by
+/// room first, so each room's first message is looked up once.
 ///
 /// `OR ROLLBACK`, as for the inserts: a failure rolls the whole transaction
 /// back, so SQLite keeps no statement journal for it.
 pub(crate) const SET_TAILS: &str = "INSERT OR ROLLBACK INTO message_tails (first, last, last_seq)
-    SELECT f.rowid, MAX(m.rowid), MAX(m.seq) FROM messages m
-    JOIN messages f ON f.room = m.room AND f.seq % 64 = 1 AND f.seq = 1
-    WHERE m.rowid > ? GROUP BY m.room
+    SELECT f.rowid, n.last, n.last_seq
+    FROM (SELECT room, MAX(rowid) AS last, MAX(seq) AS last_seq FROM messages WHERE rowid > ? GROUP BY room) n
+    CROSS JOIN messages f ON f.room = n.room AND f.seq % 64 = 1 AND f.seq = 1
+    WHERE true
     ON CONFLICT (first) DO UPDATE SET last = excluded.last, last_seq = excluded.last_seq";
