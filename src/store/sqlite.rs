@@ -1054,6 +1054,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::writer::Answer;
     use telehub_signaling::{MessageKind, Sender};
     use tokio::sync::watch;
 
@@ -1285,6 +1286,87 @@ mod tests {
         let stored = store.append(fresh).await.unwrap();
         assert_eq!((stored.seq, stored.duplicate), (201, false), "numbering goes on after the tail");
         assert_eq!(seqs(&store.messages_after("c-1", 195, 10).await.unwrap(), "c-1"), (196..=201).collect::<Vec<_>>());
+    }
+
+    /// A batch of `messages` and a read marker, through the writer's
+    /// batch path; the answers to the messages, in order, and the marker
+    /// stored, if it was.
+    async fn batch_with_a_marker(
+        conn: &mut SqliteConnection,
+        memory: &mut WriterMemory,
+        messages: Vec<NewMessage>,
+    ) -> (Vec<Result<Appended, StoreError>>, Option<i64>) {
+        let mut batch = Vec::new();
+        let mut answers = Vec::new();
+        for message in messages {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            batch.push(Job::Append { message, reply: Answer::detached(reply) });
+            answers.push(answer);
+        }
+        let (reply, marker) = tokio::sync::oneshot::channel();
+        batch.push(Job::Write(Write::ReadMarker { room: "c-1".into(), user: "u1".into(), seq: 1, reply }));
+        apply_batch(conn, memory, batch, &OutboxPolicy::off()).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        // A write whose statement fails is dropped unanswered (the caller
+        // reads that as unavailable), the others of its batch are answered.
+        (results, marker.await.ok().and_then(Result::ok))
+    }
+
+    /// The messages `c-1 <seq>` and `c-2 <seq>` for each seq of `seqs`.
+    fn in_both_rooms(seqs: std::ops::RangeInclusive<i64>) -> Vec<NewMessage> {
+        let mut messages = Vec::new();
+        for seq in seqs {
+            for room in ["c-1", "c-2"] {
+                let mut m = message("u1", &format!("{room}-late-{seq}"));
+                m.room = room.into();
+                m.text = format!("{room} {seq}");
+                messages.push(m);
+            }
+        }
+        messages
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_after_its_inserts_leaves_the_chains_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connection(&dir).await;
+        let mut memory = WriterMemory::default();
+        interleaved(&mut conn, &mut memory, 70).await;
+        // The batch's messages insert (chained, the tails set) and then its
+        // read marker fails, inside the same transaction.
+        let mut other = connection_only(&dir).await;
+        sqlx::query("CREATE TRIGGER refuse BEFORE INSERT ON read_markers BEGIN SELECT RAISE(ABORT, 'refused'); END")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let (failed, marker) = batch_with_a_marker(&mut conn, &mut memory, in_both_rooms(71..=73)).await;
+        assert!(failed.iter().all(|r| matches!(r, Err(StoreError::Unavailable(_)))), "{failed:?}");
+        assert_eq!(marker, None);
+        assert_eq!(stored_count(&dir).await, 140, "rolled back");
+        // The same numbers again, and the rooms' chains go on from their
+        // last stored message, not from the rolled-back rows.
+        sqlx::query("DROP TRIGGER refuse").execute(&mut other).await.unwrap();
+        let (stored, marker) = batch_with_a_marker(&mut conn, &mut memory, in_both_rooms(71..=72)).await;
+        let stored: Vec<(i64, bool)> = stored.into_iter().map(|r| r.map(|a| (a.seq, a.duplicate)).unwrap()).collect();
+        assert_eq!(stored, vec![(71, false), (71, false), (72, false), (72, false)]);
+        assert_eq!(marker, Some(1));
+        let (more, _) = append_all(&mut conn, &mut memory, &in_both_rooms(73..=73), "t", true).await.unwrap();
+        assert_eq!((more[0].seq, more[1].seq), (73, 73));
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
+            .await
+            .unwrap();
+        for room in ["c-1", "c-2"] {
+            assert_eq!(seqs(&store.messages_after(room, 60, 100).await.unwrap(), room), (61..=73).collect::<Vec<_>>());
+            assert_eq!(seqs(&store.last_messages(room, 5).await.unwrap(), room), (69..=73).collect::<Vec<_>>());
+        }
+        drop(conn);
+        let mut next = message("u1", "after-restart");
+        next.text = "c-1 74".into();
+        assert_eq!(store.append(next).await.unwrap().seq, 74, "the tail the store reads is the stored one");
     }
 
     #[tokio::test]

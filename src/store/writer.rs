@@ -37,6 +37,13 @@ impl Answer {
     pub(crate) fn send(self, result: Result<Appended, StoreError>) -> Result<(), Result<Appended, StoreError>> {
         self.reply.send(result)
     }
+
+    /// An answer outside any allowance, for tests that hand a writer its
+    /// batch themselves.
+    #[cfg(test)]
+    pub(crate) fn detached(reply: oneshot::Sender<Result<Appended, StoreError>>) -> Answer {
+        Answer { reply, _pending: Pending(Arc::new(AtomicUsize::new(1))) }
+    }
 }
 
 /// A write other than a message.
@@ -145,7 +152,9 @@ pub(crate) async fn submit<T>(
 ) -> Result<T, StoreError> {
     let (reply, rx) = oneshot::channel();
     tx.send(make(reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-    rx.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    // A write whose statement failed is dropped with its reply unsent, so
+    // this is also how a failed batch reaches the write that failed it.
+    rx.await.map_err(|_| StoreError::Unavailable("the write was not done".into()))?
 }
 
 /// What a writer task has done, counted by it after each batch.
