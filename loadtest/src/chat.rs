@@ -197,9 +197,10 @@ async fn run_session(
     };
     // Socket.IO's pings, and the refusals to send again, come in on the
     // reading half and are acted on by the writing one.
-    let (pings_tx, pings) = mpsc::unbounded_channel();
-    let (resends_tx, resends) = mpsc::unbounded_channel();
-    let errands = Errands { pings, resends, due: BinaryHeap::new() };
+    // One channel for both: the writing half waits on it whenever it is
+    // polled, which `join!` does for every frame the reading half reads.
+    let (errands_tx, asked) = mpsc::unbounded_channel();
+    let errands = Errands { asked, due: BinaryHeap::new() };
     let writer =
         Writer { protocol, session: &session, room_id: &room_id, room: &room, shared: &shared, timeline: &timeline };
     let reader = Reader {
@@ -210,8 +211,7 @@ async fn run_session(
         shared: &shared,
         outcome: &mut outcome,
         timeline: &timeline,
-        pings: pings_tx,
-        resends: resends_tx,
+        errands: errands_tx,
         tries: HashMap::new(),
     };
     let ((mut sink, send_error), ()) = tokio::join!(writer.run(sink, plan.clone(), errands), reader.run(stream, plan));
@@ -333,13 +333,13 @@ impl Writer<'_> {
                         self.send_chat(sink, plan, t).await?;
                     }
                 }
-                Some((t, delay)) = errands.resends.recv() => errands.due.push(Reverse((Instant::now() + delay, t))),
                 value = &mut until => return Ok(Answered::Done(value)),
-                ping = errands.pings.recv() => match ping {
-                    Some(()) => sink
+                asked = errands.asked.recv() => match asked {
+                    Some(Errand::Pong) => sink
                         .send(Message::Text(crate::socketio::PONG.into()))
                         .await
                         .map_err(|err| format!("send: {err}"))?,
+                    Some(Errand::Resend(t, delay)) => errands.due.push(Reverse((Instant::now() + delay, t))),
                     None => return Ok(Answered::ReaderGone),
                 },
             }
@@ -350,12 +350,18 @@ impl Writer<'_> {
 /// What the writing half does besides its schedule, at the reading half's
 /// word.
 struct Errands {
-    /// Socket.IO pings to answer.
-    pings: mpsc::UnboundedReceiver<()>,
-    /// Messages to send again (by scheduled time), and after how long.
-    resends: mpsc::UnboundedReceiver<(u64, Duration)>,
+    /// What the reading half asks for.
+    asked: mpsc::UnboundedReceiver<Errand>,
     /// Those not yet due, soonest first.
     due: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+/// What the reading half asks the writing half to do.
+enum Errand {
+    /// Answer a Socket.IO ping.
+    Pong,
+    /// Send the message scheduled for this time again, after the delay.
+    Resend(u64, Duration),
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -388,11 +394,9 @@ struct Reader<'a> {
     shared: &'a Shared,
     outcome: &'a mut SessionOutcome,
     timeline: &'a Timeline,
-    /// Socket.IO pings, for the writing half to answer.
-    pings: mpsc::UnboundedSender<()>,
-    /// Refused messages (by scheduled time), for the writing half to send
-    /// again after the delay.
-    resends: mpsc::UnboundedSender<(u64, Duration)>,
+    /// Socket.IO pings to answer and refused messages to send again, for
+    /// the writing half.
+    errands: mpsc::UnboundedSender<Errand>,
     /// How often each message refused so far was sent again.
     tries: HashMap<u64, u32>,
 }
@@ -475,7 +479,7 @@ impl Reader<'_> {
             Incoming::Ping => {
                 // The writing half is gone only when sending failed, and
                 // then the session is over anyway.
-                let _ = self.pings.send(());
+                let _ = self.errands.send(Errand::Pong);
                 return None;
             }
             Incoming::Closed(reason) => return Some(reason),
@@ -544,7 +548,7 @@ impl Reader<'_> {
                     return None;
                 };
                 if let Some(delay) = plan.and_then(|plan| self.resend_delay(plan, t, code, retry_ms))
-                    && self.resends.send((t, delay)).is_ok()
+                    && self.errands.send(Errand::Resend(t, delay)).is_ok()
                 {
                     bump(&mut self.outcome.resent, code.as_str(), 1);
                     return None;
