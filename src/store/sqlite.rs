@@ -1072,11 +1072,14 @@ mod tests {
         }
     }
 
-    async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
+    /// A store on the database `t.db` in `dir`, made and migrated if new.
+    async fn store_in(dir: &tempfile::TempDir) -> SqliteStore {
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
-            .await
-            .unwrap();
+        SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off()).await.unwrap()
+    }
+
+    async fn connection(dir: &tempfile::TempDir) -> SqliteConnection {
+        let store = store_in(dir).await;
         store.pool.close().await;
         connection_only(dir).await
     }
@@ -1255,10 +1258,7 @@ mod tests {
         let mut conn = connection(&dir).await;
         let mut memory = WriterMemory::default();
         interleaved(&mut conn, &mut memory, 200).await;
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
-            .await
-            .unwrap();
+        let store = store_in(&dir).await;
         // Around the indexed messages (1, 65, 129, 193) and the ends.
         for after in [0, 1, 2, 63, 64, 65, 66, 100, 128, 129, 130, 192, 193, 199, 200, 250] {
             for limit in [1, 2, 10, 63, 64, 65, 500] {
@@ -1357,10 +1357,7 @@ mod tests {
         assert_eq!(marker, Some(1));
         let (more, _) = append_all(&mut conn, &mut memory, &in_both_rooms(73..=73), "t", true).await.unwrap();
         assert_eq!((more[0].seq, more[1].seq), (73, 73));
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
-            .await
-            .unwrap();
+        let store = store_in(&dir).await;
         for room in ["c-1", "c-2"] {
             assert_eq!(seqs(&store.messages_after(room, 60, 100).await.unwrap(), room), (61..=73).collect::<Vec<_>>());
             assert_eq!(seqs(&store.last_messages(room, 5).await.unwrap(), room), (69..=73).collect::<Vec<_>>());
@@ -1399,9 +1396,7 @@ mod tests {
             }
         }
         sqlx::Connection::close(conn).await.unwrap();
-        let store = SqliteStore::connect(&url, WriteLimits::waiting(Duration::from_secs(1)), OutboxPolicy::off())
-            .await
-            .unwrap();
+        let store = store_in(&dir).await;
         assert_eq!(seqs(&store.messages_after("c-1", 60, 80).await.unwrap(), "c-1"), (61..=140).collect::<Vec<_>>());
         assert_eq!(seqs(&store.last_messages("c-2", 3).await.unwrap(), "c-2"), vec![148, 149, 150]);
         let mut fresh = message("u1", "new");
