@@ -1244,6 +1244,15 @@ mod tests {
         append_all(conn, memory, &batch, "t", true).await.unwrap();
     }
 
+    /// A database in `dir` with `n` messages in each of `c-1` and `c-2`
+    /// ([`interleaved`]), and the writer's connection and memory after them.
+    async fn interleaved_in(dir: &tempfile::TempDir, n: usize) -> (SqliteConnection, WriterMemory) {
+        let mut conn = connection(dir).await;
+        let mut memory = WriterMemory::default();
+        interleaved(&mut conn, &mut memory, n).await;
+        (conn, memory)
+    }
+
     fn seqs(messages: &[MessageEvent], room: &str) -> Vec<i64> {
         for m in messages {
             assert_eq!(m.room, room);
@@ -1255,9 +1264,7 @@ mod tests {
     #[tokio::test]
     async fn reads_walk_a_rooms_chain_to_exactly_the_messages_asked_for() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = connection(&dir).await;
-        let mut memory = WriterMemory::default();
-        interleaved(&mut conn, &mut memory, 200).await;
+        let (conn, _) = interleaved_in(&dir, 200).await;
         let store = store_in(&dir).await;
         // Around the indexed messages (1, 65, 129, 193) and the ends.
         for after in [0, 1, 2, 63, 64, 65, 66, 100, 128, 129, 130, 192, 193, 199, 200, 250] {
@@ -1334,9 +1341,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_that_fails_after_its_inserts_leaves_the_chains_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = connection(&dir).await;
-        let mut memory = WriterMemory::default();
-        interleaved(&mut conn, &mut memory, 70).await;
+        let (mut conn, mut memory) = interleaved_in(&dir, 70).await;
         // The batch's messages insert (chained, the tails set) and then its
         // read marker fails, inside the same transaction.
         let mut other = connection_only(&dir).await;
