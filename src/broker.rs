@@ -554,6 +554,7 @@ async fn subscriber(
     health: Arc<Health>,
     subscribers: Subscribers,
 ) {
+    let own = own_prefix(&instance);
     let mut backoff = Duration::ZERO;
     let mut first = true;
     loop {
@@ -618,7 +619,7 @@ async fn subscriber(
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     health.received.fetch_add(1, Ordering::Relaxed);
-                    dispatch(&subscribers, &instance, message.get_channel_name(), message.get_payload_bytes());
+                    dispatch(&subscribers, &own, message.get_channel_name(), message.get_payload_bytes());
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return };
@@ -676,15 +677,25 @@ fn note(subscribers: &Subscribers, request: Sub) {
     }
 }
 
+/// How every envelope this instance publishes begins: `from` is the first
+/// field [`Envelope`] serializes, so a node knows its own events coming back
+/// from Redis by this prefix without parsing them.
+fn own_prefix(instance: &str) -> Vec<u8> {
+    format!("{{\"from\":{},", serde_json::to_string(instance).expect("strings serialize")).into_bytes()
+}
+
 /// Hands one event to its room, unless this instance sent it.
-fn dispatch(subscribers: &Subscribers, instance: &str, channel: &str, payload: &[u8]) {
+fn dispatch(subscribers: &Subscribers, own: &[u8], channel: &str, payload: &[u8]) {
+    // Every node hears its own publications back on the rooms it serves;
+    // those are for the other nodes, and parsing them cost as much as
+    // parsing a peer's.
+    if payload.starts_with(own) {
+        return;
+    }
     let envelope: Envelope = match serde_json::from_slice(payload) {
         Ok(envelope) => envelope,
         Err(err) => return warn!(%channel, error = %err, "undecodable cluster event dropped"),
     };
-    if envelope.from == instance {
-        return;
-    }
     let to = subscribers.lock().expect("subscribers").get(channel).map(|(_, to)| to.clone());
     if let Some(to) = to {
         to.do_send(FromCluster::Event { from: envelope.from.into(), event: Box::new(envelope.event) });
@@ -848,6 +859,37 @@ mod tests {
         task.abort();
         assert!(matches!(first, Ok(Some(FromCluster::Resync))), "the room is told to resync");
         assert_eq!(health.reconnects.load(Ordering::Relaxed), 0, "a first connection is no reconnect");
+    }
+
+    #[actix::test]
+    async fn a_node_drops_its_own_events_unparsed_and_hands_on_a_peers() {
+        use actix::Actor;
+        let (tx, mut heard) = mpsc::unbounded_channel();
+        let subscribers = Subscribers::default();
+        let room = channel(Topic::Room("r"));
+        subscribers.lock().unwrap().insert(room.clone(), (1, Collector(tx).start().recipient()));
+        let typing = |from: &str| {
+            let event = ClusterEvent::Frame { frame: format!("typing of {from}") };
+            serde_json::to_vec(&Envelope { from: from.into(), event }).unwrap()
+        };
+        let own = own_prefix("node-a/1");
+        // Its own event, and one of an instance whose name it begins.
+        dispatch(&subscribers, &own, &room, &typing("node-a/1"));
+        dispatch(&subscribers, &own, &room, &typing("node-a/12"));
+        match heard.recv().await {
+            Some(FromCluster::Event { from, event }) => {
+                assert_eq!(&*from, "node-a/12");
+                assert_eq!(*event, ClusterEvent::Frame { frame: "typing of node-a/12".into() });
+            }
+            other => panic!("the peer's event is handed on, got {other:?}"),
+        }
+        // What is undecodable is dropped, not handed on as anything.
+        dispatch(&subscribers, &own, &room, b"{\"from\":\"x\"");
+        dispatch(&subscribers, &own, &room, &typing("node-b/1"));
+        match heard.recv().await {
+            Some(FromCluster::Event { from, .. }) => assert_eq!(&*from, "node-b/1", "nothing came of its own event"),
+            other => panic!("the next peer's event is handed on, got {other:?}"),
+        }
     }
 
     #[test]
