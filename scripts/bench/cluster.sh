@@ -20,6 +20,7 @@ mkdir -p "$OUT"
 
 # shellcheck source=scripts/bench/common.sh
 . "$ROOT/scripts/bench/common.sh"
+need redis-server
 
 work=$(mktemp -d)
 pgdir=$(mktemp -d)  # its own folder: the server may run as another user

@@ -3,6 +3,18 @@
 # SKIP_BUILD=1), the binaries, the benchmark hubs' credentials and limits,
 # and free loopback ports.
 
+# need PROGRAM...: stops at once, saying what to install, unless every
+# PROGRAM is on the PATH (scripts/test installs them all on Debian).
+need() {
+    local missing=()
+    for program in "$@"; do command -v "$program" >/dev/null 2>&1 || missing+=("$program"); done
+    ((${#missing[@]} == 0)) && return 0
+    echo "this benchmark needs ${missing[*]}: run scripts/test once, which installs what it needs," >&2
+    echo "or install the Debian packages yourself (redis-server for redis-server, nodejs and npm for node)" >&2
+    exit 1
+}
+need curl python3
+
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release --locked -p telehub -p telehub-loadtest
 fi

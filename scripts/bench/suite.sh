@@ -42,6 +42,7 @@ case ",$RATES," in *",$COMMON,"*) ;; *) echo "COMMON=$COMMON must be one of RATE
 
 # shellcheck source=scripts/bench/common.sh
 . "$ROOT/scripts/bench/common.sh"
+need redis-server node npm
 (cd loadtest/peers/socketio && npm ci --no-audit --no-fund --loglevel=error)
 
 work=$(mktemp -d)
