@@ -9,6 +9,7 @@
 #   ROOMS=500 RATES=5000 scripts/bench/cluster.sh
 #   ONE_NODE=1 scripts/bench/cluster.sh           # both sessions of each room on node a
 #   WORKERS=1 scripts/bench/cluster.sh            # HTTP workers per node (default: one per core)
+#   DURABLE= scripts/bench/cluster.sh             # PostgreSQL without fsync: how much of the tail is the disk
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -33,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pg=$(DURABLE=1 scripts/postgres.sh start "$pgdir")
+pg=$(DURABLE=${DURABLE-1} scripts/postgres.sh start "$pgdir")
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" &
 redis=$!
