@@ -554,7 +554,7 @@ async fn subscriber(
     health: Arc<Health>,
     subscribers: Subscribers,
 ) {
-    let own = own_prefix(&instance);
+    let own = Own::new(instance);
     let mut backoff = Duration::ZERO;
     let mut first = true;
     loop {
@@ -677,25 +677,39 @@ fn note(subscribers: &Subscribers, request: Sub) {
     }
 }
 
-/// How every envelope this instance publishes begins: `from` is the first
-/// field [`Envelope`] serializes, so a node knows its own events coming back
-/// from Redis by this prefix without parsing them.
-fn own_prefix(instance: &str) -> Vec<u8> {
-    format!("{{\"from\":{},", serde_json::to_string(instance).expect("strings serialize")).into_bytes()
+/// This node's instance, and how every envelope it publishes begins:
+/// `from` is the first field [`Envelope`] serializes, so the node knows its
+/// own events coming back from Redis by that prefix without parsing them.
+struct Own {
+    instance: String,
+    prefix: Vec<u8>,
+}
+
+impl Own {
+    fn new(instance: String) -> Self {
+        let prefix = format!("{{\"from\":{},", serde_json::to_string(&instance).expect("strings serialize"));
+        Own { instance, prefix: prefix.into_bytes() }
+    }
 }
 
 /// Hands one event to its room, unless this instance sent it.
-fn dispatch(subscribers: &Subscribers, own: &[u8], channel: &str, payload: &[u8]) {
+fn dispatch(subscribers: &Subscribers, own: &Own, channel: &str, payload: &[u8]) {
     // Every node hears its own publications back on the rooms it serves;
     // those are for the other nodes, and parsing them cost as much as
     // parsing a peer's.
-    if payload.starts_with(own) {
+    if payload.starts_with(&own.prefix) {
         return;
     }
     let envelope: Envelope = match serde_json::from_slice(payload) {
         Ok(envelope) => envelope,
         Err(err) => return warn!(%channel, error = %err, "undecodable cluster event dropped"),
     };
+    // Should the serialized form ever stop beginning with `from`, the
+    // prefix no longer matches: this still keeps the node from taking its
+    // own events for a peer's.
+    if envelope.from == own.instance {
+        return;
+    }
     let to = subscribers.lock().expect("subscribers").get(channel).map(|(_, to)| to.clone());
     if let Some(to) = to {
         to.do_send(FromCluster::Event { from: envelope.from.into(), event: Box::new(envelope.event) });
@@ -872,24 +886,23 @@ mod tests {
             let event = ClusterEvent::Frame { frame: format!("typing of {from}") };
             serde_json::to_vec(&Envelope { from: from.into(), event }).unwrap()
         };
-        let own = own_prefix("node-a/1");
+        // The next event handed to the room; a bound, not a timing: a
+        // wrongly dropped event fails the test instead of hanging it.
+        let mut next = async || match tokio::time::timeout(Duration::from_secs(10), heard.recv()).await {
+            Ok(Some(FromCluster::Event { from, event })) => (from.to_string(), *event),
+            other => panic!("an event is handed on, got {other:?}"),
+        };
+        let own = Own::new("node-a/1".into());
+        assert!(typing("node-a/1").starts_with(&own.prefix), "its events are known by their first bytes");
         // Its own event, and one of an instance whose name it begins.
         dispatch(&subscribers, &own, &room, &typing("node-a/1"));
         dispatch(&subscribers, &own, &room, &typing("node-a/12"));
-        match heard.recv().await {
-            Some(FromCluster::Event { from, event }) => {
-                assert_eq!(&*from, "node-a/12");
-                assert_eq!(*event, ClusterEvent::Frame { frame: "typing of node-a/12".into() });
-            }
-            other => panic!("the peer's event is handed on, got {other:?}"),
-        }
+        let frame = ClusterEvent::Frame { frame: "typing of node-a/12".into() };
+        assert_eq!(next().await, ("node-a/12".to_owned(), frame), "only the peer's event is handed on");
         // What is undecodable is dropped, not handed on as anything.
         dispatch(&subscribers, &own, &room, b"{\"from\":\"x\"");
         dispatch(&subscribers, &own, &room, &typing("node-b/1"));
-        match heard.recv().await {
-            Some(FromCluster::Event { from, .. }) => assert_eq!(&*from, "node-b/1", "nothing came of its own event"),
-            other => panic!("the next peer's event is handed on, got {other:?}"),
-        }
+        assert_eq!(next().await.0, "node-b/1", "nothing came of the undecodable one");
     }
 
     #[test]
