@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CPU used by the threads of some processes over a window, in cores.
+"""CPU used by the threads of some processes over a window, in cores, and
+the time they spent waiting for one.
 
     scripts/bench/cpu.py SECONDS PID [PID...]
 
@@ -7,6 +8,12 @@ Reads utime and stime of every thread from /proc before and after the window
 and prints them per process and thread name (threads of one name summed),
 user and system apart. docs/benchmarks.md uses it to split the two cores
 between the hub's workers, its SQLite thread and the load generator.
+
+Then, per process and thread name, the time its threads were ready to run
+but waited for a core (the run-queue delay of /proc/.../schedstat), in
+seconds per second, with how long a wait was on average. On a machine
+whose cores are all but full this is where the latency goes: a frame that
+crosses from one thread to another waits there at every hop.
 """
 import collections
 import os
@@ -18,6 +25,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def snapshot(pids):
     used = collections.Counter()
+    waited = collections.Counter()
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -27,22 +35,26 @@ def snapshot(pids):
             try:
                 with open(f"/proc/{pid}/task/{tid}/stat") as f:
                     stat = f.read()
-            except FileNotFoundError:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    _, delay_ns, slices = (int(x) for x in f.read().split())
+            except (FileNotFoundError, ProcessLookupError):
                 continue  # the thread ended meanwhile
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2 :].split()
             used[(pid, name, "user")] += int(fields[11])
             used[(pid, name, "sys")] += int(fields[12])
-    return used
+            waited[(pid, name, "ns")] += delay_ns
+            waited[(pid, name, "slices")] += slices
+    return used, waited
 
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     window, pids = float(sys.argv[1]), sys.argv[2:]
-    before = snapshot(pids)
+    before, waited_before = snapshot(pids)
     time.sleep(window)
-    after = snapshot(pids)
+    after, waited_after = snapshot(pids)
     total = 0.0
     for key in sorted(after):
         cores = (after[key] - before.get(key, 0)) / TICKS / window
@@ -50,6 +62,19 @@ def main():
         if cores >= 0.005:
             print(f"{key[0]:>8}  {key[1]:<18} {key[2]:<4} {cores:5.2f} cores")
     print(f"total {total:.2f} cores")
+    print("waiting for a core (run queue), seconds per second; average wait:")
+    total_wait = 0.0
+    for pid, name, kind in sorted(waited_after):
+        if kind != "ns":
+            continue
+        key = (pid, name, "ns")
+        wait = (waited_after[key] - waited_before.get(key, 0)) / 1e9 / window
+        slices = waited_after[(pid, name, "slices")] - waited_before.get((pid, name, "slices"), 0)
+        total_wait += wait
+        if wait >= 0.005:
+            per = wait * window / slices * 1e6 if slices else 0.0
+            print(f"{pid:>8}  {name:<18} {wait:5.2f} s/s  {per:6.0f} us a wait")
+    print(f"total waiting {total_wait:.2f} s/s")
 
 
 if __name__ == "__main__":
