@@ -35,14 +35,18 @@ def snapshot(pids):
             try:
                 with open(f"/proc/{pid}/task/{tid}/stat") as f:
                     stat = f.read()
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    _, delay_ns, slices = (int(x) for x in f.read().split())
             except (FileNotFoundError, ProcessLookupError):
                 continue  # the thread ended meanwhile
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2 :].split()
             used[(pid, name, "user")] += int(fields[11])
             used[(pid, name, "sys")] += int(fields[12])
+            try:
+                # Absent on kernels built without scheduler statistics.
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    _, delay_ns, slices = (int(x) for x in f.read().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
             waited[(pid, name, "ns")] += delay_ns
             waited[(pid, name, "slices")] += slices
     return used, waited
@@ -62,6 +66,9 @@ def main():
         if cores >= 0.005:
             print(f"{key[0]:>8}  {key[1]:<18} {key[2]:<4} {cores:5.2f} cores")
     print(f"total {total:.2f} cores")
+    if not waited_after:
+        print("waiting for a core: not counted by this kernel (no /proc/.../schedstat)")
+        return
     print("waiting for a core (run queue), seconds per second; average wait:")
     total_wait = 0.0
     for pid, name, kind in sorted(waited_after):
