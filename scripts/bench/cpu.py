@@ -11,7 +11,7 @@ between the hub's workers, its SQLite thread and the load generator.
 
 Then, per process and thread name, the time its threads were ready to run
 but waited for a core (the run-queue delay of /proc/.../schedstat), in
-seconds per second, with how long a wait was on average. On a machine
+seconds per second, with the average wait for each turn on a core. On a machine
 whose cores are all but full this is where the latency goes: a frame that
 crosses from one thread to another waits there at every hop.
 """
@@ -25,7 +25,8 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 def snapshot(pids):
     used = collections.Counter()
-    waited = collections.Counter()
+    waited = collections.Counter()  # run-queue delay in ns, by (pid, name)
+    turns = collections.Counter()  # times on a core, by (pid, name)
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -47,18 +48,18 @@ def snapshot(pids):
                     _, delay_ns, slices = (int(x) for x in f.read().split())
             except (FileNotFoundError, ProcessLookupError):
                 continue
-            waited[(pid, name, "ns")] += delay_ns
-            waited[(pid, name, "slices")] += slices
-    return used, waited
+            waited[(pid, name)] += delay_ns
+            turns[(pid, name)] += slices
+    return used, waited, turns
 
 
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     window, pids = float(sys.argv[1]), sys.argv[2:]
-    before, waited_before = snapshot(pids)
+    before, waited_before, turns_before = snapshot(pids)
     time.sleep(window)
-    after, waited_after = snapshot(pids)
+    after, waited_after, turns_after = snapshot(pids)
     total = 0.0
     for key in sorted(after):
         cores = (after[key] - before.get(key, 0)) / TICKS / window
@@ -71,16 +72,13 @@ def main():
         return
     print("waiting for a core (run queue), seconds per second; average wait:")
     total_wait = 0.0
-    for pid, name, kind in sorted(waited_after):
-        if kind != "ns":
-            continue
-        key = (pid, name, "ns")
+    for key in sorted(waited_after):
         wait = (waited_after[key] - waited_before.get(key, 0)) / 1e9 / window
-        slices = waited_after[(pid, name, "slices")] - waited_before.get((pid, name, "slices"), 0)
+        turns = turns_after[key] - turns_before.get(key, 0)
         total_wait += wait
         if wait >= 0.005:
-            per = wait * window / slices * 1e6 if slices else 0.0
-            print(f"{pid:>8}  {name:<18} {wait:5.2f} s/s  {per:6.0f} us a wait")
+            per = wait * window / turns * 1e6 if turns else 0.0
+            print(f"{key[0]:>8}  {key[1]:<18} {wait:5.2f} s/s  {per:6.0f} us a wait")
     print(f"total waiting {total_wait:.2f} s/s")
 
 
