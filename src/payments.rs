@@ -57,7 +57,8 @@ pub fn verify_stripe(secret: &str, header: Option<&str>, body: &[u8], now: i64) 
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TOLERANCE_S {
+    // `abs_diff`: a timestamp far from now (even i64::MIN) is stale, never an overflow.
+    if now.abs_diff(timestamp) > TOLERANCE_S.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
@@ -297,6 +298,11 @@ mod tests {
         assert_eq!(verify_stripe(SECRET, Some("v1=abc"), body, 1_000), Err(SignatureError::Malformed));
         assert_eq!(verify_stripe(SECRET, Some("t=1000"), body, 1_000), Err(SignatureError::Malformed));
         assert_eq!(verify_stripe(SECRET, Some("t=1000,v1=zz"), body, 1_000), Err(SignatureError::Mismatch));
+        // Timestamps at the ends of the range are stale, not an overflow.
+        for t in [i64::MIN, i64::MAX] {
+            assert_eq!(verify_stripe(SECRET, Some(&format!("t={t},v1=00")), body, 1_000), Err(SignatureError::Stale));
+        }
+        assert_eq!(verify_stripe(SECRET, Some("t=-5,v1=00"), body, i64::MAX), Err(SignatureError::Stale));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::store::AuditQuery;
 
 /// The audit trail: joins, leaves, admits, ends, media switches, API calls.
 #[utoipa::path(
+    operation_id = "list_audit",
     tag = "audit",
     params(AuditParams),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),

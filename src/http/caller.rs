@@ -59,12 +59,16 @@ impl Caller {
         }
     }
 
-    /// The clinic's backend, or staff of the consultation's clinic.
+    /// The clinic's backend, or staff of the consultation's clinic (a
+    /// `rooms` claim narrows them to the listed consultations).
     pub fn require_staff_of(&self, consultation: &Consultation) -> Result<(), ApiError> {
         match self {
             Caller::Backend => Ok(()),
             Caller::Person(claims)
-                if claims.role == Role::Staff && claims.clinic.is_some() && claims.clinic == consultation.clinic =>
+                if claims.role == Role::Staff
+                    && claims.clinic.is_some()
+                    && claims.clinic == consultation.clinic
+                    && claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id)) =>
             {
                 Ok(())
             }

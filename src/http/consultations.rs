@@ -133,11 +133,16 @@ pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Re
         check_id("clinic", clinic)?;
     }
     let scheduled_at = match body.scheduled_at {
-        Some(at) => Some(format_time(
-            chrono::DateTime::parse_from_rfc3339(&at)
+        Some(at) => {
+            let at = chrono::DateTime::parse_from_rfc3339(&at)
                 .map_err(|e| ApiError::bad_request(format!("scheduled_at is not an RFC 3339 time: {e}")))?
-                .with_timezone(&Utc),
-        )),
+                .with_timezone(&Utc);
+            // In UTC it must still have a four-digit year, or it could not be written back as RFC 3339.
+            if !(0..=9999).contains(&chrono::Datelike::year(&at)) {
+                return Err(ApiError::bad_request("scheduled_at is outside the years 0000 to 9999 in UTC"));
+            }
+            Some(format_time(at))
+        }
         None => None,
     };
     let new = NewConsultation {
@@ -161,6 +166,7 @@ pub async fn create_consultation(app: &AppState, body: CreateConsultation) -> Re
 
 /// Create a consultation.
 #[utoipa::path(
+    operation_id = "create_consultation",
     tag = "consultations",
     request_body = CreateConsultation,
     responses(

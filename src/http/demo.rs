@@ -26,6 +26,7 @@ pub async fn index(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 /// Demo mode only: create a consultation and a link for each side.
 #[utoipa::path(
+    operation_id = "create_demo_consultation",
     tag = "demo",
     request_body = DemoRequest,
     responses((status = 201, body = DemoResponse), (status = 404, description = "demo mode is off", body = ErrorBody))

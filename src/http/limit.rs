@@ -1,7 +1,8 @@
 //! The HTTP API's rate limit: a token bucket per caller.
 //!
-//! A caller is its credential (the API key or a client token, hashed) or,
-//! without one, its address. Behind a proxy every anonymous request comes
+//! A caller is its credential (the API key or a valid client token,
+//! hashed) or, without one or with one that does not check out, its
+//! address. Behind a proxy every anonymous request comes
 //! from the proxy's address, which is why credentials come first: the
 //! routes that matter carry one. Over the limit a request is answered 429
 //! `rate_limited` with `retry_ms` and a `Retry-After` header, and the
@@ -20,6 +21,7 @@ use actix_web::{ResponseError, web};
 use telehub_signaling::ErrorCode;
 
 use crate::app::AppState;
+use crate::http::caller::Caller;
 use crate::http::error::ApiError;
 use crate::ratelimit::TokenBucket;
 
@@ -50,11 +52,17 @@ impl HttpLimiter {
     }
 }
 
-fn caller_key(req: &ServiceRequest) -> u64 {
+/// Whom a request is counted against. Only a credential that checks out
+/// (the API key, or a valid token) has a bucket of its own: a made-up
+/// one counts against the address, as no credential does, or every new
+/// string would be a fresh bucket.
+fn caller_key(req: &ServiceRequest, app: &AppState) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     match super::caller::bearer(req.request()) {
-        Some(credential) => ("credential", credential).hash(&mut hasher),
-        None => ("address", req.peer_addr().map(|a| a.ip())).hash(&mut hasher),
+        Some(credential) if Caller::from_request(req.request(), app).is_ok() => {
+            ("credential", credential).hash(&mut hasher)
+        }
+        _ => ("address", req.peer_addr().map(|a| a.ip())).hash(&mut hasher),
     }
     hasher.finish()
 }
@@ -71,7 +79,7 @@ pub async fn limit(
     let app = req.app_data::<web::Data<AppState>>().cloned();
     if let Some(app) = app
         && counted(req.path())
-        && let Err(wait) = app.http_limiter.check(caller_key(&req), Instant::now())
+        && let Err(wait) = app.http_limiter.check(caller_key(&req, &app), Instant::now())
     {
         let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let response = ApiError {

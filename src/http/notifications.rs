@@ -28,6 +28,7 @@ pub struct NotificationsQuery {
 /// `sent`, `delivered`, `undelivered`, `failed` (with `last_error`) or
 /// `skipped`.
 #[utoipa::path(
+    operation_id = "list_notifications",
     tag = "notifications",
     params(NotificationsQuery),
     responses(

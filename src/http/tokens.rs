@@ -52,6 +52,7 @@ pub fn sign(app: &AppState, request: TokenRequest) -> Result<TokenResponse, ApiE
 
 /// Sign a client token.
 #[utoipa::path(
+    operation_id = "create_token",
     tag = "tokens",
     request_body = TokenRequest,
     responses(

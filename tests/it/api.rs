@@ -51,6 +51,8 @@ async fn consultations_are_created_and_read() {
         json!({"id": "has space", "patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}}),
         json!({"patient": {"id": "u8", "name": ""}, "doctor": {"id": "d", "name": "D"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "scheduled_at": "tomorrow"}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "scheduled_at": "0000-01-01T00:00:00+01:00"}),
+        json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "scheduled_at": "9999-12-31T23:59:59-01:00"}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 0, "currency": "IDR"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "payment": {"amount": 100, "currency": "rupiah"}}),
         json!({"patient": {"id": "u8", "name": "C"}, "doctor": {"id": "d", "name": "D"}, "surprise": 1}),
@@ -219,6 +221,19 @@ async fn tokens_audit_presence_and_operations() {
     for path in ["/v1/consultations", "/v1/consultations/{id}/messages", "/v1/tokens", "/v1/audit", "/readyz"] {
         assert!(spec["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
+    // OpenAPI requires every operation's id to be unique (generators key on it).
+    let mut ids: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let operations = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), operations, "operation ids repeat: {ids:?}");
+    assert!(operations > 15, "{operations} operations");
     let (status, body) = app.get("/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     let (status, _) = app.post("/v1/demo/consultation", json!({})).await;
@@ -375,4 +390,10 @@ async fn the_api_answers_429_over_the_rate_limit_per_caller() {
     let other = app.http.get(app.url("/v1/consultations/none")).bearer_auth(staff).send().await.unwrap();
     assert_eq!(other.status().as_u16(), 404);
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
+    // A made-up credential is no caller of its own: new strings share the
+    // address's budget, so they cannot get round the limit.
+    for (made_up, expected) in [("made-up-1", 401), ("made-up-2", 401), ("made-up-3", 429)] {
+        let response = app.http.get(app.url("/v1/consultations/none")).bearer_auth(made_up).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{made_up}");
+    }
 }

@@ -75,6 +75,13 @@ async fn an_unpaid_consultation_is_admitted_once_staff_confirm_the_transfer() {
     let path = "/v1/consultations/c-pay/payments";
     let (status, _) = post_as(&app, &staff("k2"), path, transfer("BCA-1", 150000)).await;
     assert_eq!(status, 403, "staff of another clinic");
+    let narrowed = token_with(
+        json!({"sub": "staff-k1", "name": "Sri", "role": "staff", "clinic": "k1", "rooms": ["c-other"],
+               "exp": chrono::Utc::now().timestamp() + 3600}),
+        SECRET,
+    );
+    let (status, _) = post_as(&app, &narrowed, path, transfer("BCA-1", 150000)).await;
+    assert_eq!(status, 403, "staff whose token is narrowed to other consultations");
     let patient_token = token("p-c-pay", "Budi", "patient", 3600);
     assert_eq!(post_as(&app, &patient_token, path, transfer("BCA-1", 150000)).await.0, 403);
     let (status, body) = post_as(&app, &staff("k1"), path, transfer("BCA-0", 100000)).await;
