@@ -141,7 +141,8 @@ pub struct Settings {
     pub twilio_from: Option<String>,
     /// Where Twilio's API is (a stand-in in tests).
     pub twilio_api_base: String,
-    /// `smtp://host:port` (plain, or STARTTLS when offered),
+    /// `smtp://host:port` (plain; `?tls=opportunistic` or `?tls=required`
+    /// for STARTTLS),
     /// `smtps://host:465` (TLS); user and password may be in the URL.
     pub smtp_url: Option<String>,
     /// The `From` of notification emails (`Clinic <noreply@example.org>`).
@@ -528,6 +529,14 @@ impl Settings {
             );
         }
         anyhow::ensure!(self.cluster_ttl_ms >= 300, "cluster_ttl_ms must be at least 300");
+        // A TURN entry without credentials is worse than none: browsers
+        // refuse to make a peer connection with it at all.
+        anyhow::ensure!(
+            self.turn_secret.is_some()
+                || !self.ice_urls.iter().any(|url| url.starts_with("turn:") || url.starts_with("turns:")),
+            "ice_urls has a turn: or turns: URL but turn_secret is not set: TURN needs coturn's \
+             static-auth-secret for the per-session credentials (or leave the TURN URL out)"
+        );
         for (key, value) in [
             ("node_id", &self.node_id),
             ("system_name", &self.system_name),
@@ -671,6 +680,17 @@ mod tests {
         let settings = Settings { system_name: " ".into(), ..Settings::default() };
         assert!(settings.validate().unwrap_err().to_string().contains("system_name"));
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_turn_url_needs_the_turn_secret() {
+        let s = Settings { ice_urls: vec!["stun:stun.example.org:3478".into()], ..Settings::default() };
+        assert!(s.validate().is_ok(), "STUN alone needs no secret");
+        let s = Settings { ice_urls: vec!["turns:turn.example.org:5349".into()], ..s };
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("turn_secret"), "{err}");
+        let s = Settings { turn_secret: Some("north".into()), ..s };
+        assert!(s.validate().is_ok());
     }
 
     #[test]

@@ -110,6 +110,28 @@ struct JitsiUser<'a> {
     affiliation: &'a str,
 }
 
+/// The Jitsi meeting of a consultation. Jitsi compares room names
+/// lowercased, so `C-1` and `c-1` would share one meeting; the name is
+/// therefore lowercase and one-to-one: a capital becomes `_` and its small
+/// letter, `_` becomes `__`, and any byte but a small letter, a digit, `-`
+/// or `.` becomes `_.` and two hex digits. Ids that are lowercase already
+/// and have no `_` keep their name.
+pub fn jitsi_room_name(id: &str) -> String {
+    let mut name = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => name.push(char::from(byte)),
+            b'A'..=b'Z' => {
+                name.push('_');
+                name.push(char::from(byte.to_ascii_lowercase()));
+            }
+            b'_' => name.push_str("__"),
+            other => name.push_str(&format!("_.{other:02x}")),
+        }
+    }
+    name
+}
+
 impl MediaPolicy for ConfiguredMedia {
     fn ice_servers(&self, user: &UserInfo) -> Vec<IceServer> {
         let mut servers = Vec::new();
@@ -137,8 +159,7 @@ impl MediaPolicy for ConfiguredMedia {
         let jitsi = self.jitsi.as_ref()?;
         let now = Utc::now().timestamp();
         let moderator = user.role == Role::Doctor;
-        // Jitsi compares room names lowercased.
-        let room = room.to_lowercase();
+        let room = jitsi_room_name(room);
         let claims = JitsiClaims {
             iss: &jitsi.app_id,
             aud: &jitsi.audience,
@@ -223,6 +244,19 @@ mod tests {
     }
 
     #[test]
+    fn jitsi_room_names_are_lowercase_and_never_shared() {
+        assert_eq!(jitsi_room_name("c-1001.a"), "c-1001.a");
+        assert_eq!(jitsi_room_name("C-1001"), "_c-1001");
+        assert_eq!(jitsi_room_name("c_1"), "c__1");
+        assert_eq!(jitsi_room_name("c 1"), "c_.201");
+        // Ids that differ only in case, or in how `_` reads, get meetings of their own.
+        let ids = ["C-X1", "c-x1", "c-X1", "_c-_x1", "__c-__x1", "c_.201", "c 1", "c__1", "c_1"];
+        let names: std::collections::HashSet<String> = ids.iter().map(|id| jitsi_room_name(id)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
+        assert!(names.iter().all(|name| *name == name.to_lowercase()));
+    }
+
+    #[test]
     fn jitsi_tokens_name_the_room_and_make_doctors_moderators() {
         let media = ConfiguredMedia::new(&settings());
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
@@ -230,7 +264,7 @@ mod tests {
         validation.set_issuer(&["telehub"]);
         let key = jsonwebtoken::DecodingKey::from_secret(b"jitsi-secret");
         for (role, moderator) in [(Role::Doctor, true), (Role::Patient, false)] {
-            let info = media.jitsi("C-1001", &user(role)).unwrap();
+            let info = media.jitsi("c-1001", &user(role)).unwrap();
             assert_eq!(info.room, "c-1001");
             assert_eq!(info.url, format!("https://meet.example.org/c-1001?jwt={}", info.jwt));
             let claims = jsonwebtoken::decode::<serde_json::Value>(&info.jwt, &key, &validation).unwrap().claims;

@@ -54,11 +54,11 @@ async fn ice_failure_moves_everyone_to_jitsi_with_their_own_token() {
         let mode = client.recv_type("media_mode").await;
         assert_eq!((&mode["mode"], &mode["reason"]), (&json!("jitsi"), &json!("ice_failed")));
         let jitsi = &mode["jitsi"];
-        assert_eq!((&jitsi["domain"], &jitsi["room"]), (&json!("meet.example.org"), &json!("c-m2")));
+        assert_eq!((&jitsi["domain"], &jitsi["room"]), (&json!("meet.example.org"), &json!("_c-_m2")));
         let jwt = jitsi["jwt"].as_str().unwrap();
-        assert_eq!(jitsi["url"], format!("https://meet.example.org/c-m2?jwt={jwt}"));
+        assert_eq!(jitsi["url"], format!("https://meet.example.org/_c-_m2?jwt={jwt}"));
         let claims = jitsi_claims(jwt);
-        assert_eq!((&claims["sub"], &claims["room"]), (&json!("meet.example.org"), &json!("c-m2")));
+        assert_eq!((&claims["sub"], &claims["room"]), (&json!("meet.example.org"), &json!("_c-_m2")));
         assert_eq!(claims["context"]["user"]["id"], id);
         assert_eq!(claims["context"]["user"]["moderator"], moderator, "doctors only are moderators");
         assert!(claims["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());

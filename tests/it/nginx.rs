@@ -20,6 +20,19 @@ impl Nginx {
     fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
+
+    /// The site's access log, once it has a line for `path`.
+    async fn access_log_with(&self, path: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join("telehub-access.log")).unwrap_or_default();
+            if log.contains(path) {
+                return log;
+            }
+            assert!(started.elapsed() < PATIENCE, "no access log line for {path}: {log}");
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 impl Drop for Nginx {
@@ -41,6 +54,8 @@ async fn nginx(nodes: &[String]) -> Nginx {
     let site = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cluster/nginx.conf")).unwrap();
     assert!(site.contains("    listen 80;"), "the site file listens on port 80");
     let site = site.replace("    listen 80;", &format!("    listen 127.0.0.1:{port};"));
+    assert!(site.contains("/var/log/nginx/telehub-access.log"), "the site file names its access log");
+    let site = site.replace("/var/log/nginx/telehub-access.log", &format!("{path}/telehub-access.log"));
     std::fs::write(dir.path().join("nginx.conf"), site).unwrap();
     let upstreams: String = nodes.iter().map(|n| format!("server {n} max_fails=1 fail_timeout=30s;\n")).collect();
     std::fs::write(dir.path().join("telehub-nodes.conf"), upstreams).unwrap();
@@ -118,4 +133,8 @@ async fn http_and_websockets_pass_through_nginx_and_a_dead_node_is_skipped() {
     // A refused upgrade keeps its status and JSON body through the proxy.
     let (status, body) = refused_upgrade(&ws("not-a-token".into())).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    // The access log has the path but never the token in its query.
+    let log = proxy.access_log_with("/v1/ws").await;
+    assert!(log.contains("\"GET /v1/ws HTTP/1.1\" 401"), "{log}");
+    assert!(!log.contains("token="), "{log}");
 }
