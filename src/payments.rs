@@ -151,7 +151,13 @@ pub async fn apply(app: &AppState, payment: NewPayment) -> Result<Option<Payment
 /// documents, which stand-ins and older API versions do not all send.
 pub struct StripeApi {
     client: stripe::Client,
+    timeout: std::time::Duration,
 }
+
+/// How long a call to Stripe may take before it is given up (the client
+/// has no timeout of its own). Every call carries an idempotency key, so
+/// trying again after a timeout makes nothing twice.
+pub const STRIPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A Checkout Session: where to send the patient.
 #[derive(Debug, Clone, miniserde::Deserialize)]
@@ -183,11 +189,27 @@ impl StripeApi {
     /// A client for `secret_key` at `base` (`https://api.stripe.com`, or a
     /// stand-in).
     pub fn new(secret_key: &str, base: &str) -> anyhow::Result<StripeApi> {
+        Self::with_timeout(secret_key, base, STRIPE_TIMEOUT)
+    }
+
+    /// The same with another bound on each call.
+    pub fn with_timeout(secret_key: &str, base: &str, timeout: std::time::Duration) -> anyhow::Result<StripeApi> {
         let client = stripe::ClientBuilder::new(secret_key)
             .url(base.trim_end_matches('/'))
             .build()
             .map_err(|err| anyhow::anyhow!("cannot make a Stripe client: {err}"))?;
-        Ok(StripeApi { client })
+        Ok(StripeApi { client, timeout })
+    }
+
+    /// Waits for a call to Stripe, giving up after the timeout.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, StripeFailure> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer.map_err(|err| StripeFailure(err.to_string())),
+            Err(_) => Err(StripeFailure(format!("no answer within {} ms", self.timeout.as_millis()))),
+        }
     }
 
     fn currency(price: &Price) -> Result<stripe_types::Currency, StripeFailure> {
@@ -234,7 +256,7 @@ impl StripeApi {
         let request = create.build().customize::<Checkout>();
         let request =
             request.request_strategy(stripe::RequestStrategy::Idempotent(Self::key("checkout", room, price)?));
-        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+        self.bounded(request.send(&self.client)).await
     }
 
     /// A PaymentIntent for the consultation's price, naming it in
@@ -246,7 +268,7 @@ impl StripeApi {
             .metadata(metadata);
         let request = create.build().customize::<Intent>();
         let request = request.request_strategy(stripe::RequestStrategy::Idempotent(Self::key("intent", room, price)?));
-        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+        self.bounded(request.send(&self.client)).await
     }
 
     /// Refunds a PaymentIntent in full.
@@ -256,7 +278,7 @@ impl StripeApi {
         let key = stripe::IdempotencyKey::new(format!("telehub-refund-{room}-{intent}"))
             .map_err(|err| StripeFailure(err.to_string()))?;
         let request = create.build().customize::<Refund>().request_strategy(stripe::RequestStrategy::Idempotent(key));
-        request.send(&self.client).await.map_err(|err| StripeFailure(err.to_string()))
+        self.bounded(request.send(&self.client)).await
     }
 }
 
@@ -318,6 +340,24 @@ mod tests {
         assert_eq!((p.room.as_str(), p.reference.as_str(), p.status), ("c-1", "pi_1", TxStatus::Succeeded));
         assert_eq!(p.price, Price { amount: 15000, currency: "idr".into() });
         assert!(matches!(read_stripe_event(&event("unpaid")).unwrap().1, StripeAction::Ignore(_)));
+    }
+
+    #[tokio::test]
+    async fn a_stripe_that_never_answers_is_given_up() {
+        // Accepts connections and reads, but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                sockets.push(socket);
+            }
+        });
+        let api = StripeApi::with_timeout("sk_test_x", &base, std::time::Duration::from_millis(200)).unwrap();
+        let err = api.refund("c-1", "pi_1").await.unwrap_err();
+        assert!(err.to_string().contains("no answer within 200 ms"), "{err}");
+        held.abort();
     }
 
     #[test]
