@@ -149,8 +149,11 @@ impl Rooms {
     }
 
     /// Ends the consultation; `identity` is `None` for the clinic's backend.
+    /// Its patient then leaves the waiting room's line.
     pub async fn end(&self, room: &str, identity: Option<Arc<Identity>>, by: UserRef) -> Result<(), Refusal> {
-        self.ask(room, || End { identity: identity.clone(), by: by.clone() }).await
+        let queue = self.ask(room, || End { identity: identity.clone(), by: by.clone() }).await?;
+        self.queues.ended(&queue, room).await;
+        Ok(())
     }
 
     /// Stores and broadcasts a system message.

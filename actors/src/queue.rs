@@ -83,6 +83,14 @@ pub(crate) struct Admitted {
     pub told: Vec<Arc<str>>,
 }
 
+/// The consultation of `room` ended (or was cancelled): its patient is no
+/// longer waited for.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RoomEnded {
+    pub room: String,
+}
+
 /// The admitted patient of `room` joined the consultation.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -751,6 +759,28 @@ impl Handler<Admitted> for Queue {
         }
         self.publish();
         self.refresh_lengths(ctx);
+    }
+}
+
+/// An ended consultation leaves the line at once, so that nobody behind it
+/// waits longer for it; an admitted one is no longer timed for a no-show.
+impl Handler<RoomEnded> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, msg: RoomEnded, ctx: &mut Context<Self>) {
+        self.stop_grace(&msg.room, ctx);
+        if let Some(handle) = self.no_show.remove(&msg.room) {
+            ctx.cancel_future(handle);
+        }
+        if let Some(state) = self.state.as_mut()
+            && state.settle(&msg.room).is_some()
+        {
+            self.early_shows.remove(&msg.room);
+            self.maybe_idle(ctx);
+            return;
+        }
+        self.leave(msg.room, EntryState::Left, ctx);
+        self.announce();
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use telehub_signaling::{ErrorCode, PaymentStatus, ServerFrame};
 
-use crate::queue::{Admitted, CheckIn, PaymentChanged, Queue, QueueConfig, SessionGone, Showed, Snapshot, Watch};
+use crate::queue::{
+    Admitted, CheckIn, PaymentChanged, Queue, QueueConfig, RoomEnded, SessionGone, Showed, Snapshot, Watch,
+};
 use crate::queue_state::View;
 use crate::retry::ask_fresh;
 use crate::room::CheckinTicket;
@@ -154,6 +156,13 @@ impl Queues {
     pub(crate) async fn admitted(&self, queue: &str, room: &str, told: Vec<Arc<str>>) {
         if let Ok(addr) = self.open(queue).await {
             addr.do_send(Admitted { room: room.to_owned(), told });
+        }
+    }
+
+    /// Tells a queue that a consultation of it ended.
+    pub(crate) async fn ended(&self, queue: &str, room: &str) {
+        if let Ok(addr) = self.open(queue).await {
+            addr.do_send(RoomEnded { room: room.to_owned() });
         }
     }
 

@@ -170,8 +170,9 @@ pub(crate) struct AdmitOutcome {
 pub(crate) struct NoShow;
 
 /// End the consultation; `identity` is `None` for the clinic's backend.
+/// Answers the consultation's queue.
 #[derive(Message)]
-#[rtype(result = "Result<(), Refusal>")]
+#[rtype(result = "Result<String, Refusal>")]
 pub(crate) struct End {
     pub identity: Option<Arc<Identity>>,
     pub by: UserRef,
@@ -1016,9 +1017,10 @@ impl Handler<Admit> for Room {
     }
 }
 
-/// Stores the end, then sends `ended` to every session.
+/// Stores the end, then sends `ended` to every session; answers the
+/// consultation's queue.
 impl Handler<End> for Room {
-    type Result = ResponseActFuture<Self, Result<(), Refusal>>;
+    type Result = ResponseActFuture<Self, Result<String, Refusal>>;
 
     fn handle(&mut self, msg: End, _ctx: &mut Context<Self>) -> Self::Result {
         let check = self.ready().and_then(|state| {
@@ -1041,6 +1043,7 @@ impl Handler<End> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(result.is_ok());
+            let queue = state.record().queue.clone();
             if let Err(err) = &result {
                 act.catch_up_if_stale(err, ctx);
             }
@@ -1051,7 +1054,7 @@ impl Handler<End> for Room {
             act.broadcast_bytes(bytes, None, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
             act.maybe_idle(ctx);
-            Ok(())
+            Ok(queue)
         }))
     }
 }

@@ -231,6 +231,33 @@ async fn a_patient_who_drops_keeps_their_place_and_ticket() {
 }
 
 #[tokio::test]
+async fn an_ended_consultation_leaves_the_line_at_once() {
+    let app = spawn_app().await;
+    queued(&app, "c-e1", "k1").await;
+    queued(&app, "c-e2", "k1").await;
+    let mut p1 = patient(&app, "c-e1").await;
+    check_in(&mut p1, "c-e1").await;
+    let mut p2 = patient(&app, "c-e2").await;
+    assert_eq!(check_in(&mut p2, "c-e2").await["position"], 2);
+    let mut doctor = doctor(&app).await;
+    watch(&mut doctor, "q-ana").await;
+
+    // Ended while its patient still waits, online: out of the line, and
+    // the patient behind moves up, without waiting for any grace period.
+    let (status, body) = app.post("/v1/consultations/c-e1/end", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tickets(&state_with(&mut doctor, 1).await), ["A-002"]);
+    assert_eq!(place(&mut p2, 1).await["ticket"], "A-002");
+    let (_, view) = app.get("/v1/queues/q-ana").await;
+    assert_eq!(tickets(&view), ["A-002"], "{view}");
+    // The same through the doctor's `end` frame.
+    doctor.join("c-e2", None).await;
+    doctor.send(json!({"type": "end", "room": "c-e2"})).await;
+    state_with(&mut doctor, 0).await;
+    drop(p1);
+}
+
+#[tokio::test]
 async fn a_patient_gone_past_the_grace_period_leaves_the_line() {
     let app = spawn_app_with(|s| s.queue_grace_s = 1).await;
     queued(&app, "c-l1", "k1").await;
