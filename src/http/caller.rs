@@ -25,6 +25,11 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// Whether a token's `rooms` claim lets it reach `room` (no claim: every room).
+fn listed(claims: &Claims, room: &str) -> bool {
+    claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room))
+}
+
 /// Compares secrets in time that does not depend on where they differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -68,7 +73,7 @@ impl Caller {
                 if claims.role == Role::Staff
                     && claims.clinic.is_some()
                     && claims.clinic == consultation.clinic
-                    && claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id)) =>
+                    && listed(claims, &consultation.id) =>
             {
                 Ok(())
             }
@@ -83,7 +88,7 @@ impl Caller {
     pub fn require_payer_of(&self, consultation: &Consultation) -> Result<(), ApiError> {
         match self {
             Caller::Person(claims) if claims.role == Role::Patient => {
-                let listed = claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id));
+                let listed = listed(claims, &consultation.id);
                 if listed && claims.sub == consultation.patient.id {
                     Ok(())
                 } else {
@@ -100,7 +105,7 @@ impl Caller {
         let Caller::Person(claims) = self else { return Ok(()) };
         // The same membership rule as rooms use (`telehub_actors::may`): a
         // `rooms` claim narrows, and for patients and doctors it also grants.
-        let listed = claims.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == &consultation.id));
+        let listed = listed(claims, &consultation.id);
         let granted = claims.rooms.is_some();
         let allowed = listed
             && match claims.role {

@@ -230,15 +230,23 @@ async fn a_patient_who_drops_keeps_their_place_and_ticket() {
     assert_eq!(state["entries"][0]["online"], true);
 }
 
+/// Two consultations of clinic k1 whose patients check in to `q-ana` in
+/// order; the second's `queue` reply with them.
+async fn two_in_line(app: &TestApp, first: &str, second: &str) -> (Client, Client, Value) {
+    queued(app, first, "k1").await;
+    queued(app, second, "k1").await;
+    let mut p1 = patient(app, first).await;
+    check_in(&mut p1, first).await;
+    let mut p2 = patient(app, second).await;
+    let place = check_in(&mut p2, second).await;
+    (p1, p2, place)
+}
+
 #[tokio::test]
 async fn an_ended_consultation_leaves_the_line_at_once() {
     let app = spawn_app().await;
-    queued(&app, "c-e1", "k1").await;
-    queued(&app, "c-e2", "k1").await;
-    let mut p1 = patient(&app, "c-e1").await;
-    check_in(&mut p1, "c-e1").await;
-    let mut p2 = patient(&app, "c-e2").await;
-    assert_eq!(check_in(&mut p2, "c-e2").await["position"], 2);
+    let (_p1, mut p2, second) = two_in_line(&app, "c-e1", "c-e2").await;
+    assert_eq!(second["position"], 2);
     let mut doctor = doctor(&app).await;
     watch(&mut doctor, "q-ana").await;
 
@@ -254,18 +262,13 @@ async fn an_ended_consultation_leaves_the_line_at_once() {
     doctor.join("c-e2", None).await;
     doctor.send(json!({"type": "end", "room": "c-e2"})).await;
     state_with(&mut doctor, 0).await;
-    drop(p1);
 }
 
 #[tokio::test]
 async fn a_patient_gone_past_the_grace_period_leaves_the_line() {
     let app = spawn_app_with(|s| s.queue_grace_s = 1).await;
-    queued(&app, "c-l1", "k1").await;
-    queued(&app, "c-l2", "k1").await;
-    let mut p1 = patient(&app, "c-l1").await;
-    check_in(&mut p1, "c-l1").await;
-    let mut p2 = patient(&app, "c-l2").await;
-    assert_eq!(check_in(&mut p2, "c-l2").await["position"], 2);
+    let (p1, mut p2, second) = two_in_line(&app, "c-l1", "c-l2").await;
+    assert_eq!(second["position"], 2);
     let mut doctor = doctor(&app).await;
     watch(&mut doctor, "q-ana").await;
 
