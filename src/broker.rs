@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
-use telehub_actors::{Broker, BrokerError, ClusterEvent, Envelope, FromCluster, RemotePeer, Topic};
+use telehub_actors::{Broker, BrokerError, ClusterEvent, Envelope, FromCluster, RemotePeer, QueueId, Topic};
 use telehub_signaling::Peer;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -55,11 +55,12 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// The pub/sub channel of a consultation's or a queue's events. Room ids
-/// cannot contain `:`, so `q:` keeps queues apart from rooms.
+/// cannot contain `:`, so `q:` keeps queues apart from rooms; a queue's key
+/// holds its clinic.
 pub fn channel(topic: Topic<'_>) -> String {
     match topic {
         Topic::Room(room) => format!("telehub:{{{room}}}:events"),
-        Topic::Queue(queue) => format!("telehub:{{q:{queue}}}:events"),
+        Topic::Queue(queue) => format!("telehub:{{q:{}}}:events", queue.key()),
     }
 }
 
@@ -69,8 +70,8 @@ pub fn presence_key(room: &str) -> String {
 }
 
 /// The hash of a queue's rooms with a patient online, by instance.
-pub fn queue_online_key(queue: &str) -> String {
-    format!("telehub:{{q:{queue}}}:online")
+pub fn queue_online_key(queue: &QueueId) -> String {
+    format!("telehub:{{q:{}}}:online", queue.key())
 }
 
 fn now_ms() -> i64 {
@@ -327,14 +328,14 @@ impl Broker for RedisBroker {
         Ok(peers)
     }
 
-    fn queue_online(&self, queue: &str, rooms: &[String]) {
+    fn queue_online(&self, queue: &QueueId, rooms: &[String]) {
         let payload = self.envelope(&ClusterEvent::QueueOnline { rooms: rooms.to_vec() });
         let value = serde_json::to_string(rooms).expect("room ids serialize");
         let (key, channel) = (queue_online_key(queue), channel(Topic::Queue(queue)));
         let _ = self.writes.send(Op::Put { key, fields: vec![(self.instance.clone(), value)], channel, payload });
     }
 
-    async fn queue_online_elsewhere(&self, queue: &str) -> Result<Vec<(String, Vec<String>)>, BrokerError> {
+    async fn queue_online_elsewhere(&self, queue: &QueueId) -> Result<Vec<(String, Vec<String>)>, BrokerError> {
         let (fields, dead_instances) = self.read(queue_online_key(queue)).await?;
         let mut online = Vec::new();
         let mut dead = Vec::new();

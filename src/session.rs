@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use telehub_actors::{Identity, OutboxReceiver, Refusal, RoomHandle, SessionRef};
+use telehub_actors::{Identity, OutboxReceiver, QueueId, Refusal, RoomHandle, SessionRef};
 use telehub_signaling::{ClientFrame, ErrorCode, RefOnly, Role, ServerFrame, UserRef};
 use tokio::sync::futures::Notified;
 use tracing::{Instrument, debug, info, info_span};
@@ -51,7 +51,7 @@ pub struct Session {
     app: AppState,
     rooms: HashMap<String, RoomHandle>,
     /// Queues this session checked in to or watches.
-    queues: HashSet<String>,
+    queues: HashSet<QueueId>,
     limiter: TokenBucket,
     /// Bad or rate-limited frames a client may send before it is cut off.
     abuse: TokenBucket,
@@ -385,6 +385,8 @@ impl Session {
                     return self
                         .refuse(reference, Refusal::new(ErrorCode::Forbidden, "a patient may not watch queues"));
                 }
+                // Queues are scoped by clinic: the token's clinic says whose.
+                let queue = QueueId::new(identity.clinic.as_deref(), &queue);
                 if !self.queues.contains(&queue)
                     && let Err(refusal) = self.room_for_queues()
                 {

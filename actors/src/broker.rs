@@ -23,12 +23,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, Peer, RoomStatus};
 
+use crate::QueueId;
+
 /// What a subscription is about: a consultation room or a waiting-room
 /// queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic<'a> {
     Room(&'a str),
-    Queue(&'a str),
+    Queue(&'a QueueId),
 }
 
 /// A queue's admission, for the displays and the patient's sessions of
@@ -165,9 +167,9 @@ pub trait Broker: Send + Sync + 'static {
     async fn presence(&self, room: &str) -> Result<Vec<RemotePeer>, BrokerError>;
     /// Records which rooms of a queue have their patient checked in on this
     /// node, and tells the others (`QueueOnline`).
-    fn queue_online(&self, queue: &str, rooms: &[String]);
+    fn queue_online(&self, queue: &QueueId, rooms: &[String]);
     /// The same, as every other live instance last recorded it.
-    async fn queue_online_elsewhere(&self, queue: &str) -> Result<Vec<(String, Vec<String>)>, BrokerError>;
+    async fn queue_online_elsewhere(&self, queue: &QueueId) -> Result<Vec<(String, Vec<String>)>, BrokerError>;
     /// Whether the broker is connected.
     fn is_ready(&self) -> bool;
 }

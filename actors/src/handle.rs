@@ -13,7 +13,7 @@ use crate::room::{
     SetPayment, SwitchMedia, Typing,
 };
 use crate::{
-    Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord,
+    Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueId, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord,
     RoomRegistry, RoomStore, SessionRef,
 };
 
@@ -69,13 +69,13 @@ impl Rooms {
 
     /// Checks a patient's session in to the waiting room of their
     /// consultation; the `queue` reply goes to the session's outbox. Returns
-    /// the queue's name.
+    /// the queue.
     pub async fn check_in(
         &self,
         room: &str,
         session: &SessionRef,
         reference: Option<String>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<QueueId, Refusal> {
         let identity = session.identity.clone();
         let ticket = self.ask(room, || CheckinInfo { identity: identity.clone() }).await?;
         self.queues.check_in(&ticket, room, session, reference).await?;

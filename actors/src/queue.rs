@@ -23,7 +23,7 @@ use crate::broker::{Broker, Called, ClusterEvent, FromCluster, Topic};
 use crate::queue_state::{Place, QueueState, View, Waiting, expected_length};
 use crate::queues::{ForgetQueue, QueueRegistry};
 use crate::registry::{NoShowAt, RoomRegistry};
-use crate::{EntryState, Outbox, Person, Push, QueueStore, Refusal, SessionRef, StoreError, StoredEntry};
+use crate::{EntryState, Outbox, Person, Push, QueueId, QueueStore, Refusal, SessionRef, StoreError, StoredEntry};
 
 /// How a waiting room behaves.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ struct EntryStored {
 
 /// One waiting room.
 pub struct Queue {
-    name: String,
+    id: QueueId,
     state: Option<QueueState>,
     unusable: Option<Refusal>,
     outboxes: HashMap<Arc<str>, Outbox>,
@@ -167,7 +167,7 @@ struct Cluster {
 
 impl Queue {
     pub(crate) fn new(
-        name: String,
+        id: QueueId,
         store: Arc<dyn QueueStore>,
         rooms: Addr<RoomRegistry>,
         registry: Addr<QueueRegistry>,
@@ -175,7 +175,7 @@ impl Queue {
         broker: Option<Arc<dyn Broker>>,
     ) -> Self {
         Queue {
-            name,
+            id,
             state: None,
             unusable: None,
             outboxes: HashMap::new(),
@@ -240,7 +240,7 @@ impl Queue {
             act.grace.remove(&room);
             let offline = act.state.as_ref().and_then(|s| s.waiting(&room)).is_some_and(|w| !w.online());
             if offline {
-                info!(queue = %act.name, %room, "patient left the waiting room after the grace period");
+                info!(queue = %act.id, %room, "patient left the waiting room after the grace period");
                 act.leave(room, EntryState::Left, ctx);
             }
         });
@@ -295,7 +295,7 @@ impl Queue {
     /// Tells the other nodes that the line changed in storage.
     fn changed(&self, called: Option<Called>, payment: Option<(String, PaymentStatus)>) {
         if let Some(broker) = &self.cluster.broker {
-            broker.publish(Topic::Queue(&self.name), &ClusterEvent::QueueChanged { called, payment });
+            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called, payment });
         }
     }
 
@@ -318,7 +318,7 @@ impl Queue {
         let (Some(broker), Some(state)) = (&self.cluster.broker, &self.state) else { return };
         let rooms = state.online_here();
         if self.cluster.announced.as_ref() != Some(&rooms) {
-            broker.queue_online(&self.name, &rooms);
+            broker.queue_online(&self.id, &rooms);
             self.cluster.announced = Some(rooms);
         }
     }
@@ -350,8 +350,8 @@ impl Queue {
         self.cluster.reloading = true;
         self.cluster.reload_again = false;
         let generation = self.cluster.generation;
-        let (store, name) = (self.store.clone(), self.name.clone());
-        let load = async move { store.load_queue(&name).await };
+        let (store, id) = (self.store.clone(), self.id.clone());
+        let load = async move { store.load_queue(&id).await };
         ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
             act.cluster.reloading = false;
             if act.cluster.generation != generation || act.cluster.reload_again {
@@ -359,7 +359,7 @@ impl Queue {
             }
             let entries = match result {
                 Ok(entries) => entries,
-                Err(err) => return warn!(queue = %act.name, error = %err, "queue not read again"),
+                Err(err) => return warn!(queue = %act.id, error = %err, "queue not read again"),
             };
             let (waiting, admitted) = split(entries);
             let Some(state) = act.state.as_mut() else { return };
@@ -384,14 +384,14 @@ impl Queue {
     /// Reads which rooms' patients are online on the other nodes.
     fn reread_elsewhere(&mut self, ctx: &mut Context<Self>) {
         let Some(broker) = self.cluster.broker.clone() else { return };
-        let name = self.name.clone();
-        let read = async move { broker.queue_online_elsewhere(&name).await };
+        let id = self.id.clone();
+        let read = async move { broker.queue_online_elsewhere(&id).await };
         ctx.spawn(read.into_actor(self).map(|result, act, ctx| match result {
             Ok(online) => {
                 act.cluster.elsewhere = online.into_iter().map(|(i, rooms)| (i, rooms.into_iter().collect())).collect();
                 act.apply_elsewhere(ctx);
             }
-            Err(err) => warn!(queue = %act.name, error = %err, "who is online elsewhere not read"),
+            Err(err) => warn!(queue = %act.id, error = %err, "who is online elsewhere not read"),
         }));
     }
 
@@ -404,7 +404,7 @@ impl Queue {
             self.push(&session, admitted.clone());
         }
         let at = format_time(Utc::now());
-        let frame = ServerFrame::Called { queue: self.name.clone(), ticket: called.ticket.clone(), at };
+        let frame = ServerFrame::Called { queue: self.id.name().to_owned(), ticket: called.ticket.clone(), at };
         let frame = ByteString::from(frame.to_json());
         for display in state.displays_of(called.clinic.as_deref()) {
             self.push(display, frame.clone());
@@ -450,13 +450,13 @@ impl Queue {
     /// changed.
     fn refresh_lengths(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
-        let (name, limit, default) = (self.name.clone(), self.config.recent, self.config.per_consultation);
-        let fut = async move { store.recent_lengths(&name, limit).await };
+        let (id, limit, default) = (self.id.clone(), self.config.recent, self.config.per_consultation);
+        let fut = async move { store.recent_lengths(&id, limit).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, _ctx| {
             let lengths = match result {
                 Ok(lengths) => lengths,
                 Err(err) => {
-                    debug!(queue = %act.name, error = %err, "recent consultation lengths not read");
+                    debug!(queue = %act.id, error = %err, "recent consultation lengths not read");
                     return;
                 }
             };
@@ -482,8 +482,8 @@ impl Queue {
         self.idle_timer = Some(ctx.run_later(self.config.idle_timeout, |act, ctx| {
             act.idle_timer = None;
             if act.state.as_ref().is_none_or(QueueState::is_idle) && act.grace.is_empty() {
-                debug!(queue = %act.name, "queue idle, stopping");
-                act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
+                debug!(queue = %act.id, "queue idle, stopping");
+                act.registry.do_send(ForgetQueue { queue: act.id.clone(), addr: ctx.address() });
                 ctx.stop();
             }
         }));
@@ -496,7 +496,7 @@ impl Queue {
     /// In a cluster, patients checked in on other nodes (`elsewhere`) are
     /// online and get no grace period.
     fn rebuild(&mut self, entries: Vec<StoredEntry>, elsewhere: Vec<(String, Vec<String>)>, ctx: &mut Context<Self>) {
-        let mut state = QueueState::new(self.name.clone(), self.config.per_consultation);
+        let mut state = QueueState::new(self.id.name().to_owned(), self.config.per_consultation);
         let admitted: Vec<_> = entries
             .iter()
             .filter(|e| e.state == EntryState::Admitted)
@@ -538,22 +538,22 @@ impl Actor for Queue {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         let store = self.store.clone();
-        let name = self.name.clone();
+        let id = self.id.clone();
         let broker = self.cluster.broker.clone();
         let me = ctx.address().recipient();
         let load = async move {
             let subscription = match &broker {
-                Some(broker) => Some(broker.subscribe(Topic::Queue(&name), me).await),
+                Some(broker) => Some(broker.subscribe(Topic::Queue(&id), me).await),
                 None => None,
             };
             let elsewhere = match &broker {
-                Some(broker) => broker.queue_online_elsewhere(&name).await.unwrap_or_else(|err| {
-                    warn!(queue = %name, error = %err, "who is online elsewhere not read; it comes with the resync");
+                Some(broker) => broker.queue_online_elsewhere(&id).await.unwrap_or_else(|err| {
+                    warn!(queue = %id, error = %err, "who is online elsewhere not read; it comes with the resync");
                     Vec::new()
                 }),
                 None => Vec::new(),
             };
-            (subscription, store.load_queue(&name).await.map(|entries| (entries, elsewhere)))
+            (subscription, store.load_queue(&id).await.map(|entries| (entries, elsewhere)))
         };
         ctx.wait(load.into_actor(self).map(|(subscription, result), act, ctx| match result {
             Ok((entries, elsewhere)) => {
@@ -563,7 +563,7 @@ impl Actor for Queue {
             Err(err) => {
                 act.cluster.subscription = subscription;
                 act.unusable = Some(Refusal::from(err));
-                act.registry.do_send(ForgetQueue { queue: act.name.clone(), addr: ctx.address() });
+                act.registry.do_send(ForgetQueue { queue: act.id.clone(), addr: ctx.address() });
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
             }
         }));
@@ -571,7 +571,7 @@ impl Actor for Queue {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if let (Some(broker), Some(id)) = (&self.cluster.broker, self.cluster.subscription) {
-            broker.unsubscribe(Topic::Queue(&self.name), id);
+            broker.unsubscribe(Topic::Queue(&self.id), id);
         }
     }
 }
@@ -626,8 +626,8 @@ impl Handler<CheckIn> for Queue {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
         }
         let store = self.store.clone();
-        let (room, queue, clinic) = (msg.room.clone(), self.name.clone(), msg.clinic.clone());
-        let write = async move { store.check_in(&room, &queue, clinic.as_deref(), Utc::now()).await };
+        let (room, queue) = (msg.room.clone(), self.id.clone());
+        let write = async move { store.check_in(&room, &queue, Utc::now()).await };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             let checked = result.map_err(Refusal::from)?;
             let state = act.ready()?;
@@ -641,7 +641,7 @@ impl Handler<CheckIn> for Queue {
                 sessions: Vec::new(),
                 elsewhere: false,
             });
-            info!(queue = %act.name, room = %msg.room, "patient checked in");
+            info!(queue = %act.id, room = %msg.room, "patient checked in");
             act.cluster.generation += 1;
             act.answer_check_in(&msg.room, &session, msg.reference, ctx);
             act.changed(None, None);
@@ -685,8 +685,8 @@ impl Handler<Watch> for Queue {
         // Only a doctor's right depends on storage: the doctor's own queue
         // (named after them by default), or one of their consultations'.
         let serves: Pin<Box<dyn Future<Output = Result<bool, StoreError>>>> = if who.user.role == Role::Doctor {
-            let (store, queue, user) = (self.store.clone(), self.name.clone(), who.user.id.clone());
-            if queue == user {
+            let (store, queue, user) = (self.store.clone(), self.id.clone(), who.user.id.clone());
+            if queue.name() == user {
                 Box::pin(async { Ok(true) })
             } else {
                 Box::pin(async move { store.serves(&queue, &user).await })
@@ -724,7 +724,7 @@ impl Handler<Admitted> for Queue {
         let Some(state) = self.state.as_mut() else { return };
         let Some(entry) = state.admit(&msg.room) else { return };
         let at = format_time(Utc::now());
-        let called = ServerFrame::Called { queue: self.name.clone(), ticket: entry.ticket.clone(), at };
+        let called = ServerFrame::Called { queue: self.id.name().to_owned(), ticket: entry.ticket.clone(), at };
         let called = ByteString::from(called.to_json());
         let displays: Vec<Arc<str>> = state.callers_of(&entry).into_iter().cloned().collect();
         self.told.remove(&msg.room);

@@ -15,13 +15,13 @@ use crate::queue::{
 use crate::queue_state::View;
 use crate::retry::ask_fresh;
 use crate::room::CheckinTicket;
-use crate::{Broker, QueueStore, Refusal, RoomRegistry, SessionRef};
+use crate::{Broker, QueueId, QueueStore, Refusal, RoomRegistry, SessionRef};
 
 /// Get the running queue, starting it if needed.
 #[derive(Message)]
 #[rtype(result = "Addr<Queue>")]
 pub(crate) struct OpenQueue {
-    pub queue: String,
+    pub queue: QueueId,
     pub home: Option<ArbiterHandle>,
 }
 
@@ -29,13 +29,13 @@ pub(crate) struct OpenQueue {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ForgetQueue {
-    pub queue: String,
+    pub queue: QueueId,
     pub addr: Addr<Queue>,
 }
 
 /// Knows every running queue of this node.
 pub struct QueueRegistry {
-    queues: HashMap<String, Addr<Queue>>,
+    queues: HashMap<QueueId, Addr<Queue>>,
     store: Arc<dyn QueueStore>,
     rooms: Addr<RoomRegistry>,
     config: QueueConfig,
@@ -101,14 +101,14 @@ impl Queues {
         Queues { registry }
     }
 
-    async fn open(&self, queue: &str) -> Result<Addr<Queue>, Refusal> {
+    async fn open(&self, queue: &QueueId) -> Result<Addr<Queue>, Refusal> {
         let home = Arbiter::try_current();
-        self.registry.send(OpenQueue { queue: queue.to_owned(), home }).await.map_err(|_| gone())
+        self.registry.send(OpenQueue { queue: queue.clone(), home }).await.map_err(|_| gone())
     }
 
     /// Sends a request to a queue, retrying when it stopped between the
     /// lookup and the request.
-    async fn ask<M, T>(&self, queue: &str, make: impl Fn() -> M) -> Result<T, Refusal>
+    async fn ask<M, T>(&self, queue: &QueueId, make: impl Fn() -> M) -> Result<T, Refusal>
     where
         M: Message<Result = Result<T, Refusal>> + Send + 'static,
         T: Send + 'static,
@@ -128,7 +128,7 @@ impl Queues {
     ) -> Result<(), Refusal> {
         self.ask(&ticket.queue, || CheckIn {
             room: room.to_owned(),
-            clinic: ticket.clinic.clone(),
+            clinic: ticket.queue.clinic().map(str::to_owned),
             patient: ticket.patient.clone(),
             paid: ticket.paid,
             session: session.clone(),
@@ -138,45 +138,45 @@ impl Queues {
     }
 
     /// Makes a session a watcher of `queue`; `queue_state` goes to its outbox.
-    pub async fn watch(&self, queue: &str, session: &SessionRef, reference: Option<String>) -> Result<(), Refusal> {
+    pub async fn watch(&self, queue: &QueueId, session: &SessionRef, reference: Option<String>) -> Result<(), Refusal> {
         self.ask(queue, || Watch { session: session.clone(), reference: reference.clone() }).await
     }
 
     /// The queue with every name, as the clinic's backend sees it.
-    pub async fn snapshot(&self, queue: &str) -> Result<ServerFrame, Refusal> {
+    pub async fn snapshot(&self, queue: &QueueId) -> Result<ServerFrame, Refusal> {
         self.ask(queue, || Snapshot { view: View::Full }).await
     }
 
     /// The queue as the staff of `clinic` see it.
-    pub async fn snapshot_for_clinic(&self, queue: &str, clinic: &str) -> Result<ServerFrame, Refusal> {
+    pub async fn snapshot_for_clinic(&self, queue: &QueueId, clinic: &str) -> Result<ServerFrame, Refusal> {
         self.ask(queue, || Snapshot { view: View::Clinic(clinic.to_owned()) }).await
     }
 
     /// Tells a queue that a consultation of it was admitted.
-    pub(crate) async fn admitted(&self, queue: &str, room: &str, told: Vec<Arc<str>>) {
+    pub(crate) async fn admitted(&self, queue: &QueueId, room: &str, told: Vec<Arc<str>>) {
         if let Ok(addr) = self.open(queue).await {
             addr.do_send(Admitted { room: room.to_owned(), told });
         }
     }
 
     /// Tells a queue that a consultation of it ended.
-    pub(crate) async fn ended(&self, queue: &str, room: &str) {
+    pub(crate) async fn ended(&self, queue: &QueueId, room: &str) {
         if let Ok(addr) = self.open(queue).await {
             addr.do_send(RoomEnded { room: room.to_owned() });
         }
     }
 
     /// Tells a queue that a consultation's payment state changed.
-    pub(crate) async fn payment(&self, queue: &str, room: &str, status: PaymentStatus) {
+    pub(crate) async fn payment(&self, queue: &QueueId, room: &str, status: PaymentStatus) {
         if let Ok(addr) = self.open(queue).await {
             addr.do_send(PaymentChanged { room: room.to_owned(), status });
         }
     }
 
     /// Tells a queue that an admitted patient joined their consultation.
-    pub(crate) fn showed(&self, queue: &str, room: &str) {
+    pub(crate) fn showed(&self, queue: &QueueId, room: &str) {
         let this = self.clone();
-        let (queue, room) = (queue.to_owned(), room.to_owned());
+        let (queue, room) = (queue.clone(), room.to_owned());
         actix::spawn(async move {
             if let Ok(addr) = this.open(&queue).await {
                 addr.do_send(Showed { room });
@@ -185,9 +185,9 @@ impl Queues {
     }
 
     /// A session that checked in to or watched `queue` ended.
-    pub fn session_gone(&self, queue: &str, session: Arc<str>) {
+    pub fn session_gone(&self, queue: &QueueId, session: Arc<str>) {
         let this = self.clone();
-        let queue = queue.to_owned();
+        let queue = queue.clone();
         actix::spawn(async move {
             if let Ok(addr) = this.open(&queue).await {
                 addr.do_send(SessionGone { session });

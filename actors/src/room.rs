@@ -23,7 +23,7 @@ use crate::broker::{Broker, ClusterEvent, FromCluster, Topic};
 use crate::registry::Forget;
 use crate::state::{HistoryPlan, MissedChanges};
 use crate::{
-    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, Queues, Refusal,
+    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, QueueId, Queues, Refusal,
     RoomRecord, RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
 };
 
@@ -127,7 +127,7 @@ pub(crate) struct Admit {
 /// The consultation's payment state was stored: tell the room. Answers the
 /// consultation's queue, whose watchers are told next.
 #[derive(Message)]
-#[rtype(result = "Result<String, Refusal>")]
+#[rtype(result = "Result<QueueId, Refusal>")]
 pub(crate) struct SetPayment {
     pub status: PaymentStatus,
 }
@@ -143,8 +143,7 @@ pub(crate) struct CheckinInfo {
 /// What a check-in needs to know of the consultation.
 #[derive(Debug, Clone)]
 pub(crate) struct CheckinTicket {
-    pub queue: String,
-    pub clinic: Option<String>,
+    pub queue: QueueId,
     pub patient: Person,
     pub paid: bool,
 }
@@ -159,7 +158,7 @@ pub(crate) struct MarkWaiting;
 /// already: no no-show timeout for them).
 #[derive(Debug, Clone)]
 pub(crate) struct AdmitOutcome {
-    pub queue: String,
+    pub queue: QueueId,
     pub told: Vec<Arc<str>>,
 }
 
@@ -172,7 +171,7 @@ pub(crate) struct NoShow;
 /// End the consultation; `identity` is `None` for the clinic's backend.
 /// Answers the consultation's queue.
 #[derive(Message)]
-#[rtype(result = "Result<String, Refusal>")]
+#[rtype(result = "Result<QueueId, Refusal>")]
 pub(crate) struct End {
     pub identity: Option<Arc<Identity>>,
     pub by: UserRef,
@@ -454,7 +453,7 @@ impl Room {
         let over_limit = state.over_mesh_limit(self.media.mesh_limit());
         // An admitted patient who comes in is no no-show.
         let showed = (state.status() == RoomStatus::Active && state.record().patient.id == user.id)
-            .then(|| state.record().queue.clone());
+            .then(|| state.record().queue_id());
         Self::send_to(&session.outbox, &joined);
         self.outboxes.insert(session.id.clone(), session.outbox.clone());
         if let Some(idle) = self.idle_timer.take() {
@@ -993,7 +992,7 @@ impl Handler<Admit> for Room {
                 return Err(Refusal::from(err));
             }
             let patient = state.record().patient.id.clone();
-            let queue = state.record().queue.clone();
+            let queue = state.record().queue_id();
             let frame = ByteString::from(ServerFrame::Admitted { room: act.id.clone() }.to_json());
             let mut told = Vec::new();
             for session in state.sessions_of(&patient) {
@@ -1020,7 +1019,7 @@ impl Handler<Admit> for Room {
 /// Stores the end, then sends `ended` to every session; answers the
 /// consultation's queue.
 impl Handler<End> for Room {
-    type Result = ResponseActFuture<Self, Result<String, Refusal>>;
+    type Result = ResponseActFuture<Self, Result<QueueId, Refusal>>;
 
     fn handle(&mut self, msg: End, _ctx: &mut Context<Self>) -> Self::Result {
         let check = self.ready().and_then(|state| {
@@ -1043,7 +1042,7 @@ impl Handler<End> for Room {
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.write_finished();
             state.finish_end(result.is_ok());
-            let queue = state.record().queue.clone();
+            let queue = state.record().queue_id();
             if let Err(err) = &result {
                 act.catch_up_if_stale(err, ctx);
             }
@@ -1113,11 +1112,11 @@ impl Handler<PostSystem> for Room {
 /// Takes the stored payment state and tells the sessions present, and the
 /// room's other nodes.
 impl Handler<SetPayment> for Room {
-    type Result = Result<String, Refusal>;
+    type Result = Result<QueueId, Refusal>;
 
     fn handle(&mut self, msg: SetPayment, ctx: &mut Context<Self>) -> Self::Result {
         let state = self.ready()?;
-        let queue = state.record().queue.clone();
+        let queue = state.record().queue_id();
         // The store said the state changed; a room that just loaded has it
         // already, and its sessions still need to hear.
         state.set_paid(msg.status == PaymentStatus::Paid);
@@ -1357,8 +1356,7 @@ impl Handler<CheckinInfo> for Room {
         match record.status {
             RoomStatus::Scheduled | RoomStatus::Waiting => Ok(CheckinTicket {
                 paid: record.paid,
-                queue: record.queue.clone(),
-                clinic: record.clinic.clone(),
+                queue: record.queue_id(),
                 patient: record.patient.clone(),
             }),
             RoomStatus::Active => Err(Refusal::new(

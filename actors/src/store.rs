@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use telehub_signaling::{MediaMode, MessageEvent, MessageKind, RoomStatus, Sender};
 
+use crate::QueueId;
+
 /// The stored facts about a consultation that a room needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
@@ -31,6 +33,13 @@ pub struct RoomRecord {
     pub ended_at: Option<String>,
     /// Who ended it: a user, or the hub itself for a no-show.
     pub ended_by: Option<Person>,
+}
+
+impl RoomRecord {
+    /// The queue the consultation waits in, within its clinic.
+    pub fn queue_id(&self) -> QueueId {
+        QueueId::new(self.clinic.as_deref(), &self.queue)
+    }
 }
 
 /// A person named in a consultation.
@@ -200,8 +209,7 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn check_in(
         &self,
         room: &str,
-        queue: &str,
-        clinic: Option<&str>,
+        queue: &QueueId,
         at: DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError>;
     /// Moves an entry to another state.
@@ -214,10 +222,10 @@ pub trait QueueStore: Send + Sync + 'static {
     /// The entries a queue starts from: the waiting ones of consultations
     /// still waiting, and the admitted ones of active consultations, in
     /// check-in order.
-    async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError>;
+    async fn load_queue(&self, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError>;
     /// How long the queue's most recent ended consultations took, newest
     /// first, at most `limit`.
-    async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError>;
+    async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError>;
     /// Whether `doctor` is the doctor of any consultation in `queue`.
-    async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError>;
+    async fn serves(&self, queue: &QueueId, doctor: &str) -> Result<bool, StoreError>;
 }

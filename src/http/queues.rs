@@ -1,8 +1,11 @@
 //! `/v1/queues/{queue}`: a waiting room as a doctor sees it.
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
+use serde::Deserialize;
+use telehub_actors::QueueId;
 use telehub_signaling::Role;
 use tracing::instrument;
+use utoipa::IntoParams;
 
 use super::caller::Caller;
 use super::consultations::check_id;
@@ -10,33 +13,59 @@ use super::error::{ApiError, ErrorBody};
 use super::views::QueueView;
 use crate::app::AppState;
 
+/// Query of `GET /v1/queues/{queue}`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct QueueParams {
+    /// The clinic whose queue it is; queues are scoped by clinic. The API
+    /// key names it here (none: the queue of consultations without a
+    /// clinic); a token's `clinic` claim names it for a person, and a
+    /// different one here is 403.
+    pub clinic: Option<String>,
+}
+
 /// The waiting patients of a queue, in order, with names. The clinic's
 /// backend and the queue's doctors see every entry; staff see their clinic's.
 #[utoipa::path(
     tag = "queues",
-    params(("queue" = String, Path, description = "queue name (by default the doctor's id)")),
-    responses((status = 200, body = QueueView), (status = 403, body = ErrorBody)),
+    params(("queue" = String, Path, description = "queue name (by default the doctor's id)"), QueueParams),
+    responses(
+        (status = 200, body = QueueView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)
+    ),
     security(("api_key" = []), ("staff_token" = []))
 )]
 #[get("/v1/queues/{queue}")]
-#[instrument(skip(req, app), fields(queue = %queue))]
+#[instrument(skip(req, app, params), fields(queue = %queue))]
 pub async fn get_queue(
     req: HttpRequest,
     app: web::Data<AppState>,
     queue: web::Path<String>,
+    params: web::Query<QueueParams>,
 ) -> Result<HttpResponse, ApiError> {
-    check_id("queue", &queue)?;
     let caller = Caller::from_request(&req, &app)?;
+    check_id("queue", &queue)?;
+    let asked = params.into_inner().clinic;
+    if let Some(clinic) = &asked {
+        check_id("clinic", clinic)?;
+    }
     let queues = app.rooms.queues();
     let frame = match &caller {
-        Caller::Backend => queues.snapshot(&queue).await?,
-        Caller::Person(claims) => match (claims.role, &claims.clinic) {
-            (Role::Staff, Some(clinic)) => queues.snapshot_for_clinic(&queue, clinic).await?,
-            (Role::Doctor, _) if *queue == claims.sub || app.store.serves(&queue, &claims.sub).await? => {
-                queues.snapshot(&queue).await?
+        Caller::Backend => queues.snapshot(&QueueId::new(asked.as_deref(), &queue)).await?,
+        Caller::Person(claims) => {
+            if asked.is_some() && asked != claims.clinic {
+                return Err(ApiError::forbidden("a token reads the queues of its own clinic only"));
             }
-            _ => return Err(ApiError::forbidden(format!("no access to queue {queue}"))),
-        },
+            let id = QueueId::new(claims.clinic.as_deref(), &queue);
+            match (claims.role, &claims.clinic) {
+                (Role::Staff, Some(clinic)) => queues.snapshot_for_clinic(&id, clinic).await?,
+                (Role::Doctor, _) if *queue == claims.sub || app.store.serves(&id, &claims.sub).await? => {
+                    queues.snapshot(&id).await?
+                }
+                _ => return Err(ApiError::forbidden(format!("no access to queue {queue}"))),
+            }
+        }
     };
     let view = QueueView::from_frame(frame)
         .ok_or_else(|| ApiError::new(telehub_signaling::ErrorCode::Internal, "a queue answered with another frame"))?;

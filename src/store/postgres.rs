@@ -26,7 +26,7 @@ use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore, StoreError,
     StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
@@ -416,8 +416,8 @@ async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolic
                 .await?;
             Outcome::Done(reply, Ok(()))
         }
-        Write::CheckIn { room, queue, clinic, at, reply } => {
-            let checked = check_in(conn, &room, &queue, clinic.as_deref(), at).await?;
+        Write::CheckIn { room, queue, at, reply } => {
+            let checked = check_in(conn, &room, &queue, at).await?;
             Outcome::CheckedIn(reply, Ok(checked))
         }
         Write::Entry { room, state, at, call_in, reply } => {
@@ -443,10 +443,10 @@ async fn apply_write(conn: &mut PgConnection, write: Write, outbox: &OutboxPolic
 async fn check_in(
     conn: &mut PgConnection,
     room: &str,
-    queue: &str,
-    clinic: Option<&str>,
+    queue: &QueueId,
     at: chrono::DateTime<Utc>,
 ) -> Result<CheckedIn, sqlx::Error> {
+    let (clinic, name) = (queue.clinic_key(), queue.name());
     let existing: Option<(String, String, String)> =
         sqlx::query_as("SELECT ticket, checked_in_at, state FROM queue_entries WHERE room = $1 FOR UPDATE")
             .bind(room)
@@ -458,11 +458,12 @@ async fn check_in(
         return Ok(CheckedIn { ticket, since });
     }
     let day = at.format("%Y-%m-%d").to_string();
-    let lock_key = format!("telehub-queue-day:{}:{day}", clinic.unwrap_or(""));
+    let lock_key = format!("telehub-queue-day:{clinic}:{day}");
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(&lock_key).execute(&mut *conn).await?;
     let today: Option<(String, i32)> =
-        sqlx::query_as("SELECT letter, last FROM queue_days WHERE queue = $1 AND day = $2 FOR UPDATE")
-            .bind(queue)
+        sqlx::query_as("SELECT letter, last FROM queue_days WHERE clinic = $1 AND queue = $2 AND day = $3 FOR UPDATE")
+            .bind(clinic)
+            .bind(name)
             .bind(&day)
             .fetch_optional(&mut *conn)
             .await?;
@@ -470,14 +471,14 @@ async fn check_in(
         Some((letter, last)) => (letter, i64::from(last)),
         None => {
             let queues: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic IS NOT DISTINCT FROM $1 AND day = $2")
+                sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic = $1 AND day = $2")
                     .bind(clinic)
                     .bind(&day)
                     .fetch_one(&mut *conn)
                     .await?;
             let letter = ticket_letter(queues);
             sqlx::query("INSERT INTO queue_days (queue, day, clinic, letter, last) VALUES ($1, $2, $3, $4, 0)")
-                .bind(queue)
+                .bind(name)
                 .bind(&day)
                 .bind(clinic)
                 .bind(&letter)
@@ -487,9 +488,10 @@ async fn check_in(
         }
     };
     let number = next_number(last);
-    sqlx::query("UPDATE queue_days SET last = $1 WHERE queue = $2 AND day = $3")
+    sqlx::query("UPDATE queue_days SET last = $1 WHERE clinic = $2 AND queue = $3 AND day = $4")
         .bind(i32::try_from(number).unwrap_or(1))
-        .bind(queue)
+        .bind(clinic)
+        .bind(name)
         .bind(&day)
         .execute(&mut *conn)
         .await?;
@@ -502,7 +504,7 @@ async fn check_in(
              checked_in_at = excluded.checked_in_at, changed_at = excluded.changed_at",
     )
     .bind(room)
-    .bind(queue)
+    .bind(name)
     .bind(&ticket)
     .bind(&since)
     .execute(&mut *conn)
@@ -597,11 +599,10 @@ impl QueueStore for PostgresStore {
     async fn check_in(
         &self,
         room: &str,
-        queue: &str,
-        clinic: Option<&str>,
+        queue: &QueueId,
         at: chrono::DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError> {
-        self.writes.check_in(room, queue, clinic, at).await
+        self.writes.check_in(room, queue, at).await
     }
 
     async fn set_entry_state(
@@ -619,15 +620,20 @@ impl QueueStore for PostgresStore {
         Ok(())
     }
 
-    async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows =
-            sqlx::query_as::<_, EntryRow>(LOAD_QUEUE).bind(queue).fetch_all(&self.pool).await.map_err(unavailable)?;
+    async fn load_queue(&self, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query_as::<_, EntryRow>(LOAD_QUEUE)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.into_iter().map(StoredEntry::try_from).collect()
     }
 
-    async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError> {
+    async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError> {
         let rows = sqlx::query_as(RECENT_ENDED)
-            .bind(queue)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
@@ -635,9 +641,14 @@ impl QueueStore for PostgresStore {
         lengths(rows)
     }
 
-    async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError> {
-        let found: i64 =
-            sqlx::query_scalar(SERVES).bind(queue).bind(doctor).fetch_one(&self.pool).await.map_err(unavailable)?;
+    async fn serves(&self, queue: &QueueId, doctor: &str) -> Result<bool, StoreError> {
+        let found: i64 = sqlx::query_scalar(SERVES)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
+            .bind(doctor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(found > 0)
     }
 }

@@ -39,14 +39,15 @@ pub(crate) const LAST_MESSAGES: &str = concat!(
 /// Every user's read marker in room `$1`.
 pub(crate) const READ_MARKERS: &str = "SELECT user_id, seq FROM read_markers WHERE room = $1";
 
-/// The entries a queue starts from (see `QueueStore::load_queue`).
+/// The entries of queue `$1` of clinic `$2` (`''` for none) that it starts
+/// from (see `QueueStore::load_queue`).
 pub(crate) const LOAD_QUEUE: &str = "SELECT e.room, e.ticket, e.state, e.checked_in_at, e.changed_at, c.clinic,
         c.payment_status,
         p.user_id AS patient_id, p.name AS patient_name
      FROM queue_entries e
      JOIN consultations c ON c.id = e.room
      JOIN members p ON p.consultation_id = e.room AND p.role = 'patient'
-     WHERE e.queue = $1
+     WHERE e.queue = $1 AND COALESCE(c.clinic, '') = $2
        AND ((e.state = 'waiting' AND c.status IN ('scheduled', 'waiting'))
          OR (e.state = 'admitted' AND c.status = 'active'))
      ORDER BY e.checked_in_at, e.ticket";
@@ -92,15 +93,18 @@ pub(crate) fn payment_id() -> String {
     format!("pay_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Start and end of the last `$2` ended consultations of queue `$1`.
+/// Start and end of the last `$3` ended consultations of queue `$1` of
+/// clinic `$2` (`''` for none).
 pub(crate) const RECENT_ENDED: &str = "SELECT started_at, ended_at FROM consultations
-     WHERE queue = $1 AND status = 'ended' AND started_at IS NOT NULL AND ended_at IS NOT NULL
-     ORDER BY ended_at DESC LIMIT $2";
+     WHERE queue = $1 AND COALESCE(clinic, '') = $2
+       AND status = 'ended' AND started_at IS NOT NULL AND ended_at IS NOT NULL
+     ORDER BY ended_at DESC LIMIT $3";
 
-/// 1 when doctor `$2` has a consultation in queue `$1`, else 0.
+/// 1 when doctor `$3` has a consultation in queue `$1` of clinic `$2`
+/// (`''` for none), else 0.
 pub(crate) const SERVES: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultations c
      JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
-     WHERE c.queue = $1 AND d.user_id = $2 LIMIT 1) found";
+     WHERE c.queue = $1 AND COALESCE(c.clinic, '') = $2 AND d.user_id = $3 LIMIT 1) found";
 
 /// The lengths of consultations from their (start, end) times.
 pub(crate) fn lengths(rows: Vec<(String, String)>) -> Result<Vec<std::time::Duration>, StoreError> {

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueStore, RoomRecord, RoomStore, StoreError,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore, StoreError,
     StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
@@ -385,8 +385,8 @@ async fn apply_write(conn: &mut SqliteConnection, write: Write, outbox: &OutboxP
                 .await?;
             Outcome::Done(reply, Ok(()))
         }
-        Write::CheckIn { room, queue, clinic, at, reply } => {
-            let checked = check_in(conn, &room, &queue, clinic.as_deref(), at).await?;
+        Write::CheckIn { room, queue, at, reply } => {
+            let checked = check_in(conn, &room, &queue, at).await?;
             Outcome::CheckedIn(reply, Ok(checked))
         }
         Write::Entry { room, state, at, call_in, reply } => {
@@ -412,10 +412,10 @@ async fn apply_write(conn: &mut SqliteConnection, write: Write, outbox: &OutboxP
 async fn check_in(
     conn: &mut SqliteConnection,
     room: &str,
-    queue: &str,
-    clinic: Option<&str>,
+    queue: &QueueId,
     at: chrono::DateTime<Utc>,
 ) -> Result<CheckedIn, sqlx::Error> {
+    let (clinic, name) = (queue.clinic_key(), queue.name());
     let existing: Option<(String, String, String)> =
         sqlx::query_as("SELECT ticket, checked_in_at, state FROM queue_entries WHERE room = ?")
             .bind(room)
@@ -428,22 +428,23 @@ async fn check_in(
     }
     let day = at.format("%Y-%m-%d").to_string();
     let today: Option<(String, i64)> =
-        sqlx::query_as("SELECT letter, last FROM queue_days WHERE queue = ? AND day = ?")
-            .bind(queue)
+        sqlx::query_as("SELECT letter, last FROM queue_days WHERE clinic = ? AND queue = ? AND day = ?")
+            .bind(clinic)
+            .bind(name)
             .bind(&day)
             .fetch_optional(&mut *conn)
             .await?;
     let (letter, last) = match today {
         Some(today) => today,
         None => {
-            let queues: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic IS ? AND day = ?")
+            let queues: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic = ? AND day = ?")
                 .bind(clinic)
                 .bind(&day)
                 .fetch_one(&mut *conn)
                 .await?;
             let letter = ticket_letter(queues);
             sqlx::query("INSERT INTO queue_days (queue, day, clinic, letter, last) VALUES (?, ?, ?, ?, 0)")
-                .bind(queue)
+                .bind(name)
                 .bind(&day)
                 .bind(clinic)
                 .bind(&letter)
@@ -453,9 +454,10 @@ async fn check_in(
         }
     };
     let number = next_number(last);
-    sqlx::query("UPDATE queue_days SET last = ? WHERE queue = ? AND day = ?")
+    sqlx::query("UPDATE queue_days SET last = ? WHERE clinic = ? AND queue = ? AND day = ?")
         .bind(number)
-        .bind(queue)
+        .bind(clinic)
+        .bind(name)
         .bind(&day)
         .execute(&mut *conn)
         .await?;
@@ -468,7 +470,7 @@ async fn check_in(
              checked_in_at = excluded.checked_in_at, changed_at = excluded.changed_at",
     )
     .bind(room)
-    .bind(queue)
+    .bind(name)
     .bind(&ticket)
     .bind(&since)
     .execute(&mut *conn)
@@ -858,11 +860,10 @@ impl QueueStore for SqliteStore {
     async fn check_in(
         &self,
         room: &str,
-        queue: &str,
-        clinic: Option<&str>,
+        queue: &QueueId,
         at: chrono::DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError> {
-        self.writes.check_in(room, queue, clinic, at).await
+        self.writes.check_in(room, queue, at).await
     }
 
     async fn set_entry_state(
@@ -880,15 +881,20 @@ impl QueueStore for SqliteStore {
         Ok(())
     }
 
-    async fn load_queue(&self, queue: &str) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows =
-            sqlx::query_as::<_, EntryRow>(LOAD_QUEUE).bind(queue).fetch_all(&self.pool).await.map_err(unavailable)?;
+    async fn load_queue(&self, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError> {
+        let rows = sqlx::query_as::<_, EntryRow>(LOAD_QUEUE)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         rows.into_iter().map(StoredEntry::try_from).collect()
     }
 
-    async fn recent_lengths(&self, queue: &str, limit: u32) -> Result<Vec<Duration>, StoreError> {
+    async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError> {
         let rows = sqlx::query_as(RECENT_ENDED)
-            .bind(queue)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
@@ -896,9 +902,14 @@ impl QueueStore for SqliteStore {
         lengths(rows)
     }
 
-    async fn serves(&self, queue: &str, doctor: &str) -> Result<bool, StoreError> {
-        let found: i64 =
-            sqlx::query_scalar(SERVES).bind(queue).bind(doctor).fetch_one(&self.pool).await.map_err(unavailable)?;
+    async fn serves(&self, queue: &QueueId, doctor: &str) -> Result<bool, StoreError> {
+        let found: i64 = sqlx::query_scalar(SERVES)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
+            .bind(doctor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(found > 0)
     }
 }

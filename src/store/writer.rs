@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, StoreError};
+use telehub_actors::{Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, StoreError};
 use telehub_signaling::{MediaMode, RoomStatus};
 use tokio::sync::{mpsc, oneshot};
 
@@ -73,8 +73,7 @@ pub(crate) enum Write {
     },
     CheckIn {
         room: String,
-        queue: String,
-        clinic: Option<String>,
+        queue: QueueId,
         at: DateTime<Utc>,
         reply: oneshot::Sender<Result<CheckedIn, StoreError>>,
     },
@@ -298,12 +297,11 @@ impl Writes {
     pub(crate) async fn check_in(
         &self,
         room: &str,
-        queue: &str,
-        clinic: Option<&str>,
+        queue: &QueueId,
         at: DateTime<Utc>,
     ) -> Result<CheckedIn, StoreError> {
-        let (room, queue, clinic) = (room.to_owned(), queue.to_owned(), clinic.map(str::to_owned));
-        submit(&self.tx, |reply| Job::Write(Write::CheckIn { room, queue, clinic, at, reply })).await
+        let (room, queue) = (room.to_owned(), queue.clone());
+        submit(&self.tx, |reply| Job::Write(Write::CheckIn { room, queue, at, reply })).await
     }
 
     pub(crate) async fn entry_state(
