@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Value};
-use telehub_actors::{Broker, BrokerError, ClusterEvent, Envelope, FromCluster, RemotePeer, QueueId, Topic};
+use telehub_actors::{Broker, BrokerError, ClusterEvent, Envelope, FromCluster, QueueId, RemotePeer, Topic};
 use telehub_signaling::Peer;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};

@@ -13,8 +13,8 @@ use crate::room::{
     SetPayment, SwitchMedia, Typing,
 };
 use crate::{
-    Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueId, QueueStore, Queues, Refusal, Room, RoomConfig, RoomRecord,
-    RoomRegistry, RoomStore, SessionRef,
+    Broker, Identity, MediaPolicy, PresentPeer, QueueConfig, QueueId, QueueStore, Queues, Refusal, Room, RoomConfig,
+    RoomRecord, RoomRegistry, RoomStore, SessionRef,
 };
 
 /// The rooms of this node.

@@ -1354,11 +1354,9 @@ impl Handler<CheckinInfo> for Room {
         state.check(&msg.identity, Action::Checkin)?;
         let record = state.record();
         match record.status {
-            RoomStatus::Scheduled | RoomStatus::Waiting => Ok(CheckinTicket {
-                paid: record.paid,
-                queue: record.queue_id(),
-                patient: record.patient.clone(),
-            }),
+            RoomStatus::Scheduled | RoomStatus::Waiting => {
+                Ok(CheckinTicket { paid: record.paid, queue: record.queue_id(), patient: record.patient.clone() })
+            }
             RoomStatus::Active => Err(Refusal::new(
                 ErrorCode::Conflict,
                 format!("{} has started: join it instead of checking in", record.id),

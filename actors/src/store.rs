@@ -206,12 +206,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Puts the consultation's patient in `queue`. A patient who is waiting
     /// already keeps their ticket and place; anyone else gets the queue's
     /// next ticket of the day. A `scheduled` consultation becomes `waiting`.
-    async fn check_in(
-        &self,
-        room: &str,
-        queue: &QueueId,
-        at: DateTime<Utc>,
-    ) -> Result<CheckedIn, StoreError>;
+    async fn check_in(&self, room: &str, queue: &QueueId, at: DateTime<Utc>) -> Result<CheckedIn, StoreError>;
     /// Moves an entry to another state.
     async fn set_entry_state(&self, room: &str, state: EntryState, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Stores the admission of a patient who has no session online: the

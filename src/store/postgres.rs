@@ -26,8 +26,8 @@ use chrono::Utc;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore, StoreError,
-    StoredEntry,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore,
+    StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
@@ -470,12 +470,11 @@ async fn check_in(
     let (letter, last) = match today {
         Some((letter, last)) => (letter, i64::from(last)),
         None => {
-            let queues: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic = $1 AND day = $2")
-                    .bind(clinic)
-                    .bind(&day)
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let queues: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_days WHERE clinic = $1 AND day = $2")
+                .bind(clinic)
+                .bind(&day)
+                .fetch_one(&mut *conn)
+                .await?;
             let letter = ticket_letter(queues);
             sqlx::query("INSERT INTO queue_days (queue, day, clinic, letter, last) VALUES ($1, $2, $3, $4, 0)")
                 .bind(name)
@@ -596,12 +595,7 @@ impl RoomStore for PostgresStore {
 
 #[async_trait]
 impl QueueStore for PostgresStore {
-    async fn check_in(
-        &self,
-        room: &str,
-        queue: &QueueId,
-        at: chrono::DateTime<Utc>,
-    ) -> Result<CheckedIn, StoreError> {
+    async fn check_in(&self, room: &str, queue: &QueueId, at: chrono::DateTime<Utc>) -> Result<CheckedIn, StoreError> {
         self.writes.check_in(room, queue, at).await
     }
 

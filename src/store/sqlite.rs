@@ -26,8 +26,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use telehub_actors::{
-    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore, StoreError,
-    StoredEntry,
+    Appended, AuditEntry, CheckedIn, EntryState, NewMessage, Person, QueueId, QueueStore, RoomRecord, RoomStore,
+    StoreError, StoredEntry,
 };
 use telehub_signaling::{MediaMode, MessageEvent, PaymentStatus, RoomStatus, format_time};
 use tokio::sync::mpsc;
@@ -857,12 +857,7 @@ impl RoomStore for SqliteStore {
 
 #[async_trait]
 impl QueueStore for SqliteStore {
-    async fn check_in(
-        &self,
-        room: &str,
-        queue: &QueueId,
-        at: chrono::DateTime<Utc>,
-    ) -> Result<CheckedIn, StoreError> {
+    async fn check_in(&self, room: &str, queue: &QueueId, at: chrono::DateTime<Utc>) -> Result<CheckedIn, StoreError> {
         self.writes.check_in(room, queue, at).await
     }
 

@@ -650,7 +650,7 @@ async fn the_waiting_room_spans_the_nodes() {
     assert_eq!(online, [&json!(true), &json!(true)], "{seen}");
     let mut display = wr::clinic_client(&b, "display", "k1").await;
     assert_eq!(wr::tickets(&wr::watch(&mut display, "q-ana").await), ["A-001", "A-002"]);
-    let (status, body) = c.get("/v1/queues/q-ana").await;
+    let (status, body) = c.get("/v1/queues/q-ana?clinic=k1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["entries"].as_array().unwrap().len(), 2, "{body}");
 

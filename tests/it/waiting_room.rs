@@ -131,7 +131,7 @@ async fn patients_wait_in_order_and_move_up_when_one_is_admitted() {
     assert_eq!(app.consultation_status("c-w1").await, "active");
 
     // The clinic's backend sees the same queue over HTTP.
-    let (status, body) = app.get("/v1/queues/q-ana").await;
+    let (status, body) = app.get("/v1/queues/q-ana?clinic=k1").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["entries"].as_array().unwrap().len(), 2);
     assert_eq!(body["entries"][0]["patient"]["name"], "Patient c-w2");
@@ -193,7 +193,7 @@ async fn who_may_check_in_watch_and_admit() {
     // reads nothing.
     let mut p2 = patient(&app, "c-r2").await;
     check_in(&mut p2, "c-r2").await;
-    assert_eq!(app.get("/v1/queues/q-ana").await.1["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(app.get("/v1/queues/q-ana?clinic=k1").await.1["entries"].as_array().unwrap().len(), 1);
     let elsewhere = token_with(
         json!({"sub": "s-2", "name": "Sam", "role": "staff", "clinic": "k2", "exp": chrono::Utc::now().timestamp() + 60}),
         SECRET,
@@ -204,6 +204,88 @@ async fn who_may_check_in_watch_and_admit() {
     let bob = token("d-other", "Bob", "doctor", 60);
     let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(bob).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 403);
+}
+
+/// A person of `clinic` with `role`, by id `sub`.
+fn of_clinic(sub: &str, role: &str, clinic: &str) -> String {
+    token_with(
+        json!({"sub": sub, "name": sub, "role": role, "clinic": clinic, "exp": chrono::Utc::now().timestamp() + 3600}),
+        SECRET,
+    )
+}
+
+#[tokio::test]
+async fn one_queue_name_in_two_clinics_is_two_lines() {
+    let app = spawn_app().await;
+    for (room, clinic, doctor) in [("c-g1", "k1", "d-one"), ("c-g2", "k2", "d-two"), ("c-g3", "k2", "d-two")] {
+        let (status, body) = app
+            .post(
+                "/v1/consultations",
+                json!({"id": room, "clinic": clinic, "queue": "general",
+                       "patient": {"id": format!("p-{room}"), "name": format!("Patient {room}")},
+                       "doctor": {"id": doctor, "name": doctor}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Each clinic's line has its own tickets and places.
+    let mut p1 = Client::connect(&app, &of_clinic("p-c-g1", "patient", "k1")).await;
+    let mut p2 = Client::connect(&app, &of_clinic("p-c-g2", "patient", "k2")).await;
+    let mut p3 = Client::connect(&app, &of_clinic("p-c-g3", "patient", "k2")).await;
+    let first = check_in(&mut p1, "c-g1").await;
+    assert_eq!((&first["ticket"], &first["position"], &first["ahead"]), (&json!("A-001"), &json!(1), &json!(0)));
+    let other = check_in(&mut p2, "c-g2").await;
+    assert_eq!((&other["ticket"], &other["position"], &other["ahead"]), (&json!("A-001"), &json!(1), &json!(0)));
+    assert_eq!(check_in(&mut p3, "c-g3").await["ticket"], "A-002");
+
+    // Each clinic's doctor, staff and displays see their own line only.
+    let mut one = Client::connect(&app, &of_clinic("d-one", "doctor", "k1")).await;
+    let seen = watch(&mut one, "general").await;
+    let rooms: Vec<&Value> = seen["entries"].as_array().unwrap().iter().map(|e| &e["room"]).collect();
+    assert_eq!(rooms, [&json!("c-g1")], "{seen}");
+    let mut two = Client::connect(&app, &of_clinic("d-two", "doctor", "k2")).await;
+    let seen = watch(&mut two, "general").await;
+    let rooms: Vec<&Value> = seen["entries"].as_array().unwrap().iter().map(|e| &e["room"]).collect();
+    assert_eq!(rooms, [&json!("c-g2"), &json!("c-g3")], "{seen}");
+    let mut display = clinic_client(&app, "display", "k1").await;
+    assert_eq!(tickets(&watch(&mut display, "general").await), ["A-001"]);
+    // A doctor of one clinic does not serve the other's queue of that name.
+    let mut stray = Client::connect(&app, &of_clinic("d-one", "doctor", "k2")).await;
+    let refused = stray.request(json!({"type": "watch", "queue": "general"})).await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // Over HTTP the backend names the clinic; a token reads its own only.
+    let rooms = |view: &Value| -> Vec<String> {
+        view["entries"].as_array().unwrap().iter().map(|e| e["room"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, view) = app.get("/v1/queues/general?clinic=k2").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(rooms(&view), ["c-g2", "c-g3"]);
+    assert_eq!(rooms(&app.get("/v1/queues/general?clinic=k1").await.1), ["c-g1"]);
+    assert_eq!(rooms(&app.get("/v1/queues/general").await.1), Vec::<String>::new(), "no clinic, no entries");
+    let staff = of_clinic("s-one", "staff", "k1");
+    let response = app.http.get(app.url("/v1/queues/general")).bearer_auth(&staff).send().await.unwrap();
+    assert_eq!(rooms(&response.json::<Value>().await.unwrap()), ["c-g1"]);
+    let response = app.http.get(app.url("/v1/queues/general?clinic=k2")).bearer_auth(&staff).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+
+    // Admitting in one clinic moves up nobody of the other.
+    assert_eq!(two.request(json!({"type": "admit", "room": "c-g2"})).await["type"], "ok");
+    assert_eq!(place(&mut p3, 1).await["ticket"], "A-002");
+    // The next change the k1 doctor hears of is k1's own.
+    let (status, body) = app
+        .post(
+            "/v1/consultations",
+            json!({"id": "c-g4", "clinic": "k1", "queue": "general",
+                   "patient": {"id": "p-c-g4", "name": "Patient c-g4"}, "doctor": {"id": "d-one", "name": "d-one"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut p4 = Client::connect(&app, &of_clinic("p-c-g4", "patient", "k1")).await;
+    assert_eq!(check_in(&mut p4, "c-g4").await["ticket"], "A-002");
+    let next = one.recv_type("queue_state").await;
+    let rooms: Vec<&Value> = next["entries"].as_array().unwrap().iter().map(|e| &e["room"]).collect();
+    assert_eq!(rooms, [&json!("c-g1"), &json!("c-g4")], "{next}");
 }
 
 #[tokio::test]
@@ -256,7 +338,7 @@ async fn an_ended_consultation_leaves_the_line_at_once() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(tickets(&state_with(&mut doctor, 1).await), ["A-002"]);
     assert_eq!(place(&mut p2, 1).await["ticket"], "A-002");
-    let (_, view) = app.get("/v1/queues/q-ana").await;
+    let (_, view) = app.get("/v1/queues/q-ana?clinic=k1").await;
     assert_eq!(tickets(&view), ["A-002"], "{view}");
     // The same through the doctor's `end` frame.
     doctor.join("c-e2", None).await;
