@@ -303,7 +303,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
     #[arg(long, env = "TELEHUB_BIND")]
     pub bind: Option<String>,
-    #[arg(long, env = "TELEHUB_DATABASE_URL")]
+    /// May hold a password: `--help` does not print its value.
+    #[arg(long, env = "TELEHUB_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     #[arg(long, env = "TELEHUB_DATABASE_BUSY_MS")]
     pub database_busy_ms: Option<u64>,
@@ -648,6 +649,26 @@ mod tests {
         assert!(s.demo_mode());
         s.jwt_secret = Some("x".into());
         assert!(!s.demo_mode());
+    }
+
+    #[test]
+    fn help_prints_no_secret_from_the_environment() {
+        use clap::CommandFactory;
+        // Keys and tokens, and the URLs that carry a password.
+        let secret = |env: &str| {
+            ["_SECRET", "_KEY", "_TOKEN"].iter().any(|end| env.ends_with(end))
+                || ["TELEHUB_DATABASE_URL", "TELEHUB_REDIS_URL", "TELEHUB_SMTP_URL"].contains(&env)
+        };
+        let command = Args::command();
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+            if secret(env) {
+                assert!(arg.is_hide_env_values_set(), "--help would print the value of {env}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} secret variables found");
     }
 
     #[test]
