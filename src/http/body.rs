@@ -5,16 +5,17 @@
 use std::future::{Future, ready};
 use std::pin::Pin;
 
+use actix_web::dev::JsonBody;
 use actix_web::dev::Payload;
 use actix_web::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use actix_web::web::{Bytes, BytesMut, Json};
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use telehub_signaling::ErrorCode;
 
 use super::MAX_BODY;
-use super::error::ApiError;
+use super::error::{ApiError, body_error};
 
 type Pending<T, E> = Pin<Box<dyn Future<Output = Result<T, E>>>>;
 
@@ -37,8 +38,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         if empty {
             return Box::pin(ready(Ok(OptionalJson(None))));
         }
-        let json = Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(OptionalJson(Some(json.await?.into_inner()))) })
+        // Read here rather than through `Json`, whose errors pass the
+        // authenticated routes' handler: this body is for public routes.
+        let json = JsonBody::<T>::new(req, payload, None, true).limit(MAX_BODY);
+        Box::pin(async move { Ok(OptionalJson(Some(json.await.map_err(body_error)?))) })
     }
 }
 

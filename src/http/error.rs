@@ -100,15 +100,28 @@ impl ResponseError for ApiError {
 
 /// Turns actix's own extractor errors (bad JSON, bad query) into the
 /// protocol's `bad_request` body.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+///
+/// Every route that reads a `web::Json` body needs a caller (the public
+/// ones read [`super::body::OptionalJson`] or a raw body), so a caller who
+/// does not authenticate is told that first: `401`, whatever the body.
+pub fn json_error(err: actix_web::error::JsonPayloadError, req: &actix_web::HttpRequest) -> actix_web::Error {
+    if let Some(app) = req.app_data::<actix_web::web::Data<crate::app::AppState>>()
+        && let Err(unknown) = super::caller::Caller::from_request(req, app)
+    {
+        return unknown.into();
+    }
+    body_error(err).into()
+}
+
+/// What is wrong with a JSON body: too large, or not what was asked for.
+pub(crate) fn body_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError;
-    let api = match &err {
+    match &err {
         JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
             ApiError::new(ErrorCode::TooLarge, format!("body over {limit} bytes"))
         }
         _ => ApiError::bad_request(err.to_string()),
-    };
-    api.into()
+    }
 }
 
 /// Like [`json_error`], for query strings.

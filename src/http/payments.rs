@@ -47,8 +47,8 @@ pub async fn confirm(
     id: web::Path<String>,
     body: web::Json<BankTransferIn>,
 ) -> Result<HttpResponse, ApiError> {
-    payments_enabled(&app)?;
     let caller = Caller::from_request(&req, &app)?;
+    payments_enabled(&app)?;
     let consultation = find(&app, &id).await?;
     caller.require_staff_of(&consultation)?;
     let body = body.into_inner();
@@ -185,8 +185,8 @@ pub async fn checkout(
     app: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let api = stripe_api(&app)?;
     let caller = Caller::from_request(&req, &app)?;
+    let api = stripe_api(&app)?;
     let consultation = find(&app, &id).await?;
     caller.require_payer_of(&consultation)?;
     let price = owed(&consultation)?;
@@ -223,8 +223,8 @@ pub async fn intent(
     app: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let api = stripe_api(&app)?;
     let caller = Caller::from_request(&req, &app)?;
+    let api = stripe_api(&app)?;
     let consultation = find(&app, &id).await?;
     caller.require_payer_of(&consultation)?;
     let price = owed(&consultation)?.clone();
@@ -267,8 +267,8 @@ pub async fn refund(
     app: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let api = stripe_api(&app)?;
     let caller = Caller::from_request(&req, &app)?;
+    let api = stripe_api(&app)?;
     let consultation = find(&app, &id).await?;
     caller.require_staff_of(&consultation)?;
     let Some(state) = consultation.payment.as_ref().filter(|p| p.status == PaymentStatus::Paid) else {

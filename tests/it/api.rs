@@ -79,6 +79,39 @@ async fn the_api_needs_the_key_and_tokens_only_read() {
     assert_eq!(body["error"]["code"], "unauthorized");
     let (status, _) = with_token(&app, reqwest::Method::GET, "/v1/consultations/c-auth", "wrong-key").await;
     assert_eq!(status, 401);
+    // Who is asking comes first: a caller who does not authenticate gets
+    // 401 whatever the body, the name or the hub's configuration.
+    for (path, body) in [
+        ("/v1/consultations", "{not json"),
+        ("/v1/consultations", &*"x".repeat(100 * 1024)),
+        ("/v1/consultations/c-auth/payments", "{}"),
+        ("/v1/consultations/c-auth/checkout", ""),
+        ("/v1/tokens", "[]"),
+    ] {
+        let response = app
+            .http
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path} {}", &body[..body.len().min(20)]);
+    }
+    let response = app.http.get(app.url("/v1/queues/not%20a%20name")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let (status, body) = with_token(&app, reqwest::Method::GET, "/v1/queues/not%20a%20name", API_KEY).await;
+    assert_eq!(status, 400, "{body}");
+    let response = app
+        .http
+        .post(app.url("/v1/consultations"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "the key's caller hears what is wrong with the body");
 
     let staff = token_with(
         json!({"sub": "s1", "name": "S", "role": "staff", "clinic": "k1", "exp": chrono::Utc::now().timestamp() + 60}),
