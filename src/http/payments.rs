@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorBody};
 use super::views::{BankTransferIn, CheckoutView, IntentView, PaymentView, WebhookAck};
 use crate::app::AppState;
 use crate::payments::{StripeAction, apply, read_stripe_event, verify_stripe};
-use crate::store::{Consultation, NewPayment, Price, TxStatus};
+use crate::store::{BANK_TRANSFER, Consultation, NewPayment, Price, TxStatus};
 
 fn payments_enabled(app: &AppState) -> Result<(), ApiError> {
     if app.settings.enable_payments {
@@ -35,7 +35,7 @@ fn payments_enabled(app: &AppState) -> Result<(), ApiError> {
         (status = 400, body = ErrorBody),
         (status = 403, description = "not staff of the clinic, or payments disabled", body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "nothing to pay, or the amount does not cover the price", body = ErrorBody),
+        (status = 409, description = "nothing to pay, paid already under another reference, or the amount does not cover the price", body = ErrorBody),
     ),
     security(("api_key" = []), ("staff_token" = []))
 )]
@@ -68,7 +68,7 @@ pub async fn confirm(
     let currency = body.currency.map(|c| c.to_ascii_lowercase()).unwrap_or_else(|| owed.price.currency.clone());
     let payment = NewPayment {
         room: consultation.id.clone(),
-        provider: "bank_transfer".into(),
+        provider: BANK_TRANSFER.into(),
         reference: reference.clone(),
         price: Price { amount: body.amount, currency },
         status: TxStatus::Succeeded,

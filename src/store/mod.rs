@@ -95,11 +95,14 @@ impl std::str::FromStr for TxStatus {
     }
 }
 
+/// The provider of transfers that staff confirm by hand.
+pub const BANK_TRANSFER: &str = "bank_transfer";
+
 /// A payment attempt, confirmation or refund to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPayment {
     pub room: String,
-    /// `stripe` or `bank_transfer`.
+    /// `stripe` or [`BANK_TRANSFER`].
     pub provider: String,
     /// The provider's id of it (a PaymentIntent, a Checkout Session, the
     /// transfer's reference): one transaction per provider and reference.

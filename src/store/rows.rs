@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use telehub_actors::{EntryState, Person, StoreError, StoredEntry};
-use telehub_signaling::{MessageEvent, MessageKind, Sender};
+use telehub_signaling::{MessageEvent, MessageKind, PaymentStatus, Sender};
 
 use super::{AuditRecord, Consultation, Contact, PaymentState, Price};
 
@@ -347,6 +347,16 @@ where
                 .await
                 .map_err(unavailable)?;
             status
+        }
+        // Staff confirm a transfer for what is owed; one more for a
+        // consultation paid (or refunded) already is a mistake to report,
+        // not money to record. A card paid twice is recorded: it was taken.
+        None if payment.provider == super::BANK_TRANSFER && state.status != PaymentStatus::Unpaid => {
+            return Err(StoreError::Conflict(format!(
+                "{} is {} already: a transfer under another reference is not recorded",
+                payment.room,
+                state.status.as_str()
+            )));
         }
         None => {
             sqlx::query(INSERT_TRANSACTION)

@@ -104,6 +104,10 @@ async fn an_unpaid_consultation_is_admitted_once_staff_confirm_the_transfer() {
     // The same transfer again changes nothing and tells nobody.
     let (status, body) = app.post(path, transfer("BCA-1", 150000)).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("paid")), "{body}");
+    // Another transfer for a paid consultation is refused, not recorded as
+    // a second payment.
+    let (status, body) = post_as(&app, &staff("k1"), path, transfer("BCA-9", 150000)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
     doctor.assert_quiet().await;
 
     doctor.send(json!({"type": "admit", "room": "c-pay"})).await;
