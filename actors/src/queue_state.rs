@@ -56,6 +56,9 @@ pub enum View {
     Full,
     /// Entries of one clinic, with names: staff.
     Clinic(String),
+    /// Entries of the listed consultations of one clinic, with names:
+    /// staff whose token has a `rooms` claim, which narrows them.
+    Listed { clinic: String, rooms: Vec<String> },
     /// Tickets of one clinic only: a display.
     Tickets(String),
 }
@@ -67,17 +70,28 @@ impl View {
         match (who.user.role, &who.clinic) {
             (Role::Doctor, _) if serves => Ok(View::Full),
             (Role::Doctor, _) => Err("a doctor may watch only the queues they serve".into()),
-            (Role::Staff, Some(clinic)) => Ok(View::Clinic(clinic.clone())),
+            (Role::Staff, Some(clinic)) => Ok(View::staff(clinic, who.rooms.as_deref())),
             (Role::Display, Some(clinic)) => Ok(View::Tickets(clinic.clone())),
             (Role::Staff | Role::Display, None) => Err("watching a queue needs a clinic in the token".into()),
             (Role::Patient, _) => Err("a patient may not watch queues".into()),
         }
     }
 
+    /// What staff of `clinic` see, narrowed to `rooms` if their token
+    /// lists some.
+    pub fn staff(clinic: &str, rooms: Option<&[String]>) -> View {
+        match rooms {
+            Some(rooms) => View::Listed { clinic: clinic.to_owned(), rooms: rooms.to_vec() },
+            None => View::Clinic(clinic.to_owned()),
+        }
+    }
+
     fn shows(&self, entry: &Waiting) -> bool {
+        let of = |clinic: &str| entry.clinic.as_deref() == Some(clinic);
         match self {
             View::Full => true,
-            View::Clinic(clinic) | View::Tickets(clinic) => entry.clinic.as_deref() == Some(clinic.as_str()),
+            View::Clinic(clinic) | View::Tickets(clinic) => of(clinic),
+            View::Listed { clinic, rooms } => of(clinic) && rooms.contains(&entry.room),
         }
     }
 
@@ -97,7 +111,7 @@ impl View {
                 online: None,
                 paid: None,
             },
-            View::Full | View::Clinic(_) => QueueEntry {
+            View::Full | View::Clinic(_) | View::Listed { .. } => QueueEntry {
                 ticket: entry.ticket.clone(),
                 room: Some(entry.room.clone()),
                 patient: Some(UserRef { id: entry.patient.id.clone(), name: entry.patient.name.clone() }),
@@ -432,6 +446,20 @@ mod tests {
         let doctor = View::of(&who(Role::Doctor, None), true).unwrap();
         let ServerFrame::QueueState { entries, .. } = q.state_frame(&doctor, None) else { panic!() };
         assert_eq!(entries.len(), 3);
+    }
+
+    #[test]
+    fn a_rooms_claim_narrows_staff_to_the_listed_consultations() {
+        let mut q = queue();
+        let mut narrowed = who(Role::Staff, Some("x"));
+        narrowed.rooms = Some(vec!["c-2".into(), "c-3".into()]);
+        let view = View::of(&narrowed, false).unwrap();
+        let ServerFrame::QueueState { entries, .. } = q.state_frame(&view, None) else { panic!() };
+        let rooms: Vec<&str> = entries.iter().map(|e| e.room.as_deref().unwrap()).collect();
+        assert_eq!(rooms, ["c-2"], "c-3 is of another clinic, c-1 is not listed");
+        q.watch("narrowed".into(), view);
+        assert!(q.payment_watchers("c-1").is_empty(), "not told of an unlisted payment");
+        assert_eq!(q.payment_watchers("c-2").len(), 1);
     }
 
     #[test]

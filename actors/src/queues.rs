@@ -142,14 +142,9 @@ impl Queues {
         self.ask(queue, || Watch { session: session.clone(), reference: reference.clone() }).await
     }
 
-    /// The queue with every name, as the clinic's backend sees it.
-    pub async fn snapshot(&self, queue: &QueueId) -> Result<ServerFrame, Refusal> {
-        self.ask(queue, || Snapshot { view: View::Full }).await
-    }
-
-    /// The queue as the staff of `clinic` see it.
-    pub async fn snapshot_for_clinic(&self, queue: &QueueId, clinic: &str) -> Result<ServerFrame, Refusal> {
-        self.ask(queue, || Snapshot { view: View::Clinic(clinic.to_owned()) }).await
+    /// The queue as `view` sees it (the clinic's backend: [`View::Full`]).
+    pub async fn snapshot(&self, queue: &QueueId, view: View) -> Result<ServerFrame, Refusal> {
+        self.ask(queue, || Snapshot { view: view.clone() }).await
     }
 
     /// Tells a queue that a consultation of it was admitted.

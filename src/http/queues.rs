@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
-use telehub_actors::QueueId;
+use telehub_actors::{QueueId, View};
 use telehub_signaling::Role;
 use tracing::instrument;
 use utoipa::IntoParams;
@@ -24,7 +24,8 @@ pub struct QueueParams {
 }
 
 /// The waiting patients of a queue, in order, with names. The clinic's
-/// backend and the queue's doctors see every entry; staff see their clinic's.
+/// backend and the queue's doctors see every entry; staff see their clinic's
+/// (a `rooms` claim narrows them to the listed consultations).
 #[utoipa::path(
     tag = "queues",
     params(("queue" = String, Path, description = "queue name (by default the doctor's id)"), QueueParams),
@@ -52,16 +53,18 @@ pub async fn get_queue(
     }
     let queues = app.rooms.queues();
     let frame = match &caller {
-        Caller::Backend => queues.snapshot(&QueueId::new(asked.as_deref(), &queue)).await?,
+        Caller::Backend => queues.snapshot(&QueueId::new(asked.as_deref(), &queue), View::Full).await?,
         Caller::Person(claims) => {
             if asked.is_some() && asked != claims.clinic {
                 return Err(ApiError::forbidden("a token reads the queues of its own clinic only"));
             }
             let id = QueueId::new(claims.clinic.as_deref(), &queue);
             match (claims.role, &claims.clinic) {
-                (Role::Staff, Some(clinic)) => queues.snapshot_for_clinic(&id, clinic).await?,
+                (Role::Staff, Some(clinic)) => {
+                    queues.snapshot(&id, View::staff(clinic, claims.rooms.as_deref())).await?
+                }
                 (Role::Doctor, _) if *queue == claims.sub || app.store.serves(&id, &claims.sub).await? => {
-                    queues.snapshot(&id).await?
+                    queues.snapshot(&id, View::Full).await?
                 }
                 _ => return Err(ApiError::forbidden(format!("no access to queue {queue}"))),
             }

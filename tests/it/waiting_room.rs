@@ -268,6 +268,18 @@ async fn one_queue_name_in_two_clinics_is_two_lines() {
     assert_eq!(rooms(&response.json::<Value>().await.unwrap()), ["c-g1"]);
     let response = app.http.get(app.url("/v1/queues/general?clinic=k2")).bearer_auth(&staff).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 403);
+    // A `rooms` claim narrows staff to the listed consultations.
+    let narrowed = token_with(
+        json!({"sub": "s-two", "name": "S", "role": "staff", "clinic": "k2", "rooms": ["c-g3"],
+               "exp": chrono::Utc::now().timestamp() + 3600}),
+        SECRET,
+    );
+    let response = app.http.get(app.url("/v1/queues/general")).bearer_auth(&narrowed).send().await.unwrap();
+    assert_eq!(rooms(&response.json::<Value>().await.unwrap()), ["c-g3"]);
+    let mut narrowed = Client::connect(&app, &narrowed).await;
+    let seen = watch(&mut narrowed, "general").await;
+    let listed: Vec<&Value> = seen["entries"].as_array().unwrap().iter().map(|e| &e["room"]).collect();
+    assert_eq!(listed, [&json!("c-g3")], "{seen}");
 
     // Admitting in one clinic moves up nobody of the other.
     assert_eq!(two.request(json!({"type": "admit", "room": "c-g2"})).await["type"], "ok");
