@@ -28,8 +28,12 @@ pub async fn index(app: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 #[utoipa::path(
     operation_id = "create_demo_consultation",
     tag = "demo",
-    request_body = DemoRequest,
-    responses((status = 201, body = DemoResponse), (status = 404, description = "demo mode is off", body = ErrorBody))
+    request_body(content = Option<DemoRequest>, description = "optional: the names to show, and a demo doctor to add a patient for"),
+    responses(
+        (status = 201, body = DemoResponse),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "demo mode is off", body = ErrorBody)
+    )
 )]
 #[post("/v1/demo/consultation")]
 pub async fn create(app: web::Data<AppState>, body: OptionalJson<DemoRequest>) -> Result<HttpResponse, ApiError> {

@@ -67,7 +67,9 @@ fn caller_key(req: &ServiceRequest, app: &AppState) -> u64 {
     hasher.finish()
 }
 
-fn counted(path: &str) -> bool {
+/// Whether the limit counts requests to `path` (the OpenAPI document lists
+/// 429 for these).
+pub(crate) fn counted(path: &str) -> bool {
     path.starts_with("/v1/") && path != "/v1/ws" && path != "/v1/openapi.json"
 }
 

@@ -2,6 +2,10 @@
 //! cannot drift from the code.
 
 use actix_web::{HttpResponse, get};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::Ref;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -38,9 +42,41 @@ use super::{audit, consultations, demo, health, notifications, payments, queues,
         demo::create,
     ),
     components(schemas(ErrorBody, ErrorDetail, CreateConsultation, ConsultationView, MessageView, MessagesPage, TokenRequest, TokenResponse, AuditPage, DemoResponse, QueueView, BankTransferIn, PaymentView, PaymentStateView, WebhookAck, CheckoutView, IntentView, NotificationView)),
-    modifiers(&Security)
+    modifiers(&Security, &CommonAnswers)
 )]
 pub struct ApiDoc;
+
+/// Answers that the handlers do not list one by one: 401 on every route
+/// that takes a credential, 429 on every route the rate limit counts.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch] {
+                let Some(operation) = operation.as_mut() else { continue };
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    answer(
+                        operation,
+                        "401",
+                        "no credential, or neither the API key nor a valid token (`unauthorized`)",
+                    );
+                }
+                if super::limit::counted(path) {
+                    answer(operation, "429", "over the rate limit (`rate_limited`): retry after `retry_ms`");
+                }
+            }
+        }
+    }
+}
+
+/// Adds an error answer with `status` unless the handler lists its own.
+fn answer(operation: &mut Operation, status: &str, description: &str) {
+    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+        let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        ResponseBuilder::new().description(description).content("application/json", body).build().into()
+    });
+}
 
 struct Security;
 

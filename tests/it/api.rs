@@ -267,6 +267,23 @@ async fn tokens_audit_presence_and_operations() {
     ids.dedup();
     assert_eq!(ids.len(), operations, "operation ids repeat: {ids:?}");
     assert!(operations > 15, "{operations} operations");
+    // Every route that takes a credential documents 401, every route under
+    // the rate limit 429, and each of them as the error body.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let secured = operation["security"].as_array().is_some_and(|s| !s.is_empty());
+            if secured {
+                assert!(responses["401"].is_object(), "{method} {path} lists no 401");
+            }
+            if path.starts_with("/v1/") && path != "/v1/ws" && path != "/v1/openapi.json" {
+                let schema = &responses["429"]["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path}");
+            }
+        }
+    }
+    let demo = &spec["paths"]["/v1/demo/consultation"]["post"]["requestBody"];
+    assert_ne!(demo["required"], true, "the demo body may be left out: {demo}");
     let (status, body) = app.get("/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     let (status, _) = app.post("/v1/demo/consultation", json!({})).await;
