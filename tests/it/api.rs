@@ -249,6 +249,13 @@ async fn tokens_audit_presence_and_operations() {
     assert_eq!(app.get("/readyz").await.0, 200);
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("telehub_sessions{node=\"test-node\"} 1"), "{metrics}");
+    // Every series the node exports is described in docs/http-api.md.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/http-api.md")).unwrap();
+    let names: Vec<&str> = metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(names.len() > 10, "{metrics}");
+    for name in names {
+        assert!(docs.contains(&format!("`{name}`")), "{name} is not described in docs/http-api.md");
+    }
     let (status, spec) = app.get("/v1/openapi.json").await;
     assert_eq!(status, 200);
     for path in ["/v1/consultations", "/v1/consultations/{id}/messages", "/v1/tokens", "/v1/audit", "/readyz"] {
