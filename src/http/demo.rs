@@ -5,6 +5,7 @@
 //! browser tabs with nothing set up.
 
 use actix_web::{HttpResponse, get, post, web};
+use telehub_actors::AuditEntry;
 
 use super::body::OptionalJson;
 use super::consultations::{check_id, create_consultation, new_consultation_id};
@@ -88,5 +89,13 @@ pub async fn create(app: web::Data<AppState>, body: OptionalJson<DemoRequest>) -
         format!("/display?queue={queue}"),
         token(format!("demo-display-{suffix}"), "Waiting-room display".into(), "display", None)?,
     );
+    // On the trail like the API's own creations: who made it is the demo.
+    app.store.audit(AuditEntry {
+        at: chrono::Utc::now(),
+        room: Some(id.clone()),
+        user: Some("demo".into()),
+        action: "demo.create".into(),
+        detail: serde_json::json!({ "doctor": doctor_id }),
+    });
     Ok(HttpResponse::Created().json(DemoResponse { consultation: consultation.into(), patient, doctor, display }))
 }

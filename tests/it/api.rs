@@ -332,6 +332,20 @@ async fn demo_mode_creates_a_consultation_with_working_links() {
     patient.join(&room, None).await;
     patient.chat(&room, "1", "hello from the demo").await;
     assert_eq!(doctor.recv_type("message").await["from"]["name"], "Sari");
+    // The creation is on the audit trail: queued before the chat, so in
+    // storage once the chat is acknowledged. (Demo mode's API key is made
+    // up, so the trail is read from the database itself.)
+    use sqlx::Connection;
+    let trail = "SELECT user_id, detail FROM audit_log WHERE room = $1 AND action = 'demo.create'";
+    let (user, detail): (String, String) = if app.db_url.starts_with("postgres") {
+        let mut db = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(trail).bind(&room).fetch_one(&mut db).await.unwrap()
+    } else {
+        let mut db = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(trail).bind(&room).fetch_one(&mut db).await.unwrap()
+    };
+    assert_eq!(user, "demo");
+    assert_eq!(serde_json::from_str::<Value>(&detail).unwrap(), json!({"doctor": doctor_id}));
 
     // Another patient of the same doctor waits in the same line.
     let response = app
