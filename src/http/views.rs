@@ -40,6 +40,7 @@ pub struct PersonIn {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentIn {
+    #[schema(minimum = 1)]
     pub amount: i64,
     pub currency: String,
 }
@@ -63,6 +64,7 @@ pub struct BankTransferIn {
     /// The transfer's reference; one payment per reference.
     pub reference: String,
     /// In the currency's smallest unit; must cover the price.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// The consultation's currency by default.
     pub currency: Option<String>,
@@ -236,8 +238,10 @@ impl From<MessageEvent> for MessageView {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct MessagesQuery {
     /// Only messages with `seq` greater than this (default 0).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// At most this many (default 100, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -311,6 +315,7 @@ pub struct TokenRequest {
     pub clinic: Option<String>,
     pub rooms: Option<Vec<String>>,
     /// Lifetime in seconds (default 3600, at most 604800).
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<u64>,
 }
 
@@ -330,6 +335,7 @@ pub struct AuditParams {
     /// Only entries with an id greater than this.
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

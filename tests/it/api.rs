@@ -289,6 +289,19 @@ async fn tokens_audit_presence_and_operations() {
             }
         }
     }
+    // The documented bounds of the paging parameters are the ones the
+    // handlers keep.
+    for (path, route) in
+        [("/v1/consultations/c-ops/messages", "/v1/consultations/{id}/messages"), ("/v1/audit", "/v1/audit")]
+    {
+        let params = spec["paths"][route]["get"]["parameters"].as_array().unwrap();
+        let limit = &params.iter().find(|p| p["name"] == "limit").unwrap()["schema"];
+        let (low, high) = (limit["minimum"].as_u64().unwrap(), limit["maximum"].as_u64().unwrap());
+        assert_eq!(app.get(&format!("{path}?limit={low}")).await.0, 200, "{path}");
+        assert_eq!(app.get(&format!("{path}?limit={high}")).await.0, 200, "{path}");
+        assert_eq!(app.get(&format!("{path}?limit={}", low - 1)).await.0, 400, "{path}");
+        assert_eq!(app.get(&format!("{path}?limit={}", high + 1)).await.0, 400, "{path}");
+    }
     let demo = &spec["paths"]["/v1/demo/consultation"]["post"]["requestBody"];
     assert_ne!(demo["required"], true, "the demo body may be left out: {demo}");
     let (status, body) = app.get("/v1/nothing-here").await;
