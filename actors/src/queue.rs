@@ -682,20 +682,34 @@ impl Handler<Watch> for Queue {
             return Box::pin(fut::ready(Err(refusal)));
         }
         let who = msg.session.identity.clone();
-        // Only a doctor's right depends on storage: the doctor's own queue
-        // (named after them by default), or one of their consultations'.
-        let serves: Pin<Box<dyn Future<Output = Result<bool, StoreError>>>> = if who.user.role == Role::Doctor {
-            let (store, queue, user) = (self.store.clone(), self.id.clone(), who.user.id.clone());
-            if queue.name() == user {
-                Box::pin(async { Ok(true) })
-            } else {
-                Box::pin(async move { store.serves(&queue, &user).await })
+        let doctor = who.user.role == Role::Doctor;
+        // Staff and displays without a clinic are refused before anything
+        // is looked up.
+        if !doctor && let Err(why) = View::of(&who, false) {
+            return Box::pin(fut::ready(Err(Refusal::new(ErrorCode::Forbidden, why))));
+        }
+        // A doctor's own queue (named after them by default) always exists
+        // and is theirs; any other queue exists once a consultation is in
+        // it, and a doctor serves it when one of its consultations is theirs.
+        let (store, queue, user) = (self.store.clone(), self.id.clone(), who.user.id.clone());
+        let own = doctor && queue.name() == user;
+        let in_use = self.state.as_ref().is_some_and(QueueState::has_entries);
+        let check: Pin<Box<dyn Future<Output = Result<(bool, bool), StoreError>>>> = Box::pin(async move {
+            if own {
+                return Ok((true, true));
             }
-        } else {
-            Box::pin(async { Ok(false) })
-        };
-        Box::pin(serves.into_actor(self).map(move |serves, act, ctx| {
-            let serves = serves.map_err(Refusal::from)?;
+            let serves = doctor && store.serves(&queue, &user).await?;
+            let exists = serves || in_use || store.queue_exists(&queue).await?;
+            Ok((exists, serves))
+        });
+        Box::pin(check.into_actor(self).map(move |checked, act, ctx| {
+            let (exists, serves) = checked.map_err(Refusal::from)?;
+            if !exists {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no queue {}: no consultation is in it", act.id),
+                ));
+            }
             let view = View::of(&who, serves).map_err(|why| Refusal::new(ErrorCode::Forbidden, why))?;
             let state = act.ready()?;
             let frame = state.state_frame(&view, msg.reference);

@@ -153,6 +153,11 @@ impl QueueState {
         &self.name
     }
 
+    /// Somebody waits, or was just admitted: the queue is in use.
+    pub fn has_entries(&self) -> bool {
+        !self.waiting.is_empty() || !self.admitted.is_empty()
+    }
+
     /// Nobody waits, nobody was just admitted and nobody watches.
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.admitted.is_empty() && self.watchers.is_empty()

@@ -223,4 +223,6 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError>;
     /// Whether `doctor` is the doctor of any consultation in `queue`.
     async fn serves(&self, queue: &QueueId, doctor: &str) -> Result<bool, StoreError>;
+    /// Whether any consultation, of any status, is in `queue`.
+    async fn queue_exists(&self, queue: &QueueId) -> Result<bool, StoreError>;
 }

@@ -33,7 +33,8 @@ pub struct QueueParams {
         (status = 200, body = QueueView),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "no consultation is in the queue (of that clinic)", body = ErrorBody)
     ),
     security(("api_key" = []), ("staff_token" = []))
 )]
@@ -51,25 +52,37 @@ pub async fn get_queue(
     if let Some(clinic) = &asked {
         check_id("clinic", clinic)?;
     }
-    let queues = app.rooms.queues();
-    let frame = match &caller {
-        Caller::Backend => queues.snapshot(&QueueId::new(asked.as_deref(), &queue), View::Full).await?,
+    let (id, view) = match &caller {
+        Caller::Backend => (QueueId::new(asked.as_deref(), &queue), View::Full),
         Caller::Person(claims) => {
             if asked.is_some() && asked != claims.clinic {
                 return Err(ApiError::forbidden("a token reads the queues of its own clinic only"));
             }
             let id = QueueId::new(claims.clinic.as_deref(), &queue);
-            match (claims.role, &claims.clinic) {
-                (Role::Staff, Some(clinic)) => {
-                    queues.snapshot(&id, View::staff(clinic, claims.rooms.as_deref())).await?
-                }
-                (Role::Doctor, _) if *queue == claims.sub || app.store.serves(&id, &claims.sub).await? => {
-                    queues.snapshot(&id, View::Full).await?
-                }
+            let view = match (claims.role, &claims.clinic) {
+                (Role::Staff, Some(clinic)) => View::staff(clinic, claims.rooms.as_deref()),
+                // A doctor's own queue is theirs even before anyone is in it.
+                (Role::Doctor, _) if *queue == claims.sub => return answer(&app, &id, View::Full).await,
+                (Role::Doctor, _) if app.store.serves(&id, &claims.sub).await? => View::Full,
+                (Role::Doctor, _) if !app.store.queue_exists(&id).await? => return Err(unknown(&id)),
                 _ => return Err(ApiError::forbidden(format!("no access to queue {queue}"))),
-            }
+            };
+            (id, view)
         }
     };
+    if !app.store.queue_exists(&id).await? {
+        return Err(unknown(&id));
+    }
+    answer(&app, &id, view).await
+}
+
+fn unknown(queue: &QueueId) -> ApiError {
+    ApiError::not_found(format!("no queue {queue}: no consultation is in it"))
+}
+
+/// The queue as `view` sees it.
+async fn answer(app: &AppState, queue: &QueueId, view: View) -> Result<HttpResponse, ApiError> {
+    let frame = app.rooms.queues().snapshot(queue, view).await?;
     let view = QueueView::from_frame(frame)
         .ok_or_else(|| ApiError::new(telehub_signaling::ErrorCode::Internal, "a queue answered with another frame"))?;
     Ok(HttpResponse::Ok().json(view))

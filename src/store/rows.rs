@@ -106,6 +106,11 @@ pub(crate) const SERVES: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultatio
      JOIN members d ON d.consultation_id = c.id AND d.role = 'doctor'
      WHERE c.queue = $1 AND COALESCE(c.clinic, '') = $2 AND d.user_id = $3 LIMIT 1) found";
 
+/// 1 when a consultation is in queue `$1` of clinic `$2` (`''` for none),
+/// else 0.
+pub(crate) const QUEUE_EXISTS: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultations
+     WHERE queue = $1 AND COALESCE(clinic, '') = $2 LIMIT 1) found";
+
 /// The lengths of consultations from their (start, end) times.
 pub(crate) fn lengths(rows: Vec<(String, String)>) -> Result<Vec<std::time::Duration>, StoreError> {
     rows.iter()

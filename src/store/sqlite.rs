@@ -35,8 +35,9 @@ use tracing::{debug, error, info, trace};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LOAD_QUEUE, MessageIds, MessageRow, PAYMENT_OF, READ_MARKERS,
-    RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number, record_payment_on, ticket, ticket_letter,
+    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LOAD_QUEUE, MessageIds, MessageRow, PAYMENT_OF, QUEUE_EXISTS,
+    READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number, record_payment_on, ticket,
+    ticket_letter,
 };
 use super::sqlite_chains as chains;
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
@@ -902,6 +903,16 @@ impl QueueStore for SqliteStore {
             .bind(queue.name())
             .bind(queue.clinic_key())
             .bind(doctor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(found > 0)
+    }
+
+    async fn queue_exists(&self, queue: &QueueId) -> Result<bool, StoreError> {
+        let found: i64 = sqlx::query_scalar(QUEUE_EXISTS)
+            .bind(queue.name())
+            .bind(queue.clinic_key())
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;

@@ -167,8 +167,12 @@ async fn who_may_check_in_watch_and_admit() {
     assert_eq!(code(display.request(json!({"type": "checkin", "room": "c-r1"})).await), "forbidden");
     assert_eq!(code(display.request(json!({"type": "join", "room": "c-r1"})).await), "forbidden");
     assert_eq!(code(display.request(json!({"type": "admit", "room": "c-r1"})).await), "forbidden");
+    // Queues are scoped by clinic: another clinic has no queue q-ana, and
+    // a queue no consultation is in is unknown.
     let mut elsewhere = clinic_client(&app, "display", "k2").await;
-    assert_eq!(tickets(&watch(&mut elsewhere, "q-ana").await), Vec::<&str>::new());
+    assert_eq!(code(elsewhere.request(json!({"type": "watch", "queue": "q-ana"})).await), "not_found");
+    assert_eq!(code(display.request(json!({"type": "watch", "queue": "q-nobody"})).await), "not_found");
+    assert_eq!(code(other.request(json!({"type": "watch", "queue": "q-nobody"})).await), "not_found");
     let nameless = token_with(
         json!({"sub": "lobby", "name": "Lobby", "role": "display", "exp": chrono::Utc::now().timestamp() + 60}),
         SECRET,
@@ -188,9 +192,9 @@ async fn who_may_check_in_watch_and_admit() {
     );
     let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(display_token).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 403);
-    // With a k1 patient waiting, staff of another clinic read an empty line
-    // while the backend sees them; a doctor who does not serve the queue
-    // reads nothing.
+    // With a k1 patient waiting, staff of another clinic find no such
+    // queue while the backend sees them; a doctor who does not serve the
+    // queue reads nothing.
     let mut p2 = patient(&app, "c-r2").await;
     check_in(&mut p2, "c-r2").await;
     assert_eq!(app.get("/v1/queues/q-ana?clinic=k1").await.1["entries"].as_array().unwrap().len(), 1);
@@ -199,8 +203,8 @@ async fn who_may_check_in_watch_and_admit() {
         SECRET,
     );
     let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(elsewhere).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["entries"], json!([]));
+    assert_eq!(response.status().as_u16(), 404);
+    assert_eq!(app.get("/v1/queues/q-nobody?clinic=k1").await.0, 404);
     let bob = token("d-other", "Bob", "doctor", 60);
     let response = app.http.get(app.url("/v1/queues/q-ana")).bearer_auth(bob).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 403);
@@ -262,7 +266,7 @@ async fn one_queue_name_in_two_clinics_is_two_lines() {
     assert_eq!(status, 200, "{view}");
     assert_eq!(rooms(&view), ["c-g2", "c-g3"]);
     assert_eq!(rooms(&app.get("/v1/queues/general?clinic=k1").await.1), ["c-g1"]);
-    assert_eq!(rooms(&app.get("/v1/queues/general").await.1), Vec::<String>::new(), "no clinic, no entries");
+    assert_eq!(app.get("/v1/queues/general").await.0, 404, "no consultation without a clinic is in general");
     let staff = of_clinic("s-one", "staff", "k1");
     let response = app.http.get(app.url("/v1/queues/general")).bearer_auth(&staff).send().await.unwrap();
     assert_eq!(rooms(&response.json::<Value>().await.unwrap()), ["c-g1"]);
