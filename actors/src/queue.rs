@@ -8,8 +8,6 @@
 //! stores every change before it tells anyone.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -694,14 +692,14 @@ impl Handler<Watch> for Queue {
         let (store, queue, user) = (self.store.clone(), self.id.clone(), who.user.id.clone());
         let own = doctor && queue.name() == user;
         let in_use = self.state.as_ref().is_some_and(QueueState::has_entries);
-        let check: Pin<Box<dyn Future<Output = Result<(bool, bool), StoreError>>>> = Box::pin(async move {
+        let check = async move {
             if own {
                 return Ok((true, true));
             }
             let serves = doctor && store.serves(&queue, &user).await?;
             let exists = serves || in_use || store.queue_exists(&queue).await?;
-            Ok((exists, serves))
-        });
+            Ok::<_, StoreError>((exists, serves))
+        };
         Box::pin(check.into_actor(self).map(move |checked, act, ctx| {
             let (exists, serves) = checked.map_err(Refusal::from)?;
             if !exists {
