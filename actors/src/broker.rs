@@ -89,6 +89,10 @@ pub enum ClusterEvent {
         /// `payment` frame for the watchers who see it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payment: Option<(String, PaymentStatus)>,
+        /// A consultation of the queue ended: its `ended` frame, for the
+        /// patient's waiting sessions that are not in the room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ended: Option<(String, String)>,
     },
 }
 

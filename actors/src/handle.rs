@@ -149,10 +149,11 @@ impl Rooms {
     }
 
     /// Ends the consultation; `identity` is `None` for the clinic's backend.
-    /// Its patient then leaves the waiting room's line.
+    /// Its patient then leaves the waiting room's line, and their sessions
+    /// there that are not in the room hear `ended` too.
     pub async fn end(&self, room: &str, identity: Option<Arc<Identity>>, by: UserRef) -> Result<(), Refusal> {
-        let queue = self.ask(room, || End { identity: identity.clone(), by: by.clone() }).await?;
-        self.queues.ended(&queue, room).await;
+        let ended = self.ask(room, || End { identity: identity.clone(), by: by.clone() }).await?;
+        self.queues.ended(room, ended).await;
         Ok(())
     }
 

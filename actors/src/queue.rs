@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 use crate::broker::{Broker, Called, ClusterEvent, FromCluster, Topic};
 use crate::queue_state::{Place, QueueState, View, Waiting, expected_length};
 use crate::queues::{ForgetQueue, QueueRegistry};
-use crate::registry::{NoShowAt, RoomRegistry};
+use crate::registry::{NoShowAt, Peek, RoomRegistry};
+use crate::room::LocalSessions;
 use crate::{EntryState, Outbox, Person, Push, QueueId, QueueStore, Refusal, SessionRef, StoreError, StoredEntry};
 
 /// How a waiting room behaves.
@@ -87,6 +88,10 @@ pub(crate) struct Admitted {
 #[rtype(result = "()")]
 pub(crate) struct RoomEnded {
     pub room: String,
+    /// The `ended` frame, for the patient's sessions here.
+    pub frame: ByteString,
+    /// The sessions the room gave it already.
+    pub told: Vec<Arc<str>>,
 }
 
 /// The admitted patient of `room` joined the consultation.
@@ -293,7 +298,40 @@ impl Queue {
     /// Tells the other nodes that the line changed in storage.
     fn changed(&self, called: Option<Called>, payment: Option<(String, PaymentStatus)>) {
         if let Some(broker) = &self.cluster.broker {
-            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called, payment });
+            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called, payment, ended: None });
+        }
+    }
+
+    /// Another node ended `room`: its sessions here that are in the room
+    /// had `ended` from it (the room hears of the end on its own), the
+    /// patient's others hear it from the queue.
+    fn tell_ended_elsewhere(&mut self, room: String, frame: ByteString, ctx: &mut Context<Self>) {
+        // Taken now: the line is read again next, without the entry.
+        let sessions = self.state.as_ref().map(|s| s.sessions_of_entry(&room)).unwrap_or_default();
+        if sessions.is_empty() {
+            return;
+        }
+        let rooms = self.rooms.clone();
+        let ask = async move {
+            match rooms.send(Peek { room }).await {
+                Ok(Some(addr)) => addr.send(LocalSessions).await.unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        ctx.spawn(ask.into_actor(self).map(move |told, act, _| act.tell(&sessions, &frame, &told)));
+    }
+
+    /// Gives the `ended` frame of `room` to its patient's sessions here,
+    /// waiting or admitted, but those in `told`.
+    fn tell_ended(&self, room: &str, frame: &ByteString, told: &[Arc<str>]) {
+        let Some(state) = self.state.as_ref() else { return };
+        self.tell(&state.sessions_of_entry(room), frame, told);
+    }
+
+    /// Gives `frame` to `sessions` but those in `told`.
+    fn tell(&self, sessions: &[Arc<str>], frame: &ByteString, told: &[Arc<str>]) {
+        for session in sessions.iter().filter(|s| !told.contains(s)) {
+            self.push(session, frame.clone());
         }
     }
 
@@ -780,10 +818,19 @@ impl Handler<RoomEnded> for Queue {
     type Result = ();
 
     fn handle(&mut self, msg: RoomEnded, ctx: &mut Context<Self>) {
+        // The patient's sessions that wait here without being in the room
+        // hear that it ended, on this node and the others.
+        self.tell_ended(&msg.room, &msg.frame, &msg.told);
+        if let Some(broker) = &self.cluster.broker {
+            let ended = Some((msg.room.clone(), msg.frame.to_string()));
+            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called: None, payment: None, ended });
+        }
         self.stop_grace(&msg.room, ctx);
         if let Some(handle) = self.no_show.remove(&msg.room) {
             ctx.cancel_future(handle);
         }
+        // Its length counts in the ETAs from now on.
+        self.refresh_lengths(ctx);
         if let Some(state) = self.state.as_mut()
             && state.settle(&msg.room).is_some()
         {
@@ -880,7 +927,10 @@ impl Handler<FromCluster> for Queue {
                     self.cluster.elsewhere.insert(from.to_string(), rooms.into_iter().collect());
                     self.apply_elsewhere(ctx);
                 }
-                ClusterEvent::QueueChanged { called, payment } => {
+                ClusterEvent::QueueChanged { called, payment, ended } => {
+                    if let Some((room, frame)) = ended {
+                        self.tell_ended_elsewhere(room, ByteString::from(frame), ctx);
+                    }
                     if let Some(called) = called {
                         self.call(&called);
                     }

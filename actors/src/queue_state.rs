@@ -292,6 +292,11 @@ impl QueueState {
         self.waiting(room).map(|w| w.sessions.clone()).unwrap_or_default()
     }
 
+    /// The checked-in sessions of `room`'s patient, waiting or admitted.
+    pub fn sessions_of_entry(&self, room: &str) -> Vec<Arc<str>> {
+        self.waiting(room).or_else(|| self.admitted.get(room)).map(|w| w.sessions.clone()).unwrap_or_default()
+    }
+
     /// Takes a patient out of the waiting list (admitted, or gone for good).
     pub fn remove(&mut self, room: &str) -> Option<Waiting> {
         let at = self.waiting.iter().position(|w| w.room == room)?;

@@ -14,7 +14,7 @@ use crate::queue::{
 };
 use crate::queue_state::View;
 use crate::retry::ask_fresh;
-use crate::room::CheckinTicket;
+use crate::room::{CheckinTicket, EndOutcome};
 use crate::{Broker, QueueId, QueueStore, Refusal, RoomRegistry, SessionRef};
 
 /// Get the running queue, starting it if needed.
@@ -155,9 +155,9 @@ impl Queues {
     }
 
     /// Tells a queue that a consultation of it ended.
-    pub(crate) async fn ended(&self, queue: &QueueId, room: &str) {
-        if let Ok(addr) = self.open(queue).await {
-            addr.do_send(RoomEnded { room: room.to_owned() });
+    pub(crate) async fn ended(&self, room: &str, ended: EndOutcome) {
+        if let Ok(addr) = self.open(&ended.queue).await {
+            addr.do_send(RoomEnded { room: room.to_owned(), frame: ended.frame, told: ended.told });
         }
     }
 

@@ -162,6 +162,16 @@ pub(crate) struct AdmitOutcome {
     pub told: Vec<Arc<str>>,
 }
 
+/// What ending did: the consultation's queue, the `ended` frame, and the
+/// sessions in the room that had it (the queue tells the patient's other
+/// sessions).
+#[derive(Debug, Clone)]
+pub(crate) struct EndOutcome {
+    pub queue: QueueId,
+    pub frame: ByteString,
+    pub told: Vec<Arc<str>>,
+}
+
 /// The no-show timeout of an admitted patient ran out: cancel the
 /// consultation unless the patient is there. Answers whether it cancelled.
 #[derive(Message)]
@@ -169,9 +179,8 @@ pub(crate) struct AdmitOutcome {
 pub(crate) struct NoShow;
 
 /// End the consultation; `identity` is `None` for the clinic's backend.
-/// Answers the consultation's queue.
 #[derive(Message)]
-#[rtype(result = "Result<QueueId, Refusal>")]
+#[rtype(result = "Result<EndOutcome, Refusal>")]
 pub(crate) struct End {
     pub identity: Option<Arc<Identity>>,
     pub by: UserRef,
@@ -189,6 +198,11 @@ pub(crate) struct PostSystem {
 #[derive(Message)]
 #[rtype(result = "Vec<PresentPeer>")]
 pub(crate) struct GetPresence;
+
+/// The sessions of this node in the room now.
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<str>>")]
+pub(crate) struct LocalSessions;
 
 /// The room's record as the room knows it now.
 #[derive(Message)]
@@ -1016,10 +1030,9 @@ impl Handler<Admit> for Room {
     }
 }
 
-/// Stores the end, then sends `ended` to every session; answers the
-/// consultation's queue.
+/// Stores the end, then sends `ended` to every session.
 impl Handler<End> for Room {
-    type Result = ResponseActFuture<Self, Result<QueueId, Refusal>>;
+    type Result = ResponseActFuture<Self, Result<EndOutcome, Refusal>>;
 
     fn handle(&mut self, msg: End, _ctx: &mut Context<Self>) -> Self::Result {
         let check = self.ready().and_then(|state| {
@@ -1050,10 +1063,11 @@ impl Handler<End> for Room {
             let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
             act.publish(|| ClusterEvent::Status { status: RoomStatus::Ended, frame: Some(bytes.to_string()) });
-            act.broadcast_bytes(bytes, None, ctx);
+            let told = act.outboxes.keys().cloned().collect();
+            act.broadcast_bytes(bytes.clone(), None, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
             act.maybe_idle(ctx);
-            Ok(queue)
+            Ok(EndOutcome { queue, frame: bytes, told })
         }))
     }
 }
@@ -1337,6 +1351,14 @@ impl Room {
 const NOWHERE: &str = "";
 
 /// Returns the record with the room's live status, mode and last `seq`.
+impl Handler<LocalSessions> for Room {
+    type Result = Vec<Arc<str>>;
+
+    fn handle(&mut self, _msg: LocalSessions, _ctx: &mut Context<Self>) -> Vec<Arc<str>> {
+        self.outboxes.keys().cloned().collect()
+    }
+}
+
 impl Handler<GetRecord> for Room {
     type Result = Option<RoomRecord>;
 

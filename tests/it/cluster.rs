@@ -676,4 +676,13 @@ async fn the_waiting_room_spans_the_nodes() {
         }
     }
     assert_eq!(c.consultation_status("c-q1").await, "active");
+
+    // A consultation ended on one node: its patient waiting on another,
+    // never in the room, hears that it ended.
+    wr::queued(&a, "c-q3", "k1").await;
+    let mut p3 = wr::patient(&b, "c-q3").await;
+    wr::check_in(&mut p3, "c-q3").await;
+    let (status, body) = a.post("/v1/consultations/c-q3/end", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(p3.recv_type("ended").await["room"], "c-q3");
 }

@@ -343,23 +343,42 @@ async fn two_in_line(app: &TestApp, first: &str, second: &str) -> (Client, Clien
 #[tokio::test]
 async fn an_ended_consultation_leaves_the_line_at_once() {
     let app = spawn_app().await;
-    let (_p1, mut p2, second) = two_in_line(&app, "c-e1", "c-e2").await;
+    let (mut p1, mut p2, second) = two_in_line(&app, "c-e1", "c-e2").await;
     assert_eq!(second["position"], 2);
     let mut doctor = doctor(&app).await;
     watch(&mut doctor, "q-ana").await;
 
     // Ended while its patient still waits, online: out of the line, and
     // the patient behind moves up, without waiting for any grace period.
+    // The waiting patient, who never joined the room, hears it ended.
     let (status, body) = app.post("/v1/consultations/c-e1/end", json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(tickets(&state_with(&mut doctor, 1).await), ["A-002"]);
     assert_eq!(place(&mut p2, 1).await["ticket"], "A-002");
+    let ended = p1.recv_type("ended").await;
+    assert_eq!((&ended["room"], &ended["by"]["id"]), (&json!("c-e1"), &json!("system")), "{ended}");
     let (_, view) = app.get("/v1/queues/q-ana?clinic=k1").await;
     assert_eq!(tickets(&view), ["A-002"], "{view}");
-    // The same through the doctor's `end` frame.
+    // The same through the doctor's `end` frame. A waiting patient who is
+    // in the room too hears `ended` once: the queue tells only the
+    // sessions the room did not.
     doctor.join("c-e2", None).await;
+    p2.join("c-e2", None).await;
     doctor.send(json!({"type": "end", "room": "c-e2"})).await;
     state_with(&mut doctor, 0).await;
+    // The queue pushed whatever it had for p2 before it told the doctor, so
+    // all of it is ahead of this pong.
+    p2.send(json!({"type": "ping", "ref": "after"})).await;
+    let mut ended = 0;
+    loop {
+        let frame = p2.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ended" => ended += 1,
+            "pong" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(ended, 1);
 }
 
 #[tokio::test]
