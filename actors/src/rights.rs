@@ -52,7 +52,16 @@ pub fn may(who: &Identity, action: Action, room: &RoomRecord) -> Result<(), Stri
         Action::SwitchMedia | Action::Admit | Action::End => matches!(role, Role::Doctor | Role::Staff),
         Action::Checkin => role == Role::Patient,
     };
-    if allowed { Ok(()) } else { Err(format!("a {} may not {} in {}", role.as_str(), verb(action), room.id)) }
+    if !allowed {
+        return Err(format!("a {} may not {} in {}", role.as_str(), verb(action), room.id));
+    }
+    // A `rooms` claim lets a patient into another's consultation (a
+    // relative, an interpreter), but the queue is the patient's own: it
+    // would be shown under the consultation's patient.
+    if action == Action::Checkin && room.patient.id != who.user.id {
+        return Err(format!("only the patient of {} may check in to it", room.id));
+    }
+    Ok(())
 }
 
 /// Whether a role takes part in the call: only those get media
@@ -162,5 +171,13 @@ mod tests {
         assert!(may(&who("p9", Role::Patient, None, Some(&["c-1"])), Action::Chat, &room()).is_ok());
         assert!(may(&who("p1", Role::Patient, None, Some(&["c-2"])), Action::Join, &room()).is_err());
         assert!(may(&who("s1", Role::Staff, Some("k1"), Some(&["c-2"])), Action::End, &room()).is_err());
+    }
+
+    #[test]
+    fn only_the_consultations_own_patient_checks_in() {
+        let guest = who("p9", Role::Patient, None, Some(&["c-1"]));
+        assert!(may(&guest, Action::Join, &room()).is_ok(), "the claim lets them in");
+        assert!(may(&guest, Action::Checkin, &room()).is_err(), "but the queue place is the patient's");
+        assert!(may(&who("p1", Role::Patient, None, Some(&["c-1"])), Action::Checkin, &room()).is_ok());
     }
 }
