@@ -316,8 +316,9 @@ impl Session {
                 }
             }
             ClientFrame::Leave { reference, room } => match self.rooms.remove(&room) {
-                Some(handle) => handle.leave(&me, reference, true),
-                None => self.reply(ServerFrame::Left { reference, room }),
+                // A room that stopped (a fault) has let the session go.
+                Some(handle) if handle.is_running() => handle.leave(&me, reference, true),
+                _ => self.reply(ServerFrame::Left { reference, room }),
             },
             ClientFrame::Chat { reference, room, client_id, text } => match self.joined(&room) {
                 Ok(handle) => handle.chat(&me, reference, client_id, text),

@@ -910,6 +910,9 @@ impl Handler<Relay> for Room {
         let Relay { session, reference, to, data } = msg;
         let check = self.ready().and_then(|s| {
             s.check_present(&session.id, &session.identity, Action::Signal)?;
+            if *session.id == *to {
+                return Err(Refusal::new(ErrorCode::BadRequest, "a session does not signal itself"));
+            }
             s.check_target(&to)
         });
         if let Err(refusal) = check {

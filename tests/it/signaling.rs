@@ -59,5 +59,12 @@ async fn bad_sdp_and_unknown_targets_are_refused() {
     let refused =
         patient.request(json!({"type": "signal", "room": "c-sig2", "to": "s_nobody", "data": {"bye": true}})).await;
     assert_eq!(refused["code"], "not_found");
+    let myself = patient.session.clone();
+    let refused =
+        patient.request(json!({"type": "signal", "room": "c-sig2", "to": myself, "data": {"bye": true}})).await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["message"].as_str()),
+        (Some("bad_request"), Some("a session does not signal itself"))
+    );
     doctor.assert_quiet().await;
 }
