@@ -32,6 +32,9 @@ pub mod close {
 
 /// Most rooms one session may be in at once.
 const MAX_ROOMS_PER_SESSION: usize = 16;
+/// How long a session going away spends on the frames queued for it.
+const GOAWAY_DRAIN: Duration = Duration::from_millis(500);
+
 /// Most queues one session may check in to or watch at once.
 const MAX_QUEUES_PER_SESSION: usize = 16;
 /// Frames written per wake-up before the session looks at its socket again.
@@ -146,6 +149,17 @@ impl Session {
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
+                    // What the rooms gave this session already (acks of
+                    // stored messages among it) goes out first, for a
+                    // moment at most, so that fewer are sent again.
+                    let drain = async {
+                        while let Ok(frame) = outbox.frames.try_recv() {
+                            if ws.text(frame).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(GOAWAY_DRAIN, drain).await;
                     let goaway = ServerFrame::Goaway { retry_ms: settings.goaway_retry_ms };
                     let _ = ws.text(goaway.to_json()).await;
                     return End::Close(1001, "server shutting down");
