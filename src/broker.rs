@@ -907,6 +907,16 @@ mod tests {
     }
 
     #[test]
+    fn queue_channels_name_the_clinic_as_docs_cluster_md_says() {
+        let k1 = QueueId::new(Some("k1"), "q-ana");
+        assert_eq!(channel(Topic::Queue(&k1)), "telehub:{q:2.k1/q-ana}:events");
+        assert_eq!(queue_online_key(&k1), "telehub:{q:2.k1/q-ana}:online");
+        assert_eq!(channel(Topic::Queue(&QueueId::new(None, "q-ana"))), "telehub:{q:/q-ana}:events");
+        assert_ne!(channel(Topic::Queue(&QueueId::new(Some("k2"), "q-ana"))), channel(Topic::Queue(&k1)));
+        assert_eq!(channel(Topic::Room("c-1001")), "telehub:{c-1001}:events");
+    }
+
+    #[test]
     fn an_instance_is_gone_after_a_ttl_unseen_but_not_for_time_without_redis() {
         let ttl = Duration::from_millis(900);
         let t0 = tokio::time::Instant::now();
