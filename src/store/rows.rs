@@ -111,6 +111,25 @@ pub(crate) const SERVES: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultatio
 pub(crate) const QUEUE_EXISTS: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM consultations
      WHERE queue = $1 AND COALESCE(clinic, '') = $2 LIMIT 1) found";
 
+/// Runs a `SELECT COUNT(*)` over text parameters (such as [`SERVES`] and
+/// [`QUEUE_EXISTS`]): whether it counted any.
+pub(crate) async fn counts_any<DB>(pool: &sqlx::Pool<DB>, sql: &str, params: &[&str]) -> Result<bool, StoreError>
+where
+    DB: sqlx::Database,
+    for<'e> &'e sqlx::Pool<DB>: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+{
+    let mut query = sqlx::query_scalar::<DB, i64>(sql);
+    for param in params {
+        query = query.bind(*param);
+    }
+    let found = query.fetch_one(pool).await.map_err(super::unavailable)?;
+    Ok(found > 0)
+}
+
 /// The lengths of consultations from their (start, end) times.
 pub(crate) fn lengths(rows: Vec<(String, String)>) -> Result<Vec<std::time::Duration>, StoreError> {
     rows.iter()

@@ -36,7 +36,7 @@ use tracing::{debug, error, info, trace};
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
     AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LOAD_QUEUE, MessageIds, MessageRow, PAYMENT_OF, QUEUE_EXISTS,
-    READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, lengths, next_number, record_payment_on, ticket,
+    READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, counts_any, lengths, next_number, record_payment_on, ticket,
     ticket_letter,
 };
 use super::sqlite_chains as chains;
@@ -899,24 +899,11 @@ impl QueueStore for SqliteStore {
     }
 
     async fn serves(&self, queue: &QueueId, doctor: &str) -> Result<bool, StoreError> {
-        let found: i64 = sqlx::query_scalar(SERVES)
-            .bind(queue.name())
-            .bind(queue.clinic_key())
-            .bind(doctor)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(found > 0)
+        counts_any(&self.pool, SERVES, &[queue.name(), queue.clinic_key(), doctor]).await
     }
 
     async fn queue_exists(&self, queue: &QueueId) -> Result<bool, StoreError> {
-        let found: i64 = sqlx::query_scalar(QUEUE_EXISTS)
-            .bind(queue.name())
-            .bind(queue.clinic_key())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(found > 0)
+        counts_any(&self.pool, QUEUE_EXISTS, &[queue.name(), queue.clinic_key()]).await
     }
 }
 
