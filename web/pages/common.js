@@ -5,7 +5,7 @@
 // Pages take their token from the URL fragment (`#token=…`), which browsers
 // never send to a server, so it stays out of access logs and referrers.
 
-import { TelehubClient } from '/sdk/telehub.js';
+import { TelehubClient, newClientId } from '/sdk/telehub.js';
 
 /** The page's parameters: `?room=…&queue=…` and `#token=…`. */
 export function params() {
@@ -28,6 +28,38 @@ export function claims(token) {
     return {};
   }
 }
+
+/** How often a board asks again for a queue the hub does not know yet. */
+const UNKNOWN_QUEUE_RETRY_MS = 30000;
+
+/**
+ * Follows `queue` for a board: `show` gets every `queue_state`. A queue no
+ * consultation is in yet (`not_found`: the first patient of a fresh
+ * clinic, or a board switched on early) shows as empty and is asked for
+ * again every half minute or so; a watch the hub ends for good after a
+ * reconnect is taken up again the same way. Other refusals go to `failed`.
+ */
+export function watchQueue(client, queue, show, failed) {
+  const again = () => setTimeout(attempt, UNKNOWN_QUEUE_RETRY_MS * (0.75 + Math.random() / 2));
+  const attempt = () =>
+    client.watch(queue).then(show, (err) => {
+      if (err.code === 'not_found') {
+        show({ type: 'queue_state', queue, entries: [] });
+        again();
+      } else if (err.code === 'disconnected') {
+        // Sent again with the reconnect; its updates come as events.
+      } else {
+        failed(err);
+      }
+    });
+  client.on('error', (e) => {
+    if (e.request?.type === 'watch' && e.request.queue === queue && e.code === 'not_found') again();
+  });
+  attempt();
+}
+
+/** How long the chat waits to send one `read` for a burst of messages. */
+const READ_DELAY_MS = 200;
 
 /** A client of this hub's socket. */
 export function connectClient(token) {
@@ -148,6 +180,8 @@ export class ChatPanel {
   #typingSent = 0;
   #othersTyping = new Map();
   #lastReadSent = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #readTimer = undefined;
   /** Ends every listener this panel added, for `dispose`. */
   #abort = new AbortController();
   #unsubscribe = [];
@@ -191,6 +225,7 @@ export class ChatPanel {
     this.#abort.abort();
     this.#unsubscribe.forEach((off) => off());
     clearTimeout(this.#typingTimer);
+    clearTimeout(this.#readTimer);
     for (const typing of this.#othersTyping.values()) clearTimeout(typing.timer);
   }
 
@@ -205,7 +240,7 @@ export class ChatPanel {
     const text = this.#input.value.trim();
     if (!text) return;
     this.#input.value = '';
-    const clientId = crypto.randomUUID();
+    const clientId = newClientId();
     const item = this.#item({ text, from: { id: this.#me(), name: 'You' }, kind: 'text' });
     item.dataset.clientId = clientId;
     item.classList.add('pending');
@@ -249,14 +284,23 @@ export class ChatPanel {
     this.#markRead();
   }
 
-  /** Tells the others how far this user has read, while the page is visible. */
+  /**
+   * Tells the others how far this user has read, while the page is
+   * visible: once for a burst of messages (a history of hundreds comes in
+   * one turn), not once each, which would be as many writes and could run
+   * into the rate limit.
+   */
   #markRead() {
-    if (document.visibilityState !== 'visible') return;
-    const last = this.#client.roomInfo(this.#room)?.lastSeq ?? 0;
-    if (last > this.#lastReadSent) {
-      this.#lastReadSent = last;
-      this.#client.markRead(this.#room, last);
-    }
+    if (this.#readTimer !== undefined) return;
+    this.#readTimer = setTimeout(() => {
+      this.#readTimer = undefined;
+      if (document.visibilityState !== 'visible') return;
+      const last = this.#client.roomInfo(this.#room)?.lastSeq ?? 0;
+      if (last > this.#lastReadSent) {
+        this.#lastReadSent = last;
+        this.#client.markRead(this.#room, last);
+      }
+    }, READ_DELAY_MS);
   }
 
   #seen(read) {
@@ -306,7 +350,8 @@ export class ChatPanel {
  * Joins a consultation for its chat panel and call, in the order the call
  * needs: camera first, then `join`, then the call in the same turn. Chat
  * opens once joined; an ended consultation stays read-only and has no call.
- * Returns the `joined` frame and the call (null when ended).
+ * Returns the `joined` frame, the call (null when ended) and the camera's
+ * stream, which the page stops (`stopMedia`) when it is done.
  */
 export async function joinConsultation(client, room, chat, Call) {
   // A hub with video off says so in `welcome`: no camera, no call.
@@ -316,15 +361,29 @@ export async function joinConsultation(client, room, chat, Call) {
   const switcher = document.querySelector('#switch-media');
   if (switcher) switcher.hidden = !video;
   const stream = video ? await localMedia() : undefined;
-  const joined = await client.join(room);
+  let joined;
+  try {
+    joined = await client.join(room);
+  } catch (err) {
+    stopMedia(stream);
+    throw err;
+  }
   if (joined.status === 'ended' || joined.status === 'cancelled') {
     chat.setEnabled(false, 'The consultation has ended');
-    return { joined, call: null };
+    stopMedia(stream);
+    return { joined, call: null, stream: undefined };
   }
   chat.setEnabled(true);
   const call = video ? startCall(client, room, Call, stream) : null;
   $('#chat-input').focus();
-  return { joined, call };
+  return { joined, call, stream };
+}
+
+/** Turns the camera and microphone off (the light goes out). */
+export function stopMedia(stream) {
+  stream?.getTracks().forEach((track) => track.stop());
+  const local = document.querySelector('#local-video');
+  if (local && local.srcObject === stream) local.srcObject = null;
 }
 
 /**

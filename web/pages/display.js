@@ -4,7 +4,7 @@
 //
 // Link: /display?queue=<queue>#token=<display token of the clinic>
 
-import { $, alertUser, connectClient, el, params, showConnection } from './common.js';
+import { $, alertUser, connectClient, el, params, showConnection, watchQueue } from './common.js';
 
 const { token, queue } = params();
 const RECENT = 4;
@@ -19,11 +19,7 @@ async function main() {
   client.on('queue_state', (state) => state.queue === queue && showTickets(state));
   client.on('called', (called) => called.queue === queue && callOut(called.ticket));
   await client.connect();
-  try {
-    showTickets(await client.watch(queue));
-  } catch (err) {
-    alertUser(`Cannot show the queue: ${err.message}`);
-  }
+  watchQueue(client, queue, showTickets, (err) => alertUser(`Cannot show the queue: ${err.message}`));
 }
 
 function showTickets(state) {
@@ -46,4 +42,4 @@ function callOut(ticket) {
   now.classList.add('flash');
 }
 
-main();
+main().catch((err) => alertUser(`The page could not start: ${err.message}`));

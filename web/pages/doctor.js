@@ -6,7 +6,9 @@
 // `&room=<consultation>` the page opens that consultation at once.
 
 import { Call } from '/sdk/call.js';
-import { $, ChatPanel, alertUser, claims, clock, connectClient, el, joinConsultation, params, showConnection } from './common.js';
+import {
+  $, ChatPanel, alertUser, claims, clock, connectClient, el, joinConsultation, params, showConnection, stopMedia, watchQueue,
+} from './common.js';
 
 const { token, queue: queueParam, room: roomParam } = params();
 
@@ -24,17 +26,13 @@ async function main() {
   const client = connectClient(token);
   showConnection(client);
   client.on('queue_state', (state) => state.queue === queue && showQueue(client, state));
-  client.on('ended', (e) => current?.room === e.room && closeConsultation(`The consultation ended at ${clock(e.at)}.`));
+  client.on('ended', (e) => current?.room === e.room && closeConsultation(client, `The consultation ended at ${clock(e.at)}.`));
   client.on('media_mode', (frame) => {
     if (current?.room !== frame.room) return;
     $('#switch-media').textContent = frame.mode === 'jitsi' ? 'Back to direct video' : 'Move video to Jitsi';
   });
   await client.connect();
-  try {
-    showQueue(client, await client.watch(queue));
-  } catch (err) {
-    alertUser(`Cannot show the queue ${queue}: ${err.message}`);
-  }
+  watchQueue(client, queue, (state) => showQueue(client, state), (err) => alertUser(`Cannot show the queue ${queue}: ${err.message}`));
   if (roomParam) open(client, roomParam, null);
   $('#end').addEventListener('click', () => endCurrent(client));
   $('#switch-media').addEventListener('click', () => switchMedia(client));
@@ -79,20 +77,23 @@ async function letIn(client, entry, button) {
 
 async function open(client, room, patientName) {
   if (current?.room === room) return;
-  closeConsultation('');
+  closeConsultation(client, '');
   const section = $('#consultation');
   section.hidden = false;
   $('#consultation-title').textContent = patientName ? `Consultation with ${patientName}` : `Consultation ${room}`;
   const chat = new ChatPanel(client, room, section);
-  current = { room, chat, call: null };
+  current = { room, chat, call: null, stream: undefined };
   try {
-    const { joined, call } = await joinConsultation(client, room, chat, Call);
+    const { joined, call, stream } = await joinConsultation(client, room, chat, Call);
     // Another consultation may have been opened while this one joined.
     if (current?.room !== room) {
       call?.hangup();
+      stopMedia(stream);
+      client.leave(room).catch(() => {});
       return;
     }
     current.call = call;
+    current.stream = stream;
     const patient = joined.peers.find((p) => p.user.role === 'patient');
     if (!patientName && patient) $('#consultation-title').textContent = `Consultation with ${patient.user.name}`;
   } catch (err) {
@@ -120,13 +121,17 @@ async function switchMedia(client) {
   }
 }
 
-function closeConsultation(message) {
+function closeConsultation(client, message) {
   if (!current) return;
   current.call?.hangup();
+  stopMedia(current.stream);
   current.chat.setEnabled(false, message || 'Closed');
   current.chat.dispose();
+  // Out of the room too: a session may be in at most 16, and the patient
+  // should not see the doctor present in a consultation closed here.
+  client.leave(current.room).catch(() => {});
   current = null;
   if (message) alertUser(message);
 }
 
-main();
+main().catch((err) => alertUser(`The page could not start: ${err.message}`));

@@ -6,6 +6,7 @@
 import { Call } from '/sdk/call.js';
 import {
   $, ChatPanel, alertUser, apiRequest, claims, connectClient, joinConsultation, minutes, money, params, showConnection,
+  stopMedia,
 } from './common.js';
 
 const { token, room } = params();
@@ -22,6 +23,12 @@ async function main() {
   client.on('queue', showPlace);
   client.on('admitted', (a) => a.room === room && enter(client));
   client.on('ended', (e) => e.room === room && ended(e));
+  // Admitted (or ended) while this page was offline: the check-in renewed
+  // after the reconnect is refused with `conflict`. Go in: an ended
+  // consultation opens read-only.
+  client.on('error', (e) => {
+    if (e.code === 'conflict' && e.request?.type === 'checkin' && e.request.room === room) enter(client);
+  });
   await client.connect();
   showPayment(client);
   try {
@@ -76,6 +83,10 @@ function showPlace(queue) {
 }
 
 let entered = false;
+/** The consultation's chat, once the patient is in. */
+let chat = null;
+/** The camera's stream, while the consultation runs. */
+let stream;
 
 async function enter(client) {
   if (entered) return;
@@ -83,20 +94,24 @@ async function enter(client) {
   chime();
   $('#waiting').hidden = true;
   $('#consultation').hidden = false;
-  const chat = new ChatPanel(client, room, $('#consultation'));
+  chat = new ChatPanel(client, room, $('#consultation'));
   try {
-    const { call } = await joinConsultation(client, room, chat, Call);
-    if (!call) return;
+    ({ stream } = await joinConsultation(client, room, chat, Call));
   } catch (err) {
     alertUser(`Could not join the consultation: ${err.message}`);
   }
-  client.on('ended', () => chat.setEnabled(false, 'The consultation has ended'));
 }
 
 function ended(frame) {
+  // Ended while still waiting too (the hub tells checked-in sessions).
+  $('#waiting').hidden = true;
+  $('#pay').hidden = true;
   $('#ended').hidden = false;
   $('#ended-text').textContent = frame.by?.id === 'system' ? 'The consultation was closed.' : `${frame.by?.name ?? 'The doctor'} ended the consultation.`;
+  chat?.setEnabled(false, 'The consultation has ended');
   globalThis.telehub?.call?.hangup();
+  stopMedia(stream);
+  stream = undefined;
 }
 
 /** A short tone, so a patient in another tab hears that it is their turn. */
@@ -113,4 +128,4 @@ function chime() {
   }
 }
 
-main();
+main().catch((err) => alertUser(`The page could not start: ${err.message}`));

@@ -271,6 +271,8 @@ export class TelehubError extends Error {
   retryMs: number | undefined;
   /** The `error` frame, when the hub sent one. */
   frame: ErrorFrame | undefined;
+  /** On an `error` event: the renewed `checkin` or `watch` this refusal ended. */
+  request: ClientFrame | undefined;
   static fromFrame(frame: ErrorFrame): TelehubError;
 }
 

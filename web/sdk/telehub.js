@@ -74,6 +74,8 @@ export class TelehubError extends Error {
     this.retryMs = details.retryMs;
     /** The `error` frame, when the hub sent one. @type {ErrorFrame | undefined} */
     this.frame = details.frame;
+    /** The renewed subscription (`checkin`, `watch`) it ended, for an `error` event. @type {ClientFrame | undefined} */
+    this.request = undefined;
   }
 
   /**
@@ -217,6 +219,15 @@ function socketUrl(url, token) {
   }
   const separator = absolute.includes('?') ? '&' : '?';
   return `${absolute}${separator}token=${encodeURIComponent(token)}`;
+}
+
+/**
+ * A fresh `client_id` for `send`, also where `crypto.randomUUID` is missing
+ * (a page served over plain http).
+ * @returns {string}
+ */
+export function newClientId() {
+  return uuid(globalThis.crypto);
 }
 
 /**
@@ -694,7 +705,7 @@ export class TelehubClient {
    * @returns {Promise<import('./telehub.js').QueueFrame>}
    */
   checkin(room) {
-    return this.#subscribe({ type: 'checkin', room }, () => this.#checkins.add(room));
+    return this.#subscribe({ type: 'checkin', room }, () => this.#checkins.add(room), () => this.#checkins.delete(room));
   }
 
   /**
@@ -704,7 +715,7 @@ export class TelehubClient {
    * @returns {Promise<import('./telehub.js').QueueStateFrame>}
    */
   watch(queue) {
-    return this.#subscribe({ type: 'watch', queue }, () => this.#watches.add(queue));
+    return this.#subscribe({ type: 'watch', queue }, () => this.#watches.add(queue), () => this.#watches.delete(queue));
   }
 
   /**
@@ -990,14 +1001,39 @@ export class TelehubClient {
   }
 
   /**
-   * A request whose success is remembered and renewed after reconnects.
+   * A subscription, renewed after every reconnect from the moment it is
+   * asked for: one whose reply a dropped connection took away is sent again
+   * with the rest (its updates then come as events; the promise rejects
+   * with `disconnected`). `unavailable` and `rate_limited` are retried on
+   * the same connection; any other refusal ends it.
    * @param {ClientFrame} frame
    * @param {() => void} remember
+   * @param {() => void} forget
    */
-  #subscribe(frame, remember) {
-    return this.request(frame).then((reply) => {
-      remember();
-      return reply;
+  #subscribe(frame, remember, forget) {
+    if (this.#state !== 'open') {
+      return Promise.reject(new TelehubError('not_connected', 'not connected to the hub'));
+    }
+    remember();
+    const epoch = this.#epoch;
+    return new Promise((resolve, reject) => {
+      const attempt = (n) =>
+        this.#write(frame, {
+          reply: resolve,
+          fail: (error) => {
+            if (!RETRYABLE.has(error.code)) {
+              forget();
+              reject(error);
+              return;
+            }
+            this.#setTimeout(() => {
+              if (this.#epoch === epoch && this.#state === 'open') attempt(n + 1);
+              else reject(new TelehubError('disconnected', 'the connection was lost before the reply'));
+            }, error.retryMs ?? this.#backoff(n));
+          },
+          drop: reject,
+        });
+      attempt(0);
     });
   }
 
@@ -1018,6 +1054,9 @@ export class TelehubClient {
         if (!wanted()) return;
         if (!RETRYABLE.has(error.code)) {
           forget();
+          // Says which subscription ended, so that a page can act on it
+          // (a patient admitted while offline: `conflict` on checkin).
+          error.request = frame;
           this.#events.emit('error', error);
           return;
         }

@@ -714,10 +714,48 @@ test('a refused checkin is not renewed', async () => {
   const env = setup();
   await connected(env);
   const checkin = env.client.checkin(ROOM);
-  env.ws.receive({ type: 'error', ref: env.ws.last('checkin').ref, code: 'unavailable', message: 'the waiting room is not available on this hub yet' });
-  await assert.rejects(checkin, { code: 'unavailable' });
+  env.ws.receive({ type: 'error', ref: env.ws.last('checkin').ref, code: 'forbidden', message: 'not a member of c-1001' });
+  await assert.rejects(checkin, { code: 'forbidden' });
   await reconnect(env, 's_2');
   assert.equal(env.ws.frames('checkin').length, 0);
+});
+
+test('a first checkin answered unavailable is tried again, and resolves then', async () => {
+  const env = setup();
+  await connected(env);
+  const checkin = env.client.checkin(ROOM);
+  env.ws.receive({ type: 'error', ref: env.ws.last('checkin').ref, code: 'unavailable', message: 'queue is restarting, retry', retry_ms: 200 });
+  await env.clock.advance(199);
+  assert.equal(env.ws.frames('checkin').length, 1);
+  await env.clock.advance(1);
+  assert.equal(env.ws.frames('checkin').length, 2);
+  const queue = { type: 'queue', ref: env.ws.last('checkin').ref, queue: 'q', room: ROOM, ticket: 'A-001', position: 1, ahead: 0, eta_s: 0 };
+  env.ws.receive(queue);
+  assert.equal((await checkin).ticket, 'A-001');
+});
+
+test('a checkin whose reply the connection took is renewed after the reconnect', async () => {
+  const env = setup();
+  await connected(env);
+  const checkin = env.client.checkin(ROOM);
+  const lost = assert.rejects(checkin, { code: 'disconnected' });
+  await reconnect(env, 's_2');
+  await lost;
+  assert.equal(env.ws.frames('checkin').length, 1, 'sent again on the new connection');
+});
+
+test('a renewal refused for good says which subscription it ended', async () => {
+  const env = setup();
+  const errors = [];
+  env.client.on('error', (e) => errors.push(e));
+  await connected(env);
+  const checkin = env.client.checkin(ROOM);
+  env.ws.receive({ type: 'queue', ref: env.ws.last('checkin').ref, queue: 'q', room: ROOM, ticket: 'A-001', position: 1, ahead: 0, eta_s: 0 });
+  await checkin;
+  await reconnect(env, 's_2');
+  env.ws.receive({ type: 'error', ref: env.ws.last('checkin').ref, code: 'conflict', message: 'c-1001 was admitted already: join the consultation' });
+  assert.equal(errors.length, 1);
+  assert.deepEqual([errors[0].code, errors[0].request.type, errors[0].request.room], ['conflict', 'checkin', ROOM]);
 });
 
 test('read markers in joined are emitted as read events, after the history', async () => {
