@@ -12,7 +12,8 @@ export function params() {
   const query = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));
   return {
-    token: fragment.get('token') ?? query.get('token'),
+    // Only from the fragment: a token in the query would reach access logs.
+    token: fragment.get('token'),
     room: query.get('room'),
     queue: query.get('queue'),
   };
@@ -60,6 +61,12 @@ export function watchQueue(client, queue, show, failed) {
 
 /** How long the chat waits to send one `read` for a burst of messages. */
 const READ_DELAY_MS = 200;
+
+/** Whether the token's `exp` has passed: such a link can never connect. */
+export function expired(token) {
+  const exp = claims(token).exp;
+  return typeof exp === 'number' && exp * 1000 < Date.now();
+}
 
 /** A client of this hub's socket. */
 export function connectClient(token) {
@@ -354,8 +361,9 @@ export class ChatPanel {
  * stream, which the page stops (`stopMedia`) when it is done.
  */
 export async function joinConsultation(client, room, chat, Call) {
-  // A hub with video off says so in `welcome`: no camera, no call.
-  const video = client.videoEnabled;
+  // A hub with video off says so in `welcome`: no camera, no call. Staff
+  // run a consultation without being in its call.
+  const video = client.videoEnabled && ['patient', 'doctor'].includes(client.user?.role);
   $('#video').hidden = !video;
   // Only the doctor's page has the switch.
   const switcher = document.querySelector('#switch-media');

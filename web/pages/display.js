@@ -4,7 +4,7 @@
 //
 // Link: /display?queue=<queue>#token=<display token of the clinic>
 
-import { $, alertUser, connectClient, el, params, showConnection, watchQueue } from './common.js';
+import { $, alertUser, connectClient, el, expired, params, showConnection, watchQueue } from './common.js';
 
 const { token, queue } = params();
 const RECENT = 4;
@@ -12,6 +12,10 @@ const RECENT = 4;
 async function main() {
   if (!token || !queue) {
     alertUser('This display link needs a queue and a token.');
+    return;
+  }
+  if (expired(token)) {
+    alertUser('This link has expired: ask the clinic for a new one.');
     return;
   }
   const client = connectClient(token);

@@ -7,7 +7,8 @@
 
 import { Call } from '/sdk/call.js';
 import {
-  $, ChatPanel, alertUser, claims, clock, connectClient, el, joinConsultation, params, showConnection, stopMedia, watchQueue,
+  $, ChatPanel, alertUser, claims, clock, connectClient, el, expired, joinConsultation, params, showConnection, stopMedia,
+  watchQueue,
 } from './common.js';
 
 const { token, queue: queueParam, room: roomParam } = params();
@@ -18,6 +19,10 @@ let current = null;
 async function main() {
   if (!token) {
     alertUser('This link is incomplete: it needs a token.');
+    return;
+  }
+  if (expired(token)) {
+    alertUser('This link has expired: ask the clinic for a new one.');
     return;
   }
   const me = claims(token);

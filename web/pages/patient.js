@@ -5,8 +5,8 @@
 
 import { Call } from '/sdk/call.js';
 import {
-  $, ChatPanel, alertUser, apiRequest, claims, connectClient, joinConsultation, minutes, money, params, showConnection,
-  stopMedia,
+  $, ChatPanel, alertUser, apiRequest, claims, connectClient, expired, joinConsultation, minutes, money, params,
+  showConnection, stopMedia,
 } from './common.js';
 
 const { token, room } = params();
@@ -14,6 +14,10 @@ const { token, room } = params();
 async function main() {
   if (!token || !room) {
     alertUser('This link is incomplete: it needs a consultation and a token. Ask the clinic for your link.');
+    return;
+  }
+  if (expired(token)) {
+    alertUser('This link has expired: ask the clinic for a new one.');
     return;
   }
   const name = claims(token).name;
