@@ -34,6 +34,12 @@ const DEFAULT_FAIL_TIMEOUT_MS = 10000;
 /** Errors of `signal` that only mean the peer or the connection went away. */
 const GONE = new Set(['not_found', 'not_connected', 'disconnected', 'closed', 'left']);
 
+/** Refusals worth sending the same frame again for (`retry_ms`, or a short backoff). */
+const RETRY = new Set(['unavailable', 'rate_limited']);
+
+/** How often a refused signal or ICE report is sent again before it is given up. */
+const MAX_RETRIES = 4;
+
 /**
  * One peer connection and its perfect-negotiation state.
  * @typedef {object} Link
@@ -458,8 +464,18 @@ export class Call {
    * @param {string} session
    * @param {SignalData} data
    */
-  #signal(session, data) {
+  #signal(session, data, attempt = 0) {
+    const link = this.#links.get(session);
     this.#client.signal(this.#room, session, data).catch((error) => {
+      // A node that cannot reach the peer's node now, or the rate limit:
+      // the same signal again shortly, while this link still stands (a
+      // lost offer or answer would leave the negotiation stuck).
+      if (RETRY.has(error?.code) && attempt < MAX_RETRIES) {
+        this.#setTimeout(() => {
+          if (this.#mode === 'p2p' && this.#links.get(session) === link) this.#signal(session, data, attempt + 1);
+        }, error.retryMs ?? 250 * 2 ** attempt);
+        return;
+      }
       // A peer that left or a connection that dropped is handled by presence
       // and by the rejoin; anything else is worth telling.
       if (!GONE.has(error?.code)) this.#events.emit('error', error);
@@ -510,11 +526,18 @@ export class Call {
     }, this.#failTimeoutMs);
   }
 
-  #reportIceFailed() {
+  #reportIceFailed(attempt = 0) {
     if (this.#reported) return;
     this.#reported = true;
     this.#client.reportIceFailed(this.#room).catch((error) => {
       this.#reported = false; // not heard: the next failure tries again
+      // A link that is failed already changes no more: try again now.
+      if (RETRY.has(error?.code) && attempt < MAX_RETRIES) {
+        this.#setTimeout(() => {
+          if (this.#mode === 'p2p') this.#reportIceFailed(attempt + 1);
+        }, error.retryMs ?? 250 * 2 ** attempt);
+        return;
+      }
       if (!GONE.has(error?.code)) this.#events.emit('error', error);
     });
   }

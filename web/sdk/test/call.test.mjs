@@ -233,6 +233,40 @@ test('failed or disconnected for the timeout: report ice_failed', async () => {
   assert.equal(env.ws.frames('media').length, 1);
 });
 
+test('a signal refused unavailable is sent again after retry_ms; other refusals are reported', async () => {
+  const { env, errors } = await oneCall();
+  const before = env.ws.frames('signal').length;
+  // The peer offers; the call's answer is the signal the hub refuses.
+  signalFrom(env, { description: { type: 'offer', sdp: 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n' } });
+  await flush();
+  const sent = env.ws.frames('signal').slice(before);
+  assert.ok(sent.length >= 1, 'the answer went out');
+  const answer = sent.at(-1);
+  env.ws.receive({ type: 'error', ref: answer.ref, code: 'unavailable', message: 'the other node cannot be reached', retry_ms: 300 });
+  await flush();
+  const count = env.ws.frames('signal').length;
+  await env.clock.advance(299);
+  assert.equal(env.ws.frames('signal').length, count);
+  await env.clock.advance(1);
+  assert.equal(env.ws.frames('signal').length, count + 1, 'the same signal again');
+  assert.deepEqual(env.ws.frames('signal').at(-1).data, answer.data);
+  env.ws.receive({ type: 'error', ref: env.ws.frames('signal').at(-1).ref, code: 'forbidden', message: 'no' });
+  await flush();
+  assert.deepEqual(errors.map((e) => e.code), ['forbidden']);
+});
+
+test('an ice_failed report refused unavailable is sent again', async () => {
+  const { env, pc } = await oneCall();
+  pc.setConnectionState('failed');
+  pc.setConnectionState('checking');
+  pc.setConnectionState('failed');
+  const report = env.ws.frames('media').at(-1);
+  env.ws.receive({ type: 'error', ref: report.ref, code: 'unavailable', message: 'storage is away' });
+  await flush();
+  await env.clock.advance(250);
+  assert.equal(env.ws.frames('media').length, 2, 'reported again');
+});
+
 test('a connection that recovers is not reported', async () => {
   const { env, pc } = await oneCall();
   pc.setConnectionState('failed');
