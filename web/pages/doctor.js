@@ -15,6 +15,8 @@ const { token, queue: queueParam, room: roomParam } = params();
 
 /** The consultation open on the right, if any. */
 let current = null;
+/** Rooms whose admission is under way: their buttons stay disabled when the list is drawn again. */
+const admitting = new Set();
 
 async function main() {
   if (!token) {
@@ -54,7 +56,7 @@ function showQueue(client, state) {
       const who = `${entry.patient?.name ?? entry.ticket} (ticket ${entry.ticket})`;
       admit.setAttribute('aria-label', unpaid ? `${who} has not paid yet` : `Let in ${who}`);
       // Paying refreshes the queue, which renders an enabled button.
-      admit.disabled = unpaid;
+      admit.disabled = unpaid || admitting.has(entry.room);
       admit.addEventListener('click', () => letIn(client, entry, admit));
       return el(
         'li',
@@ -71,13 +73,17 @@ function showQueue(client, state) {
 
 async function letIn(client, entry, button) {
   button.disabled = true;
+  admitting.add(entry.room);
   try {
     await client.admit(entry.room);
-    await open(client, entry.room, entry.patient?.name);
   } catch (err) {
     button.disabled = false;
     alertUser(`Could not let ${entry.patient?.name ?? entry.ticket} in: ${err.message}`);
+    return;
+  } finally {
+    admitting.delete(entry.room);
   }
+  await open(client, entry.room, entry.patient?.name);
 }
 
 async function open(client, room, patientName) {

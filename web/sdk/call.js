@@ -31,8 +31,12 @@ const CALLING_ROLES = new Set(['patient', 'doctor']);
 /** How long a connection may stay failed or disconnected before the hub hears of it. */
 const DEFAULT_FAIL_TIMEOUT_MS = 10000;
 
-/** Errors of `signal` that only mean the peer or the connection went away. */
-const GONE = new Set(['not_found', 'not_connected', 'disconnected', 'closed', 'left']);
+/**
+ * Errors of `signal` that only mean the peer, the connection or the
+ * consultation went away (`conflict`: it ended, as a `bye` on hanging up
+ * after `ended` hears).
+ */
+const GONE = new Set(['not_found', 'not_connected', 'disconnected', 'closed', 'left', 'conflict']);
 
 /** Refusals worth sending the same frame again for (`retry_ms`, or a short backoff). */
 const RETRY = new Set(['unavailable', 'rate_limited']);
