@@ -371,7 +371,9 @@ export async function joinConsultation(client, room, chat, Call) {
   const stream = video ? await localMedia() : undefined;
   let joined;
   try {
-    joined = await client.join(room);
+    // From the first message: a join without `since` brings only the
+    // newest 50, and the SDK pages forward from wherever it starts.
+    joined = await client.join(room, { since: 0 });
   } catch (err) {
     stopMedia(stream);
     throw err;
