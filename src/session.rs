@@ -55,6 +55,8 @@ pub struct Session {
     rooms: HashMap<String, RoomHandle>,
     /// Queues this session checked in to or watches.
     queues: HashSet<QueueId>,
+    /// The consultations it checked in for, with their queues.
+    checked_in: HashMap<String, QueueId>,
     limiter: TokenBucket,
     /// Bad or rate-limited frames a client may send before it is cut off.
     abuse: TokenBucket,
@@ -72,6 +74,7 @@ impl Session {
             app,
             rooms: HashMap::new(),
             queues: HashSet::new(),
+            checked_in: HashMap::new(),
             expires,
         }
     }
@@ -384,13 +387,17 @@ impl Session {
                     return self
                         .refuse(reference, Refusal::new(ErrorCode::Forbidden, format!("a {role} may not check in")));
                 }
-                if let Err(refusal) = self.room_for_queues() {
+                // Checking in again for a consultation follows no new queue.
+                if !self.checked_in.contains_key(&room)
+                    && let Err(refusal) = self.room_for_queues()
+                {
                     return self.refuse(reference, refusal);
                 }
                 let span = info_span!("checkin", room = %room);
                 match Box::pin(self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span)).await {
                     Ok(queue) => {
-                        self.queues.insert(queue);
+                        self.queues.insert(queue.clone());
+                        self.checked_in.insert(room, queue);
                     }
                     Err(refusal) => self.refuse(reference, refusal),
                 }

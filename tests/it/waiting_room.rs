@@ -490,3 +490,35 @@ async fn a_patient_already_in_the_room_when_admitted_is_never_a_no_show() {
     assert_eq!(app.consultation_status("c-h2").await, "cancelled");
     assert_eq!(app.consultation_status("c-h1").await, "active");
 }
+
+#[tokio::test]
+async fn a_session_follows_at_most_sixteen_queues_and_coming_back_to_one_is_no_new_one() {
+    let app = spawn_app().await;
+    // One patient with a consultation in each of 17 queues.
+    for n in 0..17 {
+        let (status, body) = app
+            .post(
+                "/v1/consultations",
+                json!({"id": format!("c-m{n}"), "clinic": "k1", "queue": format!("q-{n}"),
+                       "patient": {"id": "p-many", "name": "Budi"}, "doctor": {"id": "d-ana", "name": "Ana"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut patient = Client::connect(&app, &token("p-many", "Budi", "patient", 3600)).await;
+    for n in 0..16 {
+        check_in(&mut patient, &format!("c-m{n}")).await;
+    }
+    let over = patient.request(json!({"type": "checkin", "room": "c-m16"})).await;
+    assert_eq!(over["code"], "conflict", "{over}");
+    // Checking in again for a consultation it follows is fine.
+    assert_eq!(check_in(&mut patient, "c-m3").await["room"], "c-m3");
+
+    let mut staff = clinic_client(&app, "staff", "k1").await;
+    for n in 0..16 {
+        watch(&mut staff, &format!("q-{n}")).await;
+    }
+    let over = staff.request(json!({"type": "watch", "queue": "q-16"})).await;
+    assert_eq!(over["code"], "conflict", "{over}");
+    assert_eq!(watch(&mut staff, "q-0").await["queue"], "q-0", "watching one it follows again");
+}
