@@ -434,7 +434,16 @@ function startCall(client, room, Call, localStream) {
     const video = $('#remote-video');
     video.srcObject = stream ?? new MediaStream([track]);
   });
-  call.on('peerstate', ({ state: peer }) => {
+  // One state per peer: an old link closing after a reconnect, or the
+  // links closed on the move to Jitsi, must not say "Call ended" over a
+  // call that goes on. The page shows the best of them.
+  const peers = new Map();
+  const rank = ['closed', 'failed', 'new', 'disconnected', 'connecting', 'connected'];
+  call.on('peerstate', ({ session, state: peerState }) => {
+    if (peerState === 'closed') peers.delete(session);
+    else peers.set(session, peerState);
+    if (mode.dataset.mode === 'jitsi') return;
+    const peer = [...peers.values()].sort((a, b) => rank.indexOf(b) - rank.indexOf(a))[0] ?? peerState;
     const words = {
       new: 'Calling…',
       connecting: 'Connecting the call…',
@@ -449,6 +458,8 @@ function startCall(client, room, Call, localStream) {
     mode.dataset.mode = m;
     stage.dataset.mode = m;
     mode.textContent = m === 'jitsi' ? 'Video continues in Jitsi' : 'Direct video';
+    // The meeting link belongs to Jitsi mode only.
+    if (m === 'p2p') $('#jitsi-link').hidden = true;
   });
   call.on('jitsi', (info) => {
     const link = $('#jitsi-link');

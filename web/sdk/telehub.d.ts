@@ -72,6 +72,8 @@ export interface MediaInfo {
   mode: MediaMode;
   ice_servers: IceServer[];
   jitsi?: JitsiInfo;
+  /** `false` on a hub with video calls off. */
+  video?: boolean;
 }
 
 /** An ICE candidate as the protocol carries it (`RTCIceCandidateInit` in snake_case). */
