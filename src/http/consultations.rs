@@ -77,8 +77,9 @@ pub fn new_consultation_id() -> String {
     format!("c-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// Loads a consultation, or answers 404.
+/// Loads a consultation, or answers 404 (400 for an id no consultation can have).
 pub(crate) async fn find(app: &AppState, id: &str) -> Result<Consultation, ApiError> {
+    check_id("consultation id", id)?;
     app.store.consultation(id).await?.ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
 }
 
@@ -281,6 +282,7 @@ pub async fn post_message(
 ) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     caller.require_backend()?;
+    check_id("consultation id", &id)?;
     let text = app.limits.chat_text(&body.text).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let message = app.rooms.post_system(&id, &app.settings.system_name, &text).await?;
     audit(&app, &caller, Some(&id), "api.message", serde_json::json!({ "seq": message.seq }));
@@ -326,6 +328,7 @@ pub async fn presence(
 pub async fn end(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let caller = Caller::from_request(&req, &app)?;
     caller.require_backend()?;
+    check_id("consultation id", &id)?;
     let by = UserRef { id: "system".into(), name: app.settings.system_name.clone() };
     app.rooms.end(&id, None, by).await?;
     audit(&app, &caller, Some(&id), "api.end", serde_json::json!({}));

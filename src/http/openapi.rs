@@ -47,7 +47,8 @@ use super::{audit, consultations, demo, health, notifications, payments, queues,
 pub struct ApiDoc;
 
 /// Answers that the handlers do not list one by one: 401 on every route
-/// that takes a credential, 429 on every route the rate limit counts.
+/// that takes a credential, 400 on every route with a consultation id,
+/// 429 on every route the rate limit counts.
 struct CommonAnswers;
 
 impl Modify for CommonAnswers {
@@ -61,6 +62,9 @@ impl Modify for CommonAnswers {
                         "401",
                         "no credential, or neither the API key nor a valid token (`unauthorized`)",
                     );
+                }
+                if path.contains("/v1/consultations/{id}") {
+                    answer(operation, "400", "an id no consultation can have (`bad_request`), or a bad request");
                 }
                 if super::limit::counted(path) {
                     answer(operation, "429", "over the rate limit (`rate_limited`): retry after `retry_ms`");

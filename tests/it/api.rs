@@ -67,6 +67,16 @@ async fn consultations_are_created_and_read() {
     assert_eq!(body["patient"]["phone"], "+628123456789");
     let (status, body) = app.get("/v1/consultations/nope").await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    // An id no consultation can have is a bad request, and no room is
+    // started for it.
+    for path in ["/v1/consultations/a%20b", "/v1/consultations/a%20b/messages", "/v1/consultations/a%20b/presence"] {
+        let (status, body) = app.get(path).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{path}");
+    }
+    for path in ["/v1/consultations/a%20b/end", "/v1/consultations/a%20b/messages"] {
+        let (status, body) = app.post(path, json!({"text": "x"})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{path}");
+    }
 }
 
 #[tokio::test]
