@@ -302,6 +302,14 @@ impl Queue {
         }
     }
 
+    /// Tells the other nodes' queues that `room` ended, with its frame.
+    fn ended_elsewhere(&self, room: &str, frame: &ByteString) {
+        if let Some(broker) = &self.cluster.broker {
+            let ended = Some((room.to_owned(), frame.to_string()));
+            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called: None, payment: None, ended });
+        }
+    }
+
     /// Another node ended `room`: its sessions here that are in the room
     /// had `ended` from it (the room hears of the end on its own), the
     /// patient's others hear it from the queue.
@@ -465,8 +473,14 @@ impl Queue {
         let ask = self.rooms.send(NoShowAt { room: room.clone() });
         let fut = ask.into_actor(self).map(move |result, act, ctx| {
             let state = match result {
-                Ok(Ok(true)) => EntryState::NoShow,
-                Ok(Ok(false)) => EntryState::Seen,
+                Ok(Ok(Some(cancelled))) => {
+                    // The patient's checked-in sessions (a page stuck
+                    // before its join) hear it too.
+                    act.tell_ended(&room, &cancelled.frame, &cancelled.told);
+                    act.ended_elsewhere(&room, &cancelled.frame);
+                    EntryState::NoShow
+                }
+                Ok(Ok(None)) => EntryState::Seen,
                 // The room could not decide (storage down): ask again later.
                 Ok(Err(_)) | Err(_) => {
                     act.start_no_show(room, Duration::from_secs(10), ctx);
@@ -821,10 +835,7 @@ impl Handler<RoomEnded> for Queue {
         // The patient's sessions that wait here without being in the room
         // hear that it ended, on this node and the others.
         self.tell_ended(&msg.room, &msg.frame, &msg.told);
-        if let Some(broker) = &self.cluster.broker {
-            let ended = Some((msg.room.clone(), msg.frame.to_string()));
-            broker.publish(Topic::Queue(&self.id), &ClusterEvent::QueueChanged { called: None, payment: None, ended });
-        }
+        self.ended_elsewhere(&msg.room, &msg.frame);
         self.stop_grace(&msg.room, ctx);
         if let Some(handle) = self.no_show.remove(&msg.room) {
             ctx.cancel_future(handle);

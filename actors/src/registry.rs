@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::room::NoShow;
+use crate::room::{EndOutcome, NoShow};
 use crate::{Broker, MediaPolicy, Queues, Refusal, Room, RoomConfig, RoomStore};
 
 /// Get the running room, starting it if needed.
@@ -45,7 +45,7 @@ pub(crate) struct Forget {
 /// Ask the room whether its admitted patient is a no-show (see
 /// [`crate::room::NoShow`]), starting the room if needed.
 #[derive(Message)]
-#[rtype(result = "Result<bool, Refusal>")]
+#[rtype(result = "Result<Option<EndOutcome>, Refusal>")]
 pub(crate) struct NoShowAt {
     pub room: String,
 }
@@ -144,7 +144,7 @@ impl Handler<Open> for RoomRegistry {
 }
 
 impl Handler<NoShowAt> for RoomRegistry {
-    type Result = ResponseFuture<Result<bool, Refusal>>;
+    type Result = ResponseFuture<Result<Option<EndOutcome>, Refusal>>;
 
     fn handle(&mut self, msg: NoShowAt, ctx: &mut Context<Self>) -> Self::Result {
         let addr = self.open(msg.room, None, ctx);

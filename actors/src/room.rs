@@ -173,9 +173,10 @@ pub(crate) struct EndOutcome {
 }
 
 /// The no-show timeout of an admitted patient ran out: cancel the
-/// consultation unless the patient is there. Answers whether it cancelled.
+/// consultation unless the patient is there. Answers what cancelling did,
+/// if it did.
 #[derive(Message)]
-#[rtype(result = "Result<bool, Refusal>")]
+#[rtype(result = "Result<Option<EndOutcome>, Refusal>")]
 pub(crate) struct NoShow;
 
 /// End the consultation; `identity` is `None` for the clinic's backend.
@@ -1408,7 +1409,7 @@ impl Handler<MarkWaiting> for Room {
 
 /// Cancels an active consultation whose patient never came.
 impl Handler<NoShow> for Room {
-    type Result = ResponseActFuture<Self, Result<bool, Refusal>>;
+    type Result = ResponseActFuture<Self, Result<Option<EndOutcome>, Refusal>>;
 
     fn handle(&mut self, _msg: NoShow, _ctx: &mut Context<Self>) -> Self::Result {
         let check = self.ready().map(|state| {
@@ -1422,7 +1423,7 @@ impl Handler<NoShow> for Room {
         });
         match check {
             Ok(true) => {}
-            Ok(false) => return Box::pin(fut::ready(Ok(false))),
+            Ok(false) => return Box::pin(fut::ready(Ok(None))),
             Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
         }
         let at = Utc::now();
@@ -1444,11 +1445,13 @@ impl Handler<NoShow> for Room {
             let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
             let bytes = ByteString::from(frame.to_json());
             act.publish(|| ClusterEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });
-            act.broadcast_bytes(bytes, None, ctx);
+            let told = act.outboxes.keys().cloned().collect();
+            act.broadcast_bytes(bytes.clone(), None, ctx);
             act.audit(None, "no_show", serde_json::json!({}));
             info!(room = %act.id, "consultation cancelled: the patient did not come");
             act.maybe_idle(ctx);
-            Ok(true)
+            let queue = act.state.as_ref().map(|s| s.record().queue_id());
+            Ok(queue.map(|queue| EndOutcome { queue, frame: bytes, told }))
         }))
     }
 }

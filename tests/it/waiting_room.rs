@@ -412,6 +412,8 @@ async fn an_admitted_patient_who_never_comes_is_a_no_show() {
 
     let ended = doctor.recv_type("ended").await;
     assert_eq!(ended["by"], json!({"id": "system", "name": "No-show"}));
+    // The patient's page that never joined hears it too.
+    assert_eq!(p1.recv_type("ended").await["by"], ended["by"]);
     let (_, consultation) = app.get("/v1/consultations/c-n1").await;
     assert_eq!(consultation["status"], "cancelled");
     assert_eq!(consultation["ended_by"], ended["by"]);
