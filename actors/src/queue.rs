@@ -58,7 +58,6 @@ impl Default for QueueConfig {
 #[rtype(result = "Result<(), Refusal>")]
 pub(crate) struct CheckIn {
     pub room: String,
-    pub clinic: Option<String>,
     pub patient: Person,
     pub paid: bool,
     pub session: SessionRef,
@@ -680,11 +679,12 @@ impl Handler<CheckIn> for Queue {
         let write = async move { store.check_in(&room, &queue, Utc::now()).await };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             let checked = result.map_err(Refusal::from)?;
+            let clinic = act.id.clinic().map(str::to_owned);
             let state = act.ready()?;
             state.add(Waiting {
                 room: msg.room.clone(),
                 ticket: checked.ticket,
-                clinic: msg.clinic,
+                clinic,
                 patient: msg.patient,
                 since: checked.since,
                 paid: msg.paid,

@@ -128,7 +128,6 @@ impl Queues {
     ) -> Result<(), Refusal> {
         self.ask(&ticket.queue, || CheckIn {
             room: room.to_owned(),
-            clinic: ticket.queue.clinic().map(str::to_owned),
             patient: ticket.patient.clone(),
             paid: ticket.paid,
             session: session.clone(),

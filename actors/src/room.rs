@@ -341,6 +341,25 @@ impl Room {
         }
     }
 
+    /// Sends `ended` to every session here and tells the other nodes the
+    /// stored `status` (ended or cancelled); answers what the queue needs to
+    /// tell the patient's sessions outside the room.
+    fn announce_end(
+        &mut self,
+        status: RoomStatus,
+        by: UserRef,
+        at: chrono::DateTime<Utc>,
+        queue: QueueId,
+        ctx: &mut Context<Self>,
+    ) -> EndOutcome {
+        let frame = ServerFrame::Ended { room: self.id.clone(), by, at: format_time(at) };
+        let bytes = ByteString::from(frame.to_json());
+        self.publish(|| ClusterEvent::Status { status, frame: Some(bytes.to_string()) });
+        let told = self.outboxes.keys().cloned().collect();
+        self.broadcast_bytes(bytes.clone(), None, ctx);
+        EndOutcome { queue, frame: bytes, told }
+    }
+
     /// Removes a session whose task ended without saying goodbye.
     fn evict(&mut self, session: &str, ctx: &mut Context<Self>) {
         self.outboxes.remove(session);
@@ -1064,14 +1083,10 @@ impl Handler<End> for Room {
                 act.catch_up_if_stale(err, ctx);
             }
             result.map_err(Refusal::from)?;
-            let frame = ServerFrame::Ended { room: act.id.clone(), by: msg.by.clone(), at: format_time(at) };
-            let bytes = ByteString::from(frame.to_json());
-            act.publish(|| ClusterEvent::Status { status: RoomStatus::Ended, frame: Some(bytes.to_string()) });
-            let told = act.outboxes.keys().cloned().collect();
-            act.broadcast_bytes(bytes.clone(), None, ctx);
+            let ended = act.announce_end(RoomStatus::Ended, msg.by.clone(), at, queue, ctx);
             act.audit(Some(&msg.by.id), "end", serde_json::json!({}));
             act.maybe_idle(ctx);
-            Ok(EndOutcome { queue, frame: bytes, told })
+            Ok(ended)
         }))
     }
 }
@@ -1442,16 +1457,12 @@ impl Handler<NoShow> for Room {
             }
             let state = act.state.as_mut().ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "room is gone"))?;
             state.set_status(RoomStatus::Cancelled);
-            let frame = ServerFrame::Ended { room: act.id.clone(), by, at: format_time(at) };
-            let bytes = ByteString::from(frame.to_json());
-            act.publish(|| ClusterEvent::Status { status: RoomStatus::Cancelled, frame: Some(bytes.to_string()) });
-            let told = act.outboxes.keys().cloned().collect();
-            act.broadcast_bytes(bytes.clone(), None, ctx);
+            let queue = state.record().queue_id();
+            let ended = act.announce_end(RoomStatus::Cancelled, by, at, queue, ctx);
             act.audit(None, "no_show", serde_json::json!({}));
             info!(room = %act.id, "consultation cancelled: the patient did not come");
             act.maybe_idle(ctx);
-            let queue = act.state.as_ref().map(|s| s.record().queue_id());
-            Ok(queue.map(|queue| EndOutcome { queue, frame: bytes, told }))
+            Ok(Some(ended))
         }))
     }
 }

@@ -35,9 +35,9 @@ use tracing::{debug, error, info, warn};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LAST_MESSAGES, LOAD_QUEUE, MESSAGES_AFTER, MessageIds,
-    MessageRow, PAYMENT_OF, QUEUE_EXISTS, READ_MARKERS, RECENT_ENDED, SENT, SERVES, SUCCEEDED_PAYMENT, counts_any,
-    lengths, next_number, record_payment_on, ticket, ticket_letter,
+    AuditRow, ConsultationRow, INSERT_DELIVERY, LAST_MESSAGES, MESSAGES_AFTER, MessageIds, MessageRow, PAYMENT_OF,
+    QUEUE_EXISTS, READ_MARKERS, RECENT_ENDED, SENT, SERVES, SUCCEEDED_PAYMENT, counts_any, lengths, load_queue_on,
+    next_number, record_payment_on, ticket, ticket_letter,
 };
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
 use super::{
@@ -615,13 +615,7 @@ impl QueueStore for PostgresStore {
     }
 
     async fn load_queue(&self, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows = sqlx::query_as::<_, EntryRow>(LOAD_QUEUE)
-            .bind(queue.name())
-            .bind(queue.clinic_key())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.into_iter().map(StoredEntry::try_from).collect()
+        load_queue_on(&self.pool, queue).await
     }
 
     async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError> {

@@ -5,7 +5,7 @@
 //! RFC 3339 strings in both.
 
 use chrono::{DateTime, Utc};
-use telehub_actors::{EntryState, Person, StoreError, StoredEntry};
+use telehub_actors::{EntryState, Person, QueueId, StoreError, StoredEntry};
 use telehub_signaling::{MessageEvent, MessageKind, PaymentStatus, Sender};
 
 use super::{AuditRecord, Consultation, Contact, PaymentState, Price};
@@ -128,6 +128,24 @@ where
     }
     let found = query.fetch_one(pool).await.map_err(super::unavailable)?;
     Ok(found > 0)
+}
+
+/// The entries `queue` starts from ([`LOAD_QUEUE`]), on either store.
+pub(crate) async fn load_queue_on<DB>(pool: &sqlx::Pool<DB>, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'e> &'e sqlx::Pool<DB>: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> EntryRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let rows = sqlx::query_as::<DB, EntryRow>(LOAD_QUEUE)
+        .bind(queue.name())
+        .bind(queue.clinic_key())
+        .fetch_all(pool)
+        .await
+        .map_err(super::unavailable)?;
+    rows.into_iter().map(StoredEntry::try_from).collect()
 }
 
 /// The lengths of consultations from their (start, end) times.

@@ -35,9 +35,9 @@ use tracing::{debug, error, info, trace};
 
 use super::outbox::{self, Notifications, NotifyKind, Outbox, OutboxPolicy};
 use super::rows::{
-    AuditRow, ConsultationRow, EntryRow, INSERT_DELIVERY, LOAD_QUEUE, MessageIds, MessageRow, PAYMENT_OF, QUEUE_EXISTS,
-    READ_MARKERS, RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, counts_any, lengths, next_number, record_payment_on, ticket,
-    ticket_letter,
+    AuditRow, ConsultationRow, INSERT_DELIVERY, MessageIds, MessageRow, PAYMENT_OF, QUEUE_EXISTS, READ_MARKERS,
+    RECENT_ENDED, SERVES, SUCCEEDED_PAYMENT, counts_any, lengths, load_queue_on, next_number, record_payment_on,
+    ticket, ticket_letter,
 };
 use super::sqlite_chains as chains;
 use super::writer::{Job, Outcome, Write, WriterCounts, Writes, next_batch};
@@ -878,13 +878,7 @@ impl QueueStore for SqliteStore {
     }
 
     async fn load_queue(&self, queue: &QueueId) -> Result<Vec<StoredEntry>, StoreError> {
-        let rows = sqlx::query_as::<_, EntryRow>(LOAD_QUEUE)
-            .bind(queue.name())
-            .bind(queue.clinic_key())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.into_iter().map(StoredEntry::try_from).collect()
+        load_queue_on(&self.pool, queue).await
     }
 
     async fn recent_lengths(&self, queue: &QueueId, limit: u32) -> Result<Vec<Duration>, StoreError> {

@@ -8,12 +8,18 @@ use crate::helpers::*;
 /// Creates consultation `room` in queue `q-ana` of clinic `clinic`, for
 /// patient `p-<room>` and doctor `d-ana`.
 pub(crate) async fn queued(app: &TestApp, room: &str, clinic: &str) {
+    queued_in(app, room, clinic, "q-ana", ("d-ana", "Ana")).await;
+}
+
+/// Creates consultation `room` in `queue` of `clinic`, for patient
+/// `p-<room>` ("Patient <room>") and `doctor` (id, name).
+async fn queued_in(app: &TestApp, room: &str, clinic: &str, queue: &str, doctor: (&str, &str)) {
     let (status, body) = app
         .post(
             "/v1/consultations",
-            json!({"id": room, "clinic": clinic, "queue": "q-ana",
+            json!({"id": room, "clinic": clinic, "queue": queue,
                    "patient": {"id": format!("p-{room}"), "name": format!("Patient {room}")},
-                   "doctor": {"id": "d-ana", "name": "Ana"}}),
+                   "doctor": {"id": doctor.0, "name": doctor.1}}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -222,15 +228,7 @@ fn of_clinic(sub: &str, role: &str, clinic: &str) -> String {
 async fn one_queue_name_in_two_clinics_is_two_lines() {
     let app = spawn_app().await;
     for (room, clinic, doctor) in [("c-g1", "k1", "d-one"), ("c-g2", "k2", "d-two"), ("c-g3", "k2", "d-two")] {
-        let (status, body) = app
-            .post(
-                "/v1/consultations",
-                json!({"id": room, "clinic": clinic, "queue": "general",
-                       "patient": {"id": format!("p-{room}"), "name": format!("Patient {room}")},
-                       "doctor": {"id": doctor, "name": doctor}}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+        queued_in(&app, room, clinic, "general", (doctor, doctor)).await;
     }
     // Each clinic's line has its own tickets and places.
     let mut p1 = Client::connect(&app, &of_clinic("p-c-g1", "patient", "k1")).await;
@@ -289,14 +287,7 @@ async fn one_queue_name_in_two_clinics_is_two_lines() {
     assert_eq!(two.request(json!({"type": "admit", "room": "c-g2"})).await["type"], "ok");
     assert_eq!(place(&mut p3, 1).await["ticket"], "A-002");
     // The next change the k1 doctor hears of is k1's own.
-    let (status, body) = app
-        .post(
-            "/v1/consultations",
-            json!({"id": "c-g4", "clinic": "k1", "queue": "general",
-                   "patient": {"id": "p-c-g4", "name": "Patient c-g4"}, "doctor": {"id": "d-one", "name": "d-one"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    queued_in(&app, "c-g4", "k1", "general", ("d-one", "d-one")).await;
     let mut p4 = Client::connect(&app, &of_clinic("p-c-g4", "patient", "k1")).await;
     assert_eq!(check_in(&mut p4, "c-g4").await["ticket"], "A-002");
     let next = one.recv_type("queue_state").await;
@@ -450,14 +441,7 @@ async fn the_queue_is_rebuilt_after_a_restart() {
 async fn each_queue_of_a_clinic_gets_its_own_letter() {
     let app = spawn_app().await;
     queued(&app, "c-a1", "k1").await;
-    let (status, body) = app
-        .post(
-            "/v1/consultations",
-            json!({"id": "c-b1", "clinic": "k1", "queue": "q-bob",
-                   "patient": {"id": "p-c-b1", "name": "Dewi"}, "doctor": {"id": "d-bob", "name": "Bob"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    queued_in(&app, "c-b1", "k1", "q-bob", ("d-bob", "Bob")).await;
     let mut first = patient(&app, "c-a1").await;
     assert_eq!(check_in(&mut first, "c-a1").await["ticket"], "A-001");
     let mut second = patient(&app, "c-b1").await;

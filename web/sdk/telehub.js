@@ -705,7 +705,8 @@ export class TelehubClient {
    * @returns {Promise<import('./telehub.js').QueueFrame>}
    */
   checkin(room) {
-    return this.#subscribe({ type: 'checkin', room }, () => this.#checkins.add(room), () => this.#checkins.delete(room));
+    const checkins = this.#checkins;
+    return this.#subscribe({ type: 'checkin', room }, () => checkins.has(room), () => checkins.add(room), () => checkins.delete(room));
   }
 
   /**
@@ -715,7 +716,8 @@ export class TelehubClient {
    * @returns {Promise<import('./telehub.js').QueueStateFrame>}
    */
   watch(queue) {
-    return this.#subscribe({ type: 'watch', queue }, () => this.#watches.add(queue), () => this.#watches.delete(queue));
+    const watches = this.#watches;
+    return this.#subscribe({ type: 'watch', queue }, () => watches.has(queue), () => watches.add(queue), () => watches.delete(queue));
   }
 
   /**
@@ -1004,67 +1006,68 @@ export class TelehubClient {
    * A subscription, renewed after every reconnect from the moment it is
    * asked for: one whose reply a dropped connection took away is sent again
    * with the rest (its updates then come as events; the promise rejects
-   * with `disconnected`). `unavailable` and `rate_limited` are retried on
-   * the same connection; any other refusal ends it.
+   * with `disconnected`). Refusals go as in `#sendSubscription`.
    * @param {ClientFrame} frame
+   * @param {() => boolean} wanted whether the subscription still stands
    * @param {() => void} remember
    * @param {() => void} forget
    */
-  #subscribe(frame, remember, forget) {
+  #subscribe(frame, wanted, remember, forget) {
     if (this.#state !== 'open') {
       return Promise.reject(new TelehubError('not_connected', 'not connected to the hub'));
     }
     remember();
-    const epoch = this.#epoch;
     return new Promise((resolve, reject) => {
-      const attempt = (n) =>
-        this.#write(frame, {
-          reply: resolve,
-          fail: (error) => {
-            if (!RETRYABLE.has(error.code)) {
-              forget();
-              reject(error);
-              return;
-            }
-            this.#setTimeout(() => {
-              if (this.#epoch === epoch && this.#state === 'open') attempt(n + 1);
-              else reject(new TelehubError('disconnected', 'the connection was lost before the reply'));
-            }, error.retryMs ?? this.#backoff(n));
-          },
-          drop: reject,
-        });
-      attempt(0);
+      const lost = (error) => reject(error ?? new TelehubError('disconnected', 'the connection was lost before the reply'));
+      this.#sendSubscription(frame, { wanted, forget, reply: resolve, refused: reject, lost });
     });
   }
 
   /**
-   * Sends a waiting-room subscription again after a reconnect. Retryable
-   * refusals are retried on the same connection; other refusals end the
-   * subscription and are reported as `error` events, as nobody awaits them.
+   * Sends a waiting-room subscription again after a reconnect. A refusal
+   * that ends it is reported as an `error` event naming it, as nobody
+   * awaits it.
    * @param {ClientFrame} frame
    * @param {() => boolean} wanted whether the subscription still stands
    * @param {() => void} forget
+   */
+  #renew(frame, wanted, forget) {
+    const refused = (error) => {
+      // Says which subscription ended, so that a page can act on it (a
+      // patient admitted while offline: `conflict` on checkin).
+      error.request = frame;
+      this.#events.emit('error', error);
+    };
+    this.#sendSubscription(frame, { wanted, forget, reply: () => {}, refused, lost: () => {} });
+  }
+
+  /**
+   * Sends a subscription (`checkin`, `watch`). `unavailable` and
+   * `rate_limited` are tried again on the same connection while it is
+   * wanted; any other refusal forgets it and goes to `refused`; a
+   * connection that drops (or a subscription no longer wanted) goes to
+   * `lost`, and the reconnect renews what is still wanted.
+   * @param {ClientFrame} frame
+   * @param {{wanted: () => boolean, forget: () => void, reply: (frame: ServerFrame) => void,
+   *   refused: (error: TelehubError) => void, lost: (error?: TelehubError) => void}} how
    * @param {number} [attempt]
    */
-  #renew(frame, wanted, forget, attempt = 0) {
+  #sendSubscription(frame, how, attempt = 0) {
     const epoch = this.#epoch;
     this.#write(frame, {
-      reply: () => {},
+      reply: how.reply,
       fail: (error) => {
-        if (!wanted()) return;
+        if (!how.wanted()) return how.lost(error);
         if (!RETRYABLE.has(error.code)) {
-          forget();
-          // Says which subscription ended, so that a page can act on it
-          // (a patient admitted while offline: `conflict` on checkin).
-          error.request = frame;
-          this.#events.emit('error', error);
-          return;
+          how.forget();
+          return how.refused(error);
         }
         this.#setTimeout(() => {
-          if (this.#epoch === epoch && this.#state === 'open' && wanted()) this.#renew(frame, wanted, forget, attempt + 1);
+          if (this.#epoch === epoch && this.#state === 'open' && how.wanted()) this.#sendSubscription(frame, how, attempt + 1);
+          else how.lost();
         }, error.retryMs ?? this.#backoff(attempt));
       },
-      drop: () => {},
+      drop: how.lost,
     });
   }
 
