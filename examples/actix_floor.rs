@@ -1,5 +1,5 @@
 //! The memory floor of the hub's WebSocket stack: actix-web, actix-ws and
-//! mimalloc as the hub uses them, and nothing else. It answers the load
+//! jemalloc as the hub uses them, and nothing else. It answers the load
 //! tester's setup calls (`POST /v1/consultations`, `POST /v1/tokens`) and,
 //! at `GET /v1/ws`, sends `welcome` and answers `join` with `joined`; it
 //! keeps no rooms, checks no tokens and stores nothing.
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 

@@ -51,7 +51,9 @@ enum End {
 
 pub struct Session {
     me: SessionRef,
-    app: AppState,
+    /// Shared, not cloned: a clone of the state makes new actor addresses,
+    /// a few hundred bytes that every session would keep.
+    app: Arc<AppState>,
     rooms: HashMap<String, RoomHandle>,
     /// Queues this session checked in to or watches.
     queues: HashSet<QueueId>,
@@ -64,7 +66,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(me: SessionRef, app: AppState, expires: Instant) -> Self {
+    pub fn new(me: SessionRef, app: Arc<AppState>, expires: Instant) -> Self {
         let now = Instant::now();
         let settings = &app.settings;
         Session {
@@ -80,13 +82,24 @@ impl Session {
     }
 
     /// Runs the session to its end and leaves every room.
-    pub async fn run(mut self, mut ws: actix_ws::Session, stream: actix_ws::MessageStream, mut outbox: OutboxReceiver) {
+    ///
+    /// This future is the session's task for as long as it lasts, so it is
+    /// kept small: an `async move` block holds its arguments once (an
+    /// `async fn` would hold them twice, as arguments and as locals), and
+    /// the loop and the close are boxed, since awaiting a future in place
+    /// keeps a copy of its state in the awaiting one.
+    pub fn run(
+        mut self,
+        mut ws: actix_ws::Session,
+        mut stream: actix_ws::AggregatedMessageStream,
+        outbox: OutboxReceiver,
+    ) -> impl Future<Output = ()> {
         let user = self.me.identity.user.clone();
         let span = info_span!("session", session = %self.me.id, user = %user.id, role = user.role.as_str());
-        async {
+        async move {
             info!("session open");
             self.app.metrics.sessions_open.inc();
-            let end = self.serve(&mut ws, stream, &mut outbox).await;
+            let end = Box::pin(self.serve(&mut ws, &mut stream, &outbox)).await;
             for (_, room) in self.rooms.drain() {
                 room.leave(&self.me, None, false);
             }
@@ -99,25 +112,20 @@ impl Session {
                 let reason = CloseReason { code: CloseCode::Other(code), description: Some(reason.to_owned()) };
                 // A client too slow to read may never take the close frame;
                 // give it a moment, then drop the connection.
-                let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(reason))).await;
+                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(5), ws.close(Some(reason)))).await;
             }
         }
         .instrument(span)
-        .await
     }
 
     async fn serve(
         &mut self,
         ws: &mut actix_ws::Session,
-        stream: actix_ws::MessageStream,
-        outbox: &mut OutboxReceiver,
+        stream: &mut actix_ws::AggregatedMessageStream,
+        outbox: &OutboxReceiver,
     ) -> End {
         let settings = self.app.settings.clone();
         let heartbeat = Duration::from_millis(settings.heartbeat_ms);
-        let mut stream = stream
-            .max_frame_size(settings.max_frame_bytes)
-            .aggregate_continuations()
-            .max_continuation_size(settings.max_frame_bytes);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expiry = tokio::time::sleep_until(self.expires.into());
@@ -129,8 +137,7 @@ impl Session {
         // and unregister again, a lock each, for every frame in or out.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let overflow = outbox.overflow.clone();
-        let overflow = overflow.notified();
+        let overflow = outbox.overflowed();
         tokio::pin!(overflow);
 
         // Only the text lives across the write: the task keeps whatever
@@ -156,7 +163,7 @@ impl Session {
                     // stored messages among it) goes out first, for a
                     // moment at most, so that fewer are sent again.
                     let drain = async {
-                        while let Ok(frame) = outbox.frames.try_recv() {
+                        while let Some(frame) = outbox.try_recv() {
                             if ws.text(frame).await.is_err() {
                                 break;
                             }
@@ -173,13 +180,13 @@ impl Session {
                     let _ = ws.text(frame.to_json()).await;
                     return End::Close(close::UNAUTHORIZED, "token expired");
                 }
-                frame = outbox.frames.recv() => {
+                frame = outbox.recv() => {
                     let Some(frame) = frame else { return End::Gone };
                     if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
                         return end;
                     }
                     for _ in 1..WRITE_BURST {
-                        let Ok(frame) = outbox.frames.try_recv() else { break };
+                        let Some(frame) = outbox.try_recv() else { break };
                         if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
                             return end;
                         }

@@ -5,24 +5,58 @@
 //! room then drops the frame and raises the overflow flag, which the
 //! session's task turns into a close with code 4009. That keeps one slow
 //! phone from holding back a room, or the node.
+//!
+//! Every joined session holds one for as long as it lives, idle or not, so
+//! it is small: a lock around a `VecDeque` that allocates only for frames
+//! waiting, and two [`Notify`]s. (A tokio channel preallocates a block of 32
+//! slots and cache-padded counters: about 1.5 KiB a session.)
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytestring::ByteString;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+/// A queue that grew past this many slots gives them back once it is empty,
+/// so a burst does not stay in an idle session's memory.
+const KEEP_SLOTS: usize = 32;
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Woken on every push; its stored permit covers a push that comes
+    /// while the session is not waiting.
+    ready: Notify,
+    overflow: Notify,
+}
+
+#[derive(Debug)]
+struct Queue {
+    frames: VecDeque<ByteString>,
+    capacity: usize,
+    senders: usize,
+    receiver_gone: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock, and a queue of frames is
+        // whole after any of its operations.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// The sending side, held by every room the session is in.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Outbox {
-    frames: mpsc::Sender<ByteString>,
-    overflow: Arc<Notify>,
+    shared: Arc<Shared>,
 }
 
 /// The session's side of its outbox.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    pub frames: mpsc::Receiver<ByteString>,
-    pub overflow: Arc<Notify>,
+    shared: Arc<Shared>,
 }
 
 /// What became of a pushed frame.
@@ -37,47 +71,176 @@ pub enum Push {
 
 /// Makes an outbox that holds at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let overflow = Arc::new(Notify::new());
-    (Outbox { frames: tx, overflow: overflow.clone() }, OutboxReceiver { frames: rx, overflow })
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            frames: VecDeque::new(),
+            capacity: capacity.max(1),
+            senders: 1,
+            receiver_gone: false,
+        }),
+        ready: Notify::new(),
+        overflow: Notify::new(),
+    });
+    (Outbox { shared: shared.clone() }, OutboxReceiver { shared })
 }
 
 impl Outbox {
     /// Offers a frame without waiting. The bytes are shared, not copied, so
     /// a broadcast costs one serialization for the whole room.
     pub fn push(&self, frame: ByteString) -> Push {
-        match self.frames.try_send(frame) {
-            Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                // notify_one stores a permit, so the session sees the
-                // overflow even if it is not waiting at this moment.
-                self.overflow.notify_one();
-                Push::Overflow
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        let mut queue = self.shared.lock();
+        if queue.receiver_gone {
+            return Push::Closed;
         }
+        if queue.frames.len() >= queue.capacity {
+            drop(queue);
+            // notify_one stores a permit, so the session sees the overflow
+            // even if it is not waiting at this moment.
+            self.shared.overflow.notify_one();
+            return Push::Overflow;
+        }
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.shared.ready.notify_one();
+        Push::Queued
     }
 
     /// Whether the session's task still reads this outbox.
     pub fn is_closed(&self) -> bool {
-        self.frames.is_closed()
+        self.shared.lock().receiver_gone
+    }
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Outbox { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut queue = self.shared.lock();
+            queue.senders -= 1;
+            queue.senders == 0
+        };
+        if last {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// The next frame, or `None` once it is empty and every sender is gone.
+    /// Cancel-safe: a frame is taken only by the call that returns it.
+    pub async fn recv(&self) -> Option<ByteString> {
+        loop {
+            {
+                let mut queue = self.shared.lock();
+                if let Some(frame) = Self::pop(&mut queue) {
+                    return Some(frame);
+                }
+                if queue.senders == 0 {
+                    return None;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// The next frame if one is waiting.
+    pub fn try_recv(&self) -> Option<ByteString> {
+        Self::pop(&mut self.shared.lock())
+    }
+
+    /// Completes once a push found the outbox full (also if that happened
+    /// before this was made).
+    pub fn overflowed(&self) -> Notified<'_> {
+        self.shared.overflow.notified()
+    }
+
+    fn pop(queue: &mut Queue) -> Option<ByteString> {
+        let frame = queue.frames.pop_front()?;
+        if queue.frames.is_empty() && queue.frames.capacity() > KEEP_SLOTS {
+            queue.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.receiver_gone = true;
+        queue.frames.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     #[tokio::test]
     async fn a_full_outbox_drops_and_flags_overflow() {
-        let (tx, mut rx) = outbox(2);
+        let (tx, rx) = outbox(2);
         assert_eq!(tx.push("a".into()), Push::Queued);
         assert_eq!(tx.push("b".into()), Push::Queued);
         assert_eq!(tx.push("c".into()), Push::Overflow);
-        rx.overflow.notified().await;
-        assert_eq!(rx.frames.recv().await.as_deref(), Some("a"));
-        assert_eq!(rx.frames.recv().await.as_deref(), Some("b"));
+        rx.overflowed().await;
+        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert_eq!(rx.try_recv().as_deref(), Some("b"));
+        assert_eq!(rx.try_recv(), None);
+        assert!(!tx.is_closed());
         drop(rx);
+        assert!(tx.is_closed());
         assert_eq!(tx.push("d".into()), Push::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_on_a_push_and_ends_with_the_last_sender() {
+        let (tx, rx) = outbox(4);
+        let other = tx.clone();
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let second = rx.recv().await;
+            let end = rx.recv().await;
+            (first, second, end)
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(tx.push("a".into()), Push::Queued);
+        assert_eq!(other.push("b".into()), Push::Queued);
+        drop(tx);
+        drop(other);
+        let (first, second, end) = waiting.await.unwrap();
+        assert_eq!(first.as_deref(), Some("a"));
+        assert_eq!(second.as_deref(), Some("b"));
+        assert_eq!(end, None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_no_frame() {
+        let (tx, rx) = outbox(4);
+        {
+            let pending = rx.recv();
+            tokio::pin!(pending);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(pending.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(tx.push("a".into()), Push::Queued);
+            // dropped here, after the push woke it but before it ran
+        }
+        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_slots_back() {
+        let (tx, rx) = outbox(1000);
+        for i in 0..200 {
+            assert_eq!(tx.push(i.to_string().into()), Push::Queued);
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.shared.lock().frames.capacity(), 0);
     }
 }

@@ -16,7 +16,7 @@
 #               tokio-tungstenite relay without storage: what this machine
 #               and this generator can do at all (not in the default steps)
 #   floor       the idle step against examples/actix_floor.rs, the hub's
-#               WebSocket stack (actix-web, actix-ws, mimalloc) with nothing
+#               WebSocket stack (actix-web, actix-ws, jemalloc) with nothing
 #               of the hub: the RSS per session any server on it pays (not
 #               in the default steps)
 set -euo pipefail

@@ -2,11 +2,13 @@
 
 use clap::Parser;
 
-/// mimalloc: the hub allocates many small, short-lived buffers on several
+/// jemalloc: the hub allocates many small, short-lived buffers on several
 /// threads at once, where glibc's allocator spends much of its time on locks
-/// and consolidation.
+/// and consolidation; and unlike mimalloc, which writes into every block it
+/// hands out, it leaves the untouched part of a connection's 8 KiB buffers
+/// out of memory (about 8 KiB an idle session, docs/benchmarks.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use telehub::config::{Args, Settings};
 
 #[actix_web::main]

@@ -44,11 +44,13 @@ pub async fn upgrade(
         return Err(ApiError::new(telehub_signaling::ErrorCode::Unavailable, "shutting down: connect to another node"));
     }
     let (response, ws, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limit = app.settings.max_frame_bytes;
+    let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
     let left = claims.exp - chrono::Utc::now().timestamp();
     let expires = Instant::now() + Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0));
     let (outbox, receiver) = outbox(app.settings.outbox_frames);
     let me = SessionRef { id: session_id(), identity: Arc::new(claims.identity()), outbox };
-    let app = app.get_ref().clone();
+    let app = app.into_inner();
     app.metrics.sessions_total.inc();
     let tracker = app.sessions.clone();
     actix_web::rt::spawn(tracker.track_future(Session::new(me, app, expires).run(ws, stream, receiver)));
