@@ -122,7 +122,8 @@ impl RoomState {
         let last = record.last_seq;
         RoomState {
             record,
-            sessions: LiteMap::new(),
+            // Room for a consultation's two, the patient and the doctor.
+            sessions: LiteMap::with_capacity(2),
             delivered: last,
             waiting: BTreeMap::new(),
             recent: VecDeque::new(),
