@@ -101,6 +101,8 @@ impl Session {
             info!("session open");
             self.app.metrics.sessions_open.inc();
             let end = self.serve(&mut ws, &mut stream, &outbox).await;
+            // Nothing more is read from the socket; only the close is left.
+            drop(stream);
             for (_, room) in self.rooms.drain() {
                 room.leave(&self.me, None, false);
             }
