@@ -57,8 +57,8 @@ pub struct Session {
     rooms: HashMap<String, RoomHandle>,
     /// Queues this session checked in to or watches.
     queues: HashSet<QueueId>,
-    /// The consultations it checked in for, with their queues.
-    checked_in: HashMap<String, QueueId>,
+    /// The consultations it checked in for.
+    checked_in: HashSet<String>,
     limiter: TokenBucket,
     /// Bad or rate-limited frames a client may send before it is cut off.
     abuse: TokenBucket,
@@ -76,7 +76,7 @@ impl Session {
             app,
             rooms: HashMap::new(),
             queues: HashSet::new(),
-            checked_in: HashMap::new(),
+            checked_in: HashSet::new(),
             expires,
         }
     }
@@ -398,7 +398,7 @@ impl Session {
                         .refuse(reference, Refusal::new(ErrorCode::Forbidden, format!("a {role} may not check in")));
                 }
                 // Checking in again for a consultation follows no new queue.
-                if !self.checked_in.contains_key(&room)
+                if !self.checked_in.contains(&room)
                     && let Err(refusal) = self.room_for_queues()
                 {
                     return self.refuse(reference, refusal);
@@ -406,8 +406,8 @@ impl Session {
                 let span = info_span!("checkin", room = %room);
                 match Box::pin(self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span)).await {
                     Ok(queue) => {
-                        self.queues.insert(queue.clone());
-                        self.checked_in.insert(room, queue);
+                        self.queues.insert(queue);
+                        self.checked_in.insert(room);
                     }
                     Err(refusal) => self.refuse(reference, refusal),
                 }

@@ -4,9 +4,9 @@ use clap::Parser;
 
 /// jemalloc: the hub allocates many small, short-lived buffers on several
 /// threads at once, where glibc's allocator spends much of its time on locks
-/// and consolidation; and unlike mimalloc, which writes into every block it
-/// hands out, it leaves the untouched part of a connection's 8 KiB buffers
-/// out of memory (about 8 KiB an idle session, docs/benchmarks.md).
+/// and consolidation. It carries chat as fast as mimalloc did and holds an
+/// idle session in about 8 KiB less (measured in docs/benchmarks.md, "The
+/// allocator, and a smaller session").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use telehub::config::{Args, Settings};
