@@ -7,7 +7,6 @@
 //! order a client sees is the order its rooms decided. Nothing here waits on
 //! a slow client except this session itself.
 
-use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -54,11 +53,14 @@ pub struct Session {
     /// Shared, not cloned: a clone of the state makes new actor addresses,
     /// a few hundred bytes that every session would keep.
     app: Arc<AppState>,
-    rooms: HashMap<String, RoomHandle>,
+    /// The rooms joined. This and the two sets below are vectors searched
+    /// in turn: a session is in a room or two, and a hash table's first
+    /// allocation (about 200 bytes) would outweigh what it holds.
+    rooms: Vec<(String, RoomHandle)>,
     /// Queues this session checked in to or watches.
-    queues: HashSet<QueueId>,
+    queues: Vec<QueueId>,
     /// The consultations it checked in for.
-    checked_in: HashSet<String>,
+    checked_in: Vec<String>,
     limiter: TokenBucket,
     /// Bad or rate-limited frames a client may send before it is cut off.
     abuse: TokenBucket,
@@ -74,9 +76,9 @@ impl Session {
             abuse: TokenBucket::new(1.0, 20.0, now),
             me,
             app,
-            rooms: HashMap::new(),
-            queues: HashSet::new(),
-            checked_in: HashSet::new(),
+            rooms: Vec::new(),
+            queues: Vec::new(),
+            checked_in: Vec::new(),
             expires,
         }
     }
@@ -103,10 +105,10 @@ impl Session {
             let end = self.serve(&mut ws, &mut stream, &outbox).await;
             // Nothing more is read from the socket; only the close is left.
             drop(stream);
-            for (_, room) in self.rooms.drain() {
+            for (_, room) in std::mem::take(&mut self.rooms) {
                 room.leave(&self.me, None, false);
             }
-            for queue in self.queues.drain() {
+            for queue in std::mem::take(&mut self.queues) {
                 self.app.rooms.queues().session_gone(&queue, self.me.id.clone());
             }
             self.app.metrics.sessions_open.dec();
@@ -121,30 +123,117 @@ impl Session {
         .instrument(span)
     }
 
-    async fn serve(
-        &mut self,
-        ws: &mut actix_ws::Session,
-        stream: &mut actix_ws::AggregatedMessageStream,
-        outbox: &OutboxReceiver,
-    ) -> End {
-        let settings = self.app.settings.clone();
-        let heartbeat = Duration::from_millis(settings.heartbeat_ms);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let expiry = tokio::time::sleep_until(self.expires.into());
-        tokio::pin!(expiry);
-        let shutdown = self.app.shutdown.clone();
-        let mut last_seen = Instant::now();
-        // The two waits that end the session are made once, not on every
-        // turn of the loop: each new one would register with its `Notify`
-        // and unregister again, a lock each, for every frame in or out.
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        let overflow = outbox.overflowed();
-        tokio::pin!(overflow);
+    /// The session's loop. Only what an idle session waits on lives in
+    /// this future for the session's lifetime: the socket, the outbox, one
+    /// timer and the two waits that end it. Whatever a wake-up does (a
+    /// burst of writes, a frame's handling, a ping, a goodbye) is boxed and
+    /// gone again once done.
+    ///
+    /// A plain function returning an `async` block, like [`Session::run`],
+    /// so that the future holds its arguments once.
+    fn serve<'a>(
+        &'a mut self,
+        ws: &'a mut actix_ws::Session,
+        stream: &'a mut actix_ws::AggregatedMessageStream,
+        outbox: &'a OutboxReceiver,
+    ) -> impl Future<Output = End> + 'a {
+        async move {
+            // One timer for the two deadlines: the next heartbeat and the
+            // token's expiry, whichever comes first.
+            let timer = tokio::time::sleep_until(self.next_deadline());
+            tokio::pin!(timer);
+            let shutdown = self.app.shutdown.clone();
+            let mut last_seen = Instant::now();
+            // The two waits that end the session are made once, not on every
+            // turn of the loop: each new one would register with its `Notify`
+            // and unregister again, a lock each, for every frame in or out.
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(cancelled);
+            let overflow = outbox.overflowed();
+            tokio::pin!(overflow);
 
-        // Only the text lives across the write: the task keeps whatever
-        // is held across an await for as long as the session lasts.
+            if Box::pin(self.welcome(ws)).await.is_err() {
+                return End::Gone;
+            }
+
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => return Box::pin(goaway(ws, outbox, self.app.settings.goaway_retry_ms)).await,
+                    () = &mut overflow => return End::Close(close::TOO_SLOW, "too slow to read"),
+                    () = &mut timer => {
+                        if timer.deadline() == self.expires.into() {
+                            return Box::pin(expired(ws)).await;
+                        }
+                        if last_seen.elapsed() > self.heartbeat() * 2 {
+                            return End::Close(1001, "heartbeat timeout");
+                        }
+                        if Box::pin(ws.ping(b"")).await.is_err() {
+                            return End::Gone;
+                        }
+                        // The next beat counts from now, so a late one does
+                        // not bring the one after it closer.
+                        timer.as_mut().reset(self.next_deadline());
+                    }
+                    frame = outbox.recv() => {
+                        let Some(frame) = frame else { return End::Gone };
+                        if let Err(end) = Box::pin(write_burst(ws, overflow.as_mut(), outbox, frame, self.heartbeat() * 2)).await {
+                            return end;
+                        }
+                    }
+                    message = stream.recv() => {
+                        last_seen = Instant::now();
+                        match message {
+                            None => return End::Gone,
+                            Some(Err(ProtocolError::Overflow)) => return End::Close(1009, "frame too large"),
+                            // A message over the limit in fragments: actix-ws
+                            // tells it only by this I/O error's text (a test
+                            // holds it to that).
+                            Some(Err(ProtocolError::Io(err))) if err.to_string().contains("maximum continuation size") => {
+                                return End::Close(1009, "message too large");
+                            }
+                            Some(Err(err)) => {
+                                debug!(error = %err, "protocol error");
+                                return End::Close(1002, "protocol error");
+                            }
+                            Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
+                                if let Err(end) = Box::pin(self.on_text(&text)).await {
+                                    return end;
+                                }
+                            }
+                            Some(Ok(actix_ws::AggregatedMessage::Binary(_))) => {
+                                self.reply(ServerFrame::error(None, ErrorCode::BadRequest, "binary frames are not accepted; send JSON text"));
+                                if self.strike() {
+                                    return End::Close(close::ABUSE, "too many bad frames");
+                                }
+                            }
+                            Some(Ok(actix_ws::AggregatedMessage::Ping(bytes))) => {
+                                if Box::pin(ws.pong(&bytes)).await.is_err() {
+                                    return End::Gone;
+                                }
+                            }
+                            Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => {}
+                            Some(Ok(actix_ws::AggregatedMessage::Close(_))) => return End::Close(1000, "bye"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.app.settings.heartbeat_ms)
+    }
+
+    /// When the session's timer is due next: a heartbeat from now, or the
+    /// token's expiry if that comes first.
+    fn next_deadline(&self) -> tokio::time::Instant {
+        (tokio::time::Instant::now() + self.heartbeat()).min(self.expires.into())
+    }
+
+    /// Sends `welcome`, the session's first frame.
+    async fn welcome(&self, ws: &mut actix_ws::Session) -> Result<(), actix_ws::Closed> {
+        let settings = &self.app.settings;
         let welcome = ServerFrame::Welcome {
             session: self.me.id.to_string(),
             user: self.me.identity.user.clone(),
@@ -154,95 +243,7 @@ impl Session {
             video: settings.enable_video,
         }
         .to_json();
-        if ws.text(welcome).await.is_err() {
-            return End::Gone;
-        }
-
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut cancelled => {
-                    // What the rooms gave this session already (acks of
-                    // stored messages among it) goes out first, for a
-                    // moment at most, so that fewer are sent again.
-                    let drain = async {
-                        while let Some(frame) = outbox.try_recv() {
-                            if ws.text(frame).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let _ = tokio::time::timeout(GOAWAY_DRAIN, drain).await;
-                    let goaway = ServerFrame::Goaway { retry_ms: settings.goaway_retry_ms };
-                    let _ = ws.text(goaway.to_json()).await;
-                    return End::Close(1001, "server shutting down");
-                }
-                () = &mut overflow => return End::Close(close::TOO_SLOW, "too slow to read"),
-                () = &mut expiry => {
-                    let frame = ServerFrame::error(None, ErrorCode::Unauthorized, "token expired");
-                    let _ = ws.text(frame.to_json()).await;
-                    return End::Close(close::UNAUTHORIZED, "token expired");
-                }
-                frame = outbox.recv() => {
-                    let Some(frame) = frame else { return End::Gone };
-                    if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
-                        return end;
-                    }
-                    for _ in 1..WRITE_BURST {
-                        let Some(frame) = outbox.try_recv() else { break };
-                        if let Err(end) = write(ws, overflow.as_mut(), frame, heartbeat * 2).await {
-                            return end;
-                        }
-                    }
-                }
-                message = stream.recv() => {
-                    last_seen = Instant::now();
-                    match message {
-                        None => return End::Gone,
-                        Some(Err(ProtocolError::Overflow)) => return End::Close(1009, "frame too large"),
-                        // A message over the limit in fragments: actix-ws
-                        // tells it only by this I/O error's text (a test
-                        // holds it to that).
-                        Some(Err(ProtocolError::Io(err))) if err.to_string().contains("maximum continuation size") => {
-                            return End::Close(1009, "message too large");
-                        }
-                        Some(Err(err)) => {
-                            debug!(error = %err, "protocol error");
-                            return End::Close(1002, "protocol error");
-                        }
-                        Some(Ok(actix_ws::AggregatedMessage::Text(text))) => {
-                            // Boxed: a frame's handling (a join, an admission) is
-                            // large and brief; an idle session should not carry
-                            // room for it.
-                            if let Err(end) = Box::pin(self.on_text(&text)).await {
-                                return end;
-                            }
-                        }
-                        Some(Ok(actix_ws::AggregatedMessage::Binary(_))) => {
-                            self.reply(ServerFrame::error(None, ErrorCode::BadRequest, "binary frames are not accepted; send JSON text"));
-                            if self.strike() {
-                                return End::Close(close::ABUSE, "too many bad frames");
-                            }
-                        }
-                        Some(Ok(actix_ws::AggregatedMessage::Ping(bytes))) => {
-                            if ws.pong(&bytes).await.is_err() {
-                                return End::Gone;
-                            }
-                        }
-                        Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(actix_ws::AggregatedMessage::Close(_))) => return End::Close(1000, "bye"),
-                    }
-                }
-                _ = ticker.tick() => {
-                    if last_seen.elapsed() > heartbeat * 2 {
-                        return End::Close(1001, "heartbeat timeout");
-                    }
-                    if ws.ping(b"").await.is_err() {
-                        return End::Gone;
-                    }
-                }
-            }
-        }
+        ws.text(welcome).await
     }
 
     /// Queues a reply behind whatever the rooms queued before it.
@@ -307,12 +308,21 @@ impl Session {
         Ok(())
     }
 
+    fn room(&self, room: &str) -> Option<&RoomHandle> {
+        self.rooms.iter().find(|(id, _)| id == room).map(|(_, handle)| handle)
+    }
+
+    fn take_room(&mut self, room: &str) -> Option<RoomHandle> {
+        let at = self.rooms.iter().position(|(id, _)| id == room)?;
+        Some(self.rooms.swap_remove(at).1)
+    }
+
     /// The joined room a frame is about, or the refusal to send.
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
-        match self.rooms.get(room) {
-            Some(handle) if handle.is_running() => Ok(&self.rooms[room]),
+        match self.room(room) {
+            Some(handle) if handle.is_running() => Ok(self.room(room).expect("just found")),
             Some(_) => {
-                self.rooms.remove(room);
+                self.take_room(room);
                 Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
             }
             None => Err(Refusal::new(ErrorCode::Forbidden, format!("join {room} first"))),
@@ -325,7 +335,7 @@ impl Session {
         match frame {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
             ClientFrame::Join { reference, room, since } => {
-                if !self.rooms.contains_key(&room) && self.rooms.len() >= MAX_ROOMS_PER_SESSION {
+                if self.room(&room).is_none() && self.rooms.len() >= MAX_ROOMS_PER_SESSION {
                     let refusal = Refusal::new(
                         ErrorCode::Conflict,
                         format!("a session may be in at most {MAX_ROOMS_PER_SESSION} rooms"),
@@ -336,13 +346,14 @@ impl Session {
                 // The rare, large awaits are boxed on their own too, so that
                 // the box of every frame's handling stays small for chat.
                 match Box::pin(self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span)).await {
-                    Ok(handle) => {
-                        self.rooms.insert(room, handle);
-                    }
+                    Ok(handle) => match self.rooms.iter_mut().find(|(id, _)| *id == room) {
+                        Some((_, joined)) => *joined = handle,
+                        None => push_one(&mut self.rooms, (room, handle)),
+                    },
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
-            ClientFrame::Leave { reference, room } => match self.rooms.remove(&room) {
+            ClientFrame::Leave { reference, room } => match self.take_room(&room) {
                 // A room that stopped (a fault) has let the session go.
                 Some(handle) if handle.is_running() => handle.leave(&me, reference, true),
                 _ => self.reply(ServerFrame::Left { reference, room }),
@@ -406,8 +417,8 @@ impl Session {
                 let span = info_span!("checkin", room = %room);
                 match Box::pin(self.app.rooms.check_in(&room, &me, reference.clone()).instrument(span)).await {
                     Ok(queue) => {
-                        self.queues.insert(queue);
-                        self.checked_in.insert(room);
+                        add(&mut self.queues, queue);
+                        add(&mut self.checked_in, room);
                     }
                     Err(refusal) => self.refuse(reference, refusal),
                 }
@@ -425,14 +436,25 @@ impl Session {
                     return self.refuse(reference, refusal);
                 }
                 match Box::pin(self.app.rooms.queues().watch(&queue, &me, reference.clone())).await {
-                    Ok(()) => {
-                        self.queues.insert(queue);
-                    }
+                    Ok(()) => add(&mut self.queues, queue),
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
         }
     }
+}
+
+/// Adds `item` to a short set kept as a vector.
+fn add<T: PartialEq>(set: &mut Vec<T>, item: T) {
+    if !set.contains(&item) {
+        push_one(set, item);
+    }
+}
+
+/// Pushes growing by one slot, not by doubling: these vectors stay short.
+fn push_one<T>(items: &mut Vec<T>, item: T) {
+    items.reserve_exact(1);
+    items.push(item);
 }
 
 /// Says what is wrong with a frame in words a client developer can act on.
@@ -465,4 +487,44 @@ async fn write(
         () = &mut overflow => Err(End::Close(close::TOO_SLOW, "too slow to read")),
         () = tokio::time::sleep(stall) => Err(End::Close(close::TOO_SLOW, "too slow to read")),
     }
+}
+
+/// Writes `first` and what else is queued, up to a burst, unless the client
+/// stops reading (see [`write`]).
+async fn write_burst(
+    ws: &mut actix_ws::Session,
+    mut overflow: Pin<&mut Notified<'_>>,
+    outbox: &OutboxReceiver,
+    first: ByteString,
+    stall: Duration,
+) -> Result<(), End> {
+    write(ws, overflow.as_mut(), first, stall).await?;
+    for _ in 1..WRITE_BURST {
+        let Some(frame) = outbox.try_recv() else { break };
+        write(ws, overflow.as_mut(), frame, stall).await?;
+    }
+    Ok(())
+}
+
+/// Tells the client its token expired.
+async fn expired(ws: &mut actix_ws::Session) -> End {
+    let frame = ServerFrame::error(None, ErrorCode::Unauthorized, "token expired").to_json();
+    let _ = ws.text(frame).await;
+    End::Close(close::UNAUTHORIZED, "token expired")
+}
+
+/// Says goodbye to a session on a node shutting down: what the rooms gave
+/// it already (acks of stored messages among it) goes out first, for a
+/// moment at most, so that fewer are sent again; then `goaway`.
+async fn goaway(ws: &mut actix_ws::Session, outbox: &OutboxReceiver, retry_ms: u64) -> End {
+    let drain = async {
+        while let Some(frame) = outbox.try_recv() {
+            if ws.text(frame).await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(GOAWAY_DRAIN, drain).await;
+    let _ = ws.text(ServerFrame::Goaway { retry_ms }.to_json()).await;
+    End::Close(1001, "server shutting down")
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
+use litemap::LiteMap;
 use telehub_signaling::{
     ErrorCode, MediaEvent, MediaInfo, MediaMode, MessageEvent, MessageKind, PaymentStatus, Peer, Role, RoomStatus,
     Sender, ServerFrame, SignalData, UserId, UserRef, format_time,
@@ -246,7 +247,9 @@ pub struct Room {
     state: Option<RoomState>,
     /// Why the room cannot serve, once loading failed.
     unusable: Option<Refusal>,
-    outboxes: HashMap<Arc<str>, Outbox>,
+    /// A sorted vector, not a hash map: a room holds a handful of
+    /// sessions, and a hash map's first table is about 120 bytes a room.
+    outboxes: LiteMap<Arc<str>, Outbox>,
     store: Arc<dyn RoomStore>,
     media: Arc<dyn MediaPolicy>,
     config: RoomConfig,
@@ -275,7 +278,7 @@ impl Room {
             id,
             state: None,
             unusable: None,
-            outboxes: HashMap::new(),
+            outboxes: LiteMap::with_capacity(2),
             store,
             media,
             config,
