@@ -131,6 +131,7 @@ impl Session {
     ///
     /// A plain function returning an `async` block, like [`Session::run`],
     /// so that the future holds its arguments once.
+    #[expect(clippy::manual_async_fn, reason = "an `async fn` would hold its arguments twice")]
     fn serve<'a>(
         &'a mut self,
         ws: &'a mut actix_ws::Session,
