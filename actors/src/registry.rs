@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::room::{EndOutcome, NoShow};
+use crate::room::{EndOutcome, NoShow, RoomEnv};
 use crate::{Broker, MediaPolicy, Queues, Refusal, Room, RoomConfig, RoomStore};
 
 /// Get the running room, starting it if needed.
@@ -59,11 +59,7 @@ pub(crate) struct CountRooms;
 pub struct RoomRegistry {
     rooms: HashMap<String, Addr<Room>>,
     arbiters: Vec<ArbiterHandle>,
-    store: Arc<dyn RoomStore>,
-    media: Arc<dyn MediaPolicy>,
-    config: RoomConfig,
-    queues: Queues,
-    broker: Option<Arc<dyn Broker>>,
+    env: Arc<RoomEnv>,
 }
 
 impl RoomRegistry {
@@ -87,7 +83,8 @@ impl RoomRegistry {
                 handle
             })
             .collect();
-        RoomRegistry { rooms: HashMap::new(), arbiters, store, media, config, queues, broker }
+        let env = RoomEnv { store, media, config, registry: None, queues, broker };
+        RoomRegistry { rooms: HashMap::new(), arbiters, env: Arc::new(env) }
     }
 
     fn arbiter_for(&self, room: &str, home: Option<ArbiterHandle>) -> ArbiterHandle {
@@ -105,6 +102,8 @@ impl Actor for RoomRegistry {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        // No room is open yet, so this changes the one copy in place.
+        Arc::make_mut(&mut self.env).registry = Some(ctx.address().downgrade());
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -117,19 +116,16 @@ impl Actor for RoomRegistry {
 impl RoomRegistry {
     /// The room's address, starting the room on its arbiter if it is not
     /// running.
-    fn open(&mut self, room: String, home: Option<ArbiterHandle>, ctx: &mut Context<Self>) -> Addr<Room> {
+    fn open(&mut self, room: String, home: Option<ArbiterHandle>) -> Addr<Room> {
         if let Some(addr) = self.rooms.get(&room)
             && addr.connected()
         {
             return addr.clone();
         }
         let id = room.clone();
-        let (store, media, config, queues, broker) =
-            (self.store.clone(), self.media.clone(), self.config.clone(), self.queues.clone(), self.broker.clone());
-        let registry = ctx.address();
+        let env = self.env.clone();
         let arbiter = self.arbiter_for(&id, home);
-        let addr =
-            Room::start_in_arbiter(&arbiter, move |_| Room::new(id, store, media, config, registry, queues, broker));
+        let addr = Room::start_in_arbiter(&arbiter, move |_| Room::new(id, env));
         self.rooms.insert(room, addr.clone());
         addr
     }
@@ -138,16 +134,16 @@ impl RoomRegistry {
 impl Handler<Open> for RoomRegistry {
     type Result = MessageResult<Open>;
 
-    fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.open(msg.room, msg.home, ctx))
+    fn handle(&mut self, msg: Open, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.open(msg.room, msg.home))
     }
 }
 
 impl Handler<NoShowAt> for RoomRegistry {
     type Result = ResponseFuture<Result<Option<EndOutcome>, Refusal>>;
 
-    fn handle(&mut self, msg: NoShowAt, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.open(msg.room, None, ctx);
+    fn handle(&mut self, msg: NoShowAt, _ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.open(msg.room, None);
         Box::pin(async move {
             addr.send(NoShow)
                 .await

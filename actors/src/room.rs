@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::WeakAddr;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chrono::Utc;
@@ -246,55 +247,60 @@ pub struct Room {
     /// `None` until the record is loaded, or if it could not be.
     state: Option<RoomState>,
     /// Why the room cannot serve, once loading failed.
-    unusable: Option<Refusal>,
+    /// Boxed: rare, and the room's task fits a smaller allocation without it.
+    unusable: Option<Box<Refusal>>,
     /// A sorted vector, not a hash map: a room holds a handful of
     /// sessions, and a hash map's first table is about 120 bytes a room.
     outboxes: LiteMap<Arc<str>, Outbox>,
-    store: Arc<dyn RoomStore>,
-    media: Arc<dyn MediaPolicy>,
-    config: RoomConfig,
-    registry: Addr<RoomRegistry>,
-    queues: Queues,
+    /// What every room of the node shares, held once.
+    env: Arc<RoomEnv>,
     idle_timer: Option<SpawnHandle>,
-    /// The other nodes, in a cluster.
-    broker: Option<Arc<dyn Broker>>,
     subscription: Option<u64>,
     gap_timer: Option<SpawnHandle>,
     /// Missing messages are being read from storage.
     filling: bool,
 }
 
+/// What the rooms of a node share: one per registry, so that a room holds
+/// a pointer where it held a copy of each (about 140 bytes a room, and an
+/// allocation for each actor address).
+#[derive(Clone)]
+pub(crate) struct RoomEnv {
+    pub store: Arc<dyn RoomStore>,
+    pub media: Arc<dyn MediaPolicy>,
+    pub config: RoomConfig,
+    /// Weak, as the registry holds this too; set once it has started.
+    pub registry: Option<WeakAddr<RoomRegistry>>,
+    pub queues: Queues,
+    /// The other nodes, in a cluster.
+    pub broker: Option<Arc<dyn Broker>>,
+}
+
 impl Room {
-    pub(crate) fn new(
-        id: String,
-        store: Arc<dyn RoomStore>,
-        media: Arc<dyn MediaPolicy>,
-        config: RoomConfig,
-        registry: Addr<RoomRegistry>,
-        queues: Queues,
-        broker: Option<Arc<dyn Broker>>,
-    ) -> Self {
+    pub(crate) fn new(id: String, env: Arc<RoomEnv>) -> Self {
         Room {
             id,
             state: None,
             unusable: None,
             outboxes: LiteMap::with_capacity(2),
-            store,
-            media,
-            config,
-            registry,
-            queues,
+            env,
             idle_timer: None,
-            broker,
             subscription: None,
             gap_timer: None,
             filling: false,
         }
     }
 
+    /// Tells the registry this room is stopping.
+    fn forget(&self, ctx: &mut Context<Self>) {
+        if let Some(registry) = self.env.registry.as_ref().and_then(WeakAddr::upgrade) {
+            registry.do_send(Forget { room: self.id.clone(), addr: ctx.address() });
+        }
+    }
+
     /// Tells the room's other nodes, in a cluster.
     fn publish(&self, event: impl FnOnce() -> ClusterEvent) {
-        if let Some(broker) = &self.broker {
+        if let Some(broker) = &self.env.broker {
             broker.publish(Topic::Room(&self.id), &event());
         }
     }
@@ -303,7 +309,7 @@ impl Room {
     fn ready(&mut self) -> Result<&mut RoomState, Refusal> {
         match (&mut self.state, &self.unusable) {
             (Some(state), _) => Ok(state),
-            (None, Some(refusal)) => Err(refusal.clone()),
+            (None, Some(refusal)) => Err(Refusal::clone(refusal)),
             (None, None) => Err(Refusal::new(ErrorCode::Unavailable, "room is loading")),
         }
     }
@@ -368,7 +374,7 @@ impl Room {
         self.outboxes.remove(session);
         let Some(state) = self.state.as_mut() else { return };
         if let Some(frame) = state.exit(session) {
-            if let Some(broker) = &self.broker {
+            if let Some(broker) = &self.env.broker {
                 broker.exit(&self.id, session);
             }
             self.broadcast(&frame, None, ctx);
@@ -394,10 +400,10 @@ impl Room {
     /// nodes was lost: read the missing messages from storage.
     fn watch_gap(&mut self, ctx: &mut Context<Self>) {
         let gap = self.state.as_ref().is_some_and(RoomState::has_gap);
-        if self.broker.is_none() || !gap || self.gap_timer.is_some() || self.filling {
+        if self.env.broker.is_none() || !gap || self.gap_timer.is_some() || self.filling {
             return;
         }
-        let handle = ctx.run_later(self.config.gap_wait, |act, ctx| {
+        let handle = ctx.run_later(self.env.config.gap_wait, |act, ctx| {
             act.gap_timer = None;
             if act.state.as_ref().is_some_and(RoomState::has_gap) {
                 act.fill(ctx);
@@ -416,8 +422,8 @@ impl Room {
         self.filling = true;
         state.write_started();
         let after = state.last_seq();
-        let limit = self.config.history_max;
-        let store = self.store.clone();
+        let limit = self.env.config.history_max;
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let load = async move { store.messages_after(&room, after, limit).await };
         ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
@@ -446,7 +452,7 @@ impl Room {
     }
 
     fn audit(&self, user: Option<&str>, action: &str, detail: serde_json::Value) {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let entry = AuditEntry {
             at: Utc::now(),
             room: Some(self.id.clone()),
@@ -469,12 +475,12 @@ impl Room {
         let in_call = crate::rights::in_call(user.role);
         let media = MediaInfo {
             mode: state.media_mode(),
-            ice_servers: if in_call { self.media.ice_servers(user) } else { Vec::new() },
+            ice_servers: if in_call { self.env.media.ice_servers(user) } else { Vec::new() },
             jitsi: match state.media_mode() {
-                MediaMode::Jitsi if in_call => self.media.jitsi(&self.id, user),
+                MediaMode::Jitsi if in_call => self.env.media.jitsi(&self.id, user),
                 _ => None,
             },
-            video: self.media.video(),
+            video: self.env.media.video(),
         };
         let joined = ServerFrame::Joined {
             reference,
@@ -487,7 +493,7 @@ impl Room {
             media,
             read: state.read_marks(),
         };
-        let over_limit = state.over_mesh_limit(self.media.mesh_limit());
+        let over_limit = state.over_mesh_limit(self.env.media.mesh_limit());
         // An admitted patient who comes in is no no-show.
         let showed = (state.status() == RoomStatus::Active && state.record().patient.id == user.id)
             .then(|| state.record().queue_id());
@@ -497,7 +503,7 @@ impl Room {
             ctx.cancel_future(idle);
         }
         if let Some(presence) = presence {
-            if let (Some(broker), ServerFrame::Presence { peer, .. }) = (&self.broker, &presence) {
+            if let (Some(broker), ServerFrame::Presence { peer, .. }) = (&self.env.broker, &presence) {
                 broker.enter(&self.id, peer);
             }
             self.broadcast(&presence, Some(&session.id), ctx);
@@ -507,7 +513,7 @@ impl Room {
             self.apply_media_mode(MediaMode::Jitsi, "mesh_limit", Some(None), ctx);
         }
         if let Some(queue) = showed {
-            self.queues.showed(&queue, &self.id);
+            self.env.queues.showed(&queue, &self.id);
         }
     }
 
@@ -525,7 +531,7 @@ impl Room {
             let Some(identity) = state.identity_of(id) else { continue };
             let jitsi = match mode {
                 MediaMode::Jitsi if crate::rights::in_call(identity.user.role) => {
-                    self.media.jitsi(&self.id, &identity.user)
+                    self.env.media.jitsi(&self.id, &identity.user)
                 }
                 _ => None,
             };
@@ -539,7 +545,7 @@ impl Room {
         }
         let Some(by) = by else { return };
         self.publish(|| ClusterEvent::Media { mode, reason: reason.to_owned() });
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         actix::spawn(async move {
             if let Err(err) = store.set_media_mode(&room, mode).await {
@@ -555,11 +561,11 @@ impl Room {
         if !idle || self.idle_timer.is_some() {
             return;
         }
-        let handle = ctx.run_later(self.config.idle_timeout, |act, ctx| {
+        let handle = ctx.run_later(self.env.config.idle_timeout, |act, ctx| {
             act.idle_timer = None;
             if act.state.as_ref().is_none_or(RoomState::is_idle) {
                 debug!(room = %act.id, "room idle, stopping");
-                act.registry.do_send(Forget { room: act.id.clone(), addr: ctx.address() });
+                act.forget(ctx);
                 ctx.stop();
             }
         });
@@ -579,9 +585,9 @@ impl Actor for Room {
     /// is taken once (`seq` and session ids tell).
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = self.id.clone();
-        let broker = self.broker.clone();
+        let broker = self.env.broker.clone();
         let me = ctx.address().recipient();
         let load = async move {
             let subscription = match &broker {
@@ -608,9 +614,9 @@ impl Actor for Room {
                 Ok(Some((record, markers, remote))) => {
                     let mut state = RoomState::new(
                         record,
-                        act.config.recent_capacity,
-                        act.config.history_default,
-                        act.config.history_max,
+                        act.env.config.recent_capacity,
+                        act.env.config.history_default,
+                        act.env.config.history_max,
                     );
                     state.set_read_markers(markers);
                     for entry in remote {
@@ -621,20 +627,21 @@ impl Actor for Room {
                     return;
                 }
                 Ok(None) => {
-                    act.unusable = Some(Refusal::new(ErrorCode::NotFound, format!("no consultation {}", act.id)));
+                    act.unusable =
+                        Some(Box::new(Refusal::new(ErrorCode::NotFound, format!("no consultation {}", act.id))));
                 }
-                Err(err) => act.unusable = Some(Refusal::from(err)),
+                Err(err) => act.unusable = Some(Box::new(Refusal::from(err))),
             }
             // Forget the room at once so that the next attempt loads afresh
             // (the consultation may be created, or storage come back), but
             // answer what is already in the mailbox before stopping.
-            act.registry.do_send(Forget { room: act.id.clone(), addr: ctx.address() });
+            act.forget(ctx);
             ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
         }));
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        if let (Some(broker), Some(id)) = (&self.broker, self.subscription) {
+        if let (Some(broker), Some(id)) = (&self.env.broker, self.subscription) {
             broker.unsubscribe(Topic::Room(&self.id), id);
         }
     }
@@ -661,7 +668,7 @@ impl Handler<Join> for Room {
         if let Some(state) = self.state.as_mut() {
             state.write_started();
         }
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let query = plan.clone();
         let load = async move {
@@ -738,7 +745,7 @@ impl Handler<Chat> for Room {
             kind: MessageKind::Text,
             text: text.clone(),
         };
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = ctx.address();
         // A plain task per write, woken only by its own reply: futures
         // spawned into the actor's context would all be polled on every
@@ -761,7 +768,7 @@ impl Room {
         refusal: Refusal,
         ctx: &mut Context<Self>,
     ) {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = ctx.address();
         let id = self.id.clone();
         actix::spawn(async move {
@@ -890,7 +897,7 @@ impl Handler<MarkRead> for Room {
             return Self::reply_ok(&session.outbox, reference);
         };
         state.write_started();
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let addr = ctx.address();
         actix::spawn(async move {
@@ -942,7 +949,7 @@ impl Handler<Relay> for Room {
             return Self::reply_error(&session.outbox, reference, refusal);
         }
         if self.state.as_ref().is_some_and(|s| s.is_remote(&to)) {
-            if self.broker.as_ref().is_some_and(|b| !b.is_ready()) {
+            if self.env.broker.as_ref().is_some_and(|b| !b.is_ready()) {
                 // Signals are not kept: one that cannot leave now is lost,
                 // so the sender is told rather than given an `ok`.
                 let refusal =
@@ -1020,7 +1027,7 @@ impl Handler<Admit> for Room {
             Ok(before) => before,
             Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
         };
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let write = async move { store.set_status(&room, RoomStatus::Active, Utc::now(), None).await };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
@@ -1073,7 +1080,7 @@ impl Handler<End> for Room {
             return Box::pin(fut::ready(Err(refusal)));
         }
         let at = Utc::now();
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let by = Person { id: msg.by.id.clone(), name: msg.by.name.clone() };
         let write = async move { store.set_status(&room, RoomStatus::Ended, at, Some(by)).await };
@@ -1117,7 +1124,7 @@ impl Handler<PostSystem> for Room {
             kind: MessageKind::System,
             text: msg.text.clone(),
         };
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let write = async move { store.append(new).await };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             if let Some(state) = act.state.as_mut() {
@@ -1191,7 +1198,7 @@ impl Handler<FromCluster> for Room {
                     return;
                 }
                 info!(room = %self.id, sessions = sessions.len(), "sessions of a node that stopped answering left");
-                if let Some(broker) = &self.broker {
+                if let Some(broker) = &self.env.broker {
                     broker.forget(&self.id, &sessions);
                 }
                 for frame in frames {
@@ -1272,7 +1279,7 @@ impl Room {
     /// take the others' from the cluster's presence, and read the messages
     /// that may have been missed from storage.
     fn resync(&mut self, ctx: &mut Context<Self>) {
-        let (Some(broker), Some(state)) = (self.broker.clone(), self.state.as_ref()) else { return };
+        let (Some(broker), Some(state)) = (self.env.broker.clone(), self.state.as_ref()) else { return };
         broker.roster(&self.id, &state.local_peers());
         let known = state.record().clone();
         self.fill(ctx);
@@ -1308,7 +1315,7 @@ impl Room {
     /// when the read began; a field that changed here since is newer than
     /// the read and is kept.
     fn catch_up(&mut self, known: RoomRecord, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let read = async move { (store.load_room(&room).await, store.read_markers(&room).await) };
         ctx.spawn(read.into_actor(self).map(move |(record, markers), act, ctx| {
@@ -1445,7 +1452,7 @@ impl Handler<NoShow> for Room {
             Err(refusal) => return Box::pin(fut::ready(Err(refusal))),
         }
         let at = Utc::now();
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let room = self.id.clone();
         let by = UserRef { id: "system".into(), name: "No-show".into() };
         let stored_by = Person { id: by.id.clone(), name: by.name.clone() };
