@@ -159,24 +159,16 @@ impl Session {
             }
 
             loop {
+                // The expiry is checked on every turn too, so that a busy
+                // session, whose timer branch may not win, still ends on
+                // time.
+                if Instant::now() >= self.expires {
+                    return Box::pin(expired(ws)).await;
+                }
                 tokio::select! {
                     biased;
                     () = &mut cancelled => return Box::pin(goaway(ws, outbox, self.app.settings.goaway_retry_ms)).await,
                     () = &mut overflow => return End::Close(close::TOO_SLOW, "too slow to read"),
-                    () = &mut timer => {
-                        if timer.deadline() == self.expires.into() {
-                            return Box::pin(expired(ws)).await;
-                        }
-                        if last_seen.elapsed() > self.heartbeat() * 2 {
-                            return End::Close(1001, "heartbeat timeout");
-                        }
-                        if Box::pin(ws.ping(b"")).await.is_err() {
-                            return End::Gone;
-                        }
-                        // The next beat counts from now, so a late one does
-                        // not bring the one after it closer.
-                        timer.as_mut().reset(self.next_deadline());
-                    }
                     frame = outbox.recv() => {
                         let Some(frame) = frame else { return End::Gone };
                         if let Err(end) = Box::pin(write_burst(ws, overflow.as_mut(), outbox, frame, self.heartbeat() * 2)).await {
@@ -217,6 +209,22 @@ impl Session {
                             Some(Ok(actix_ws::AggregatedMessage::Pong(_))) => {}
                             Some(Ok(actix_ws::AggregatedMessage::Close(_))) => return End::Close(1000, "bye"),
                         }
+                    }
+                    // Last, as the heartbeat's silence counts only once
+                    // whatever the socket holds has been read.
+                    () = &mut timer => {
+                        if timer.deadline() == self.expires.into() {
+                            return Box::pin(expired(ws)).await;
+                        }
+                        if last_seen.elapsed() > self.heartbeat() * 2 {
+                            return End::Close(1001, "heartbeat timeout");
+                        }
+                        if Box::pin(ws.ping(b"")).await.is_err() {
+                            return End::Gone;
+                        }
+                        // The next beat counts from now, so a late one does
+                        // not bring the one after it closer.
+                        timer.as_mut().reset(self.next_deadline());
                     }
                 }
             }
