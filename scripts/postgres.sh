@@ -34,24 +34,39 @@ run_server() {
     [ -z "${DURABLE:-}" ] || sync=""
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
         -o "-p $(cat "$dir/port") -k $dir -c listen_addresses=127.0.0.1 $sync -c max_connections=400" \
-        start >/dev/null || { cat "$dir/postgres.log" >&2; exit 1; }
+        start >/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 case $cmd in
 start)
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$dir"
-    echo "$port" >"$dir/port"
     as_owner "$bin/initdb" -D "$dir/data" -U telehub --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
-    run_server
-    echo "postgres://telehub@127.0.0.1:$port/postgres"
+    # The free port is found before the server binds it, so another
+    # process may take it in between: then try another, a few times.
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        echo "$port" >"$dir/port"
+        : >"$dir/postgres.log"
+        if run_server; then
+            echo "postgres://telehub@127.0.0.1:$port/postgres"
+            exit 0
+        fi
+        grep -q "Address already in use" "$dir/postgres.log" || break
+        echo "port $port was taken before PostgreSQL bound it (attempt $attempt); trying another" >&2
+    done
+    cat "$dir/postgres.log" >&2
+    exit 1
     ;;
 pause)
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
     ;;
 resume)
-    run_server
+    run_server || { cat "$dir/postgres.log" >&2; exit 1; }
     ;;
 stop)
     as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
