@@ -329,14 +329,14 @@ impl Session {
 
     /// The joined room a frame is about, or the refusal to send.
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
-        match self.room(room) {
-            Some(handle) if handle.is_running() => Ok(self.room(room).expect("just found")),
-            Some(_) => {
-                self.take_room(room);
-                Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
-            }
-            None => Err(Refusal::new(ErrorCode::Forbidden, format!("join {room} first"))),
+        let Some(at) = self.rooms.iter().position(|(id, _)| id == room) else {
+            return Err(Refusal::new(ErrorCode::Forbidden, format!("join {room} first")));
+        };
+        if self.rooms[at].1.is_running() {
+            return Ok(&self.rooms[at].1);
         }
+        self.rooms.swap_remove(at);
+        Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
     }
 
     async fn dispatch(&mut self, frame: ClientFrame) {
