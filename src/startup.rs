@@ -122,6 +122,18 @@ async fn build(settings: Settings, addr: SocketAddr) -> anyhow::Result<(AppState
 /// gracefully: every session gets `goaway` and a 1001 close, pending writes
 /// are flushed, connections close. Must run inside an actix system.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(settings, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], handing the node's state to `ready` once it is built and
+/// before the node serves: for a program that embeds the hub, or a test
+/// that reaches into the node it runs.
+pub async fn run_with(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(&AppState),
+) -> anyhow::Result<()> {
     let workers = settings.http_workers();
     // A listener made with the standard library has a short accept queue;
     // a reconnect storm would overflow it and clients would wait a second
@@ -129,6 +141,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: impl Futur
     socket2::SockRef::from(&listener).listen(4096)?;
     let addr = listener.local_addr()?;
     let (app, worker) = build(settings, addr).await?;
+    ready(&app);
     let notifications = tokio::spawn(worker.run(app.shutdown.clone()));
     let state = app.clone();
     let server = HttpServer::new(move || {

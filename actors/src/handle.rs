@@ -85,6 +85,23 @@ impl Rooms {
         Ok(ticket.queue)
     }
 
+    /// Makes the room panic, as a bug in it would, and returns once it is
+    /// gone; `false` if the room was not running. For tests of what
+    /// sessions and the registry do when a room stops under its members.
+    #[cfg(feature = "test-util")]
+    pub async fn crash(&self, room: &str) -> bool {
+        let Ok(Some(addr)) = self.registry.send(Peek { room: room.to_owned() }).await else { return false };
+        // The reply is lost with the panic, which unwinds the room's task;
+        // the mailbox goes with the task a moment later.
+        let _ = addr.send(crate::room::Crash).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while addr.connected() {
+            assert!(std::time::Instant::now() < deadline, "room {room} did not stop after its panic");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        true
+    }
+
     async fn open(&self, room: &str) -> Result<Addr<Room>, Refusal> {
         let home = Arbiter::try_current();
         self.registry.send(Open { room: room.to_owned(), home }).await.map_err(|_| gone())

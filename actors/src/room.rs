@@ -1479,3 +1479,19 @@ impl Handler<NoShow> for Room {
         }))
     }
 }
+
+/// Makes the room panic, as a bug in it would: the fault that
+/// [`crate::Rooms::crash`] injects for tests.
+#[cfg(feature = "test-util")]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Crash;
+
+#[cfg(feature = "test-util")]
+impl Handler<Crash> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, _ctx: &mut Context<Self>) {
+        panic!("a fault injected into room {}", self.id);
+    }
+}

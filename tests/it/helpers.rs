@@ -39,6 +39,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db_url: String,
     pub http: reqwest::Client,
+    /// The node's rooms, for tests that inject a fault into one.
+    pub rooms: telehub_actors::Rooms,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
     pub dir: Arc<tempfile::TempDir>,
@@ -111,12 +113,21 @@ pub async fn start(settings: Settings, dir: Arc<tempfile::TempDir>) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let db_url = settings.database_url.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (rooms_tx, rooms_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(telehub::startup::run(settings, listener, async {
+        let shutdown = async {
             let _ = rx.await;
-        }))
+        };
+        let ready = |app: &telehub::app::AppState| {
+            let _ = rooms_tx.send(app.rooms.clone());
+        };
+        actix_web::rt::System::new().block_on(telehub::startup::run_with(settings, listener, shutdown, ready))
     });
-    let app = TestApp { addr, db_url, http: reqwest::Client::new(), shutdown: Some(tx), thread: Some(thread), dir };
+    // Dropped unsent when the node fails before it is built.
+    let rooms =
+        tokio::time::timeout(PATIENCE, rooms_rx).await.expect("node was not built").expect("node did not start");
+    let app =
+        TestApp { addr, db_url, http: reqwest::Client::new(), rooms, shutdown: Some(tx), thread: Some(thread), dir };
     // The listener is bound and listening already, so this request waits in
     // its accept queue until the node serves; if the node fails to start, the
     // listener closes and the request fails.

@@ -6,6 +6,7 @@ mod bad_input;
 mod chat;
 mod cluster;
 mod end;
+mod faults;
 mod helpers;
 mod history;
 mod media;
