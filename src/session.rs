@@ -106,8 +106,12 @@ impl Session {
             let end = self.serve(&mut ws, &mut stream, &outbox).await;
             // Nothing more is read from the socket; only the close is left.
             drop(stream);
-            for (_, room) in std::mem::take(&mut self.rooms) {
-                room.leave(&self.me, None, false);
+            for (id, room) in std::mem::take(&mut self.rooms) {
+                if room.is_running() {
+                    room.leave(&self.me, None, false);
+                } else {
+                    self.app.rooms.let_go(&id, &self.me.id);
+                }
             }
             for queue in std::mem::take(&mut self.queues) {
                 self.app.rooms.queues().session_gone(&queue, self.me.id.clone());
@@ -336,6 +340,7 @@ impl Session {
             return Ok(&self.rooms[at].1);
         }
         self.rooms.swap_remove(at);
+        self.app.rooms.let_go(room, &self.me.id);
         Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
     }
 
@@ -364,9 +369,13 @@ impl Session {
                 }
             }
             ClientFrame::Leave { reference, room } => match self.take_room(&room) {
-                // A room that stopped (a fault) has let the session go.
                 Some(handle) if handle.is_running() => handle.leave(&me, reference, true),
-                _ => self.reply(ServerFrame::Left { reference, room }),
+                // A room that stopped (a fault) has let the session go.
+                Some(_) => {
+                    self.app.rooms.let_go(&room, &me.id);
+                    self.reply(ServerFrame::Left { reference, room });
+                }
+                None => self.reply(ServerFrame::Left { reference, room }),
             },
             ClientFrame::Chat { reference, room, client_id, text } => match self.joined(&room) {
                 Ok(handle) => handle.chat(&me, reference, client_id, text),

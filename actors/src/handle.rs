@@ -85,6 +85,16 @@ impl Rooms {
         Ok(ticket.queue)
     }
 
+    /// A session lets go of a room that stopped under it (after a fault):
+    /// the room can no longer say that the session left, so in a cluster
+    /// its presence there is withdrawn here, and the other nodes' rooms see
+    /// it leave. Joining again brings it back.
+    pub fn let_go(&self, room: &str, session: &str) {
+        if let Some(broker) = &self.broker {
+            broker.exit(room, session);
+        }
+    }
+
     /// Makes the room panic, as a bug in it would, and returns once it is
     /// gone; `false` if the room was not running. For tests of what
     /// sessions and the registry do when a room stops under its members.

@@ -593,6 +593,59 @@ async fn a_killed_node_s_sessions_leave_and_its_clients_resume_elsewhere() {
     assert_eq!(next_message(&mut doctor).await, (21, "after the crash".into()));
 }
 
+/// A room that panics on one node cannot tell the others that its sessions
+/// left; the sessions do, when they let go of it.
+#[tokio::test]
+async fn a_room_that_stops_under_its_members_lets_the_other_nodes_see_them_leave_and_return() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    let (mut patient, mut doctor) = across(&a, &b, "c-fault").await;
+    assert_eq!(patient.chat("c-fault", "1", "one").await["seq"], 1);
+    assert_eq!(next_message(&mut doctor).await, (1, "one".into()));
+    let session = json!(patient.session);
+    let is_the_patient =
+        |frame: &Value, event: &str| (&frame["event"], &frame["peer"]["session"]) == (&json!(event), &session);
+
+    // Refused with `unavailable`, the patient's session lets go of the
+    // room, and the doctor on node b sees it leave; it joins again, and the
+    // new room on node a takes the cluster's traffic.
+    assert!(a.rooms.crash("c-fault").await);
+    let refused = patient.request(json!({"type": "chat", "room": "c-fault", "client_id": "2", "text": "two"})).await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert!(is_the_patient(&doctor.recv_type("presence").await, "leave"));
+    let joined = patient.join("c-fault", Some(1)).await;
+    assert_eq!(joined["peers"][0]["session"], doctor.session.as_str(), "{joined}");
+    assert!(is_the_patient(&doctor.recv_type("presence").await, "join"));
+    assert_eq!(patient.chat("c-fault", "2", "two").await["seq"], 2);
+    assert_eq!(next_message(&mut doctor).await, (2, "two".into()));
+    doctor.chat("c-fault", "3", "three").await;
+    assert_eq!(next_message(&mut patient).await, (2, "two".into()));
+    assert_eq!(next_message(&mut patient).await, (3, "three".into()));
+
+    // A session that closes in a stopped room lets go of it too: node a
+    // lives on, and still the doctor sees the patient leave.
+    assert!(a.rooms.crash("c-fault").await);
+    patient.ws.close(None).await.unwrap();
+    assert_eq!(patient.closed().await, Some(1000));
+    let leave = doctor.recv_type("presence").await;
+    assert!(is_the_patient(&leave, "leave"), "{leave}");
+    // The stopped room unsubscribed as it went (actix stops an actor whose
+    // task unwinds), and node b's subscription stays.
+    eventually("node a unsubscribes from the room it lost", || async {
+        subscriptions(&cluster.redis, "telehub:{c-fault}:events").await == 1
+    })
+    .await;
+}
+
+/// How many connections subscribe to a channel of Redis.
+async fn subscriptions(redis: &Redis, channel: &str) -> i64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, count): (String, i64) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut conn).await.unwrap();
+    count
+}
+
 #[tokio::test]
 async fn a_node_that_stops_moves_its_clients_to_another_with_nothing_lost() {
     let cluster = Cluster::new().await;
