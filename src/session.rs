@@ -107,11 +107,7 @@ impl Session {
             // Nothing more is read from the socket; only the close is left.
             drop(stream);
             for (id, room) in std::mem::take(&mut self.rooms) {
-                if room.is_running() {
-                    room.leave(&self.me, None, false);
-                } else {
-                    self.app.rooms.let_go(&id, &self.me.id);
-                }
+                self.part(&id, &room, None, false);
             }
             for queue in std::mem::take(&mut self.queues) {
                 self.app.rooms.queues().session_gone(&queue, self.me.id.clone());
@@ -331,6 +327,19 @@ impl Session {
         Some(self.rooms.swap_remove(at).1)
     }
 
+    /// Leaves a room this session has let go of; with `reply` the session
+    /// gets `left`. A room that stopped under it (a fault) can no longer
+    /// say so, so the session withdraws its presence itself and answers.
+    fn part(&self, room: &str, handle: &RoomHandle, reference: Option<String>, reply: bool) {
+        if handle.is_running() {
+            return handle.leave(&self.me, reference, reply);
+        }
+        self.app.rooms.let_go(room, &self.me.id);
+        if reply {
+            self.reply(ServerFrame::Left { reference, room: room.to_owned() });
+        }
+    }
+
     /// The joined room a frame is about, or the refusal to send.
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
         let Some(at) = self.rooms.iter().position(|(id, _)| id == room) else {
@@ -369,12 +378,7 @@ impl Session {
                 }
             }
             ClientFrame::Leave { reference, room } => match self.take_room(&room) {
-                Some(handle) if handle.is_running() => handle.leave(&me, reference, true),
-                // A room that stopped (a fault) has let the session go.
-                Some(_) => {
-                    self.app.rooms.let_go(&room, &me.id);
-                    self.reply(ServerFrame::Left { reference, room });
-                }
+                Some(handle) => self.part(&room, &handle, reference, true),
                 None => self.reply(ServerFrame::Left { reference, room }),
             },
             ClientFrame::Chat { reference, room, client_id, text } => match self.joined(&room) {

@@ -61,6 +61,11 @@ impl Redis {
         }
     }
 
+    /// A connection of the test's own, to look into the server.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
@@ -199,8 +204,7 @@ async fn across(a: &TestApp, b: &TestApp, room: &str) -> (Client, Client) {
 
 /// The liveness score of the instance of a node (`node-a/`) in Redis.
 async fn listed_score(redis: &Redis, prefix: &str) -> Option<f64> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis.connection().await;
     let listed: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg("telehub:nodes")
         .arg(0)
@@ -624,6 +628,8 @@ async fn a_room_that_stops_under_its_members_lets_the_other_nodes_see_them_leave
 
     // A session that closes in a stopped room lets go of it too: node a
     // lives on, and still the doctor sees the patient leave.
+    let channel = "telehub:{c-fault}:events";
+    assert_eq!(subscriptions(&cluster.redis, channel).await, 2, "both nodes' rooms subscribe");
     assert!(a.rooms.crash("c-fault").await);
     patient.ws.close(None).await.unwrap();
     assert_eq!(patient.closed().await, Some(1000));
@@ -632,15 +638,14 @@ async fn a_room_that_stops_under_its_members_lets_the_other_nodes_see_them_leave
     // The stopped room unsubscribed as it went (actix stops an actor whose
     // task unwinds), and node b's subscription stays.
     eventually("node a unsubscribes from the room it lost", || async {
-        subscriptions(&cluster.redis, "telehub:{c-fault}:events").await == 1
+        subscriptions(&cluster.redis, channel).await == 1
     })
     .await;
 }
 
 /// How many connections subscribe to a channel of Redis.
 async fn subscriptions(redis: &Redis, channel: &str) -> i64 {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis.connection().await;
     let (_, count): (String, i64) =
         redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut conn).await.unwrap();
     count
