@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use telehub_actors::{Identity, OutboxReceiver, QueueId, Refusal, RoomHandle, SessionRef};
+use telehub_actors::{Identity, Lost, Next, OutboxReceiver, QueueId, Refusal, RoomHandle, SessionRef};
 use telehub_signaling::{ClientFrame, ErrorCode, RefOnly, Role, ServerFrame, UserRef};
 use tokio::sync::futures::Notified;
 use tracing::{Instrument, debug, info, info_span};
@@ -57,6 +57,10 @@ pub struct Session {
     /// in turn: a session is in a room or two, and a hash table's first
     /// allocation (about 200 bytes) would outweigh what it holds.
     rooms: Vec<(String, RoomHandle)>,
+    /// Rooms that stopped under this session (a fault) and that it let go
+    /// of, until it joins or leaves them: a frame for one is told to join
+    /// again, as it may have been sent before the client heard.
+    restarted: Vec<String>,
     /// Queues this session checked in to or watches.
     queues: Vec<QueueId>,
     /// The consultations it checked in for.
@@ -77,6 +81,7 @@ impl Session {
             me,
             app,
             rooms: Vec::new(),
+            restarted: Vec::new(),
             queues: Vec::new(),
             checked_in: Vec::new(),
             expires,
@@ -169,12 +174,15 @@ impl Session {
                     biased;
                     () = &mut cancelled => return Box::pin(goaway(ws, outbox, self.app.settings.goaway_retry_ms)).await,
                     () = &mut overflow => return End::Close(close::TOO_SLOW, "too slow to read"),
-                    frame = outbox.recv() => {
-                        let Some(frame) = frame else { return End::Gone };
-                        if let Err(end) = Box::pin(write_burst(ws, overflow.as_mut(), outbox, frame, self.heartbeat() * 2)).await {
-                            return end;
+                    next = outbox.recv() => match next {
+                        None => return End::Gone,
+                        Some(Next::Frame(frame)) => {
+                            if let Err(end) = Box::pin(write_burst(ws, overflow.as_mut(), outbox, frame, self.heartbeat() * 2)).await {
+                                return end;
+                            }
                         }
-                    }
+                        Some(Next::Lost(lost)) => Box::pin(self.lost(lost)).await,
+                    },
                     message = stream.recv() => {
                         last_seen = Instant::now();
                         match message {
@@ -300,6 +308,8 @@ impl Session {
                 code: ErrorCode::RateLimited,
                 message: "rate limit exceeded".into(),
                 retry_ms: Some(retry_ms),
+                room: None,
+                queue: None,
             });
             return if self.strike() { Err(End::Close(close::ABUSE, "rate limit abused")) } else { Ok(()) };
         }
@@ -343,6 +353,9 @@ impl Session {
     /// The joined room a frame is about, or the refusal to send.
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
         let Some(at) = self.rooms.iter().position(|(id, _)| id == room) else {
+            if take(&mut self.restarted, room) {
+                return Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")));
+            }
             return Err(Refusal::new(ErrorCode::Forbidden, format!("join {room} first")));
         };
         if self.rooms[at].1.is_running() {
@@ -351,6 +364,63 @@ impl Session {
         self.rooms.swap_remove(at);
         self.app.rooms.let_go(room, &self.me.id);
         Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
+    }
+
+    /// Takes up what the session lost when a room or queue it follows
+    /// stopped under it (a fault in the hub). A queue is followed again at
+    /// once, from its stored line, and the client sees only a fresh update;
+    /// a room, whose history the client must ask for with its own `since`,
+    /// is let go of and the client told to join again. So is a queue that
+    /// cannot be followed again now (storage down).
+    async fn lost(&mut self, lost: Lost) {
+        match lost {
+            Lost::Room { room, handle } => {
+                // Not if the session let go of that run of the room already
+                // (a frame found it gone) and maybe joined the next.
+                let Some(at) = self.rooms.iter().position(|(id, joined)| *id == room && *joined == handle) else {
+                    return;
+                };
+                self.rooms.swap_remove(at);
+                self.app.rooms.let_go(&room, &self.me.id);
+                let message = format!("{room} restarted: join again");
+                add(&mut self.restarted, room.clone());
+                self.notice(message, Some(room), None);
+            }
+            Lost::Watch(queue) => {
+                if !self.queues.contains(&queue) {
+                    return;
+                }
+                let watched = self.app.rooms.queues().watch(&queue, &self.me, None).await;
+                if let Err(refusal) = watched {
+                    take(&mut self.queues, &queue);
+                    let name = queue.name().to_owned();
+                    debug!(queue = %queue, error = %refusal.message, "queue not followed again after its restart");
+                    self.notice(format!("queue {name} restarted: watch again"), None, Some(name));
+                }
+            }
+            Lost::CheckIn(room) => {
+                if !self.checked_in.contains(&room) {
+                    return;
+                }
+                if let Err(refusal) = self.app.rooms.check_in(&room, &self.me, None).await {
+                    take(&mut self.checked_in, &room);
+                    debug!(room = %room, error = %refusal.message, "not checked in again after the queue's restart");
+                    self.notice(format!("the queue of {room} restarted: check in again"), Some(room), None);
+                }
+            }
+        }
+    }
+
+    /// An `unavailable` notice without `ref`, about a room or a queue.
+    fn notice(&self, message: String, room: Option<String>, queue: Option<String>) {
+        self.reply(ServerFrame::Error {
+            reference: None,
+            code: ErrorCode::Unavailable,
+            message,
+            retry_ms: None,
+            room,
+            queue,
+        });
     }
 
     async fn dispatch(&mut self, frame: ClientFrame) {
@@ -369,6 +439,7 @@ impl Session {
                 let span = info_span!("join", room = %room);
                 // The rare, large awaits are boxed on their own too, so that
                 // the box of every frame's handling stays small for chat.
+                take(&mut self.restarted, &room);
                 match Box::pin(self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span)).await {
                     Ok(handle) => match self.rooms.iter_mut().find(|(id, _)| *id == room) {
                         Some((_, joined)) => *joined = handle,
@@ -379,7 +450,10 @@ impl Session {
             }
             ClientFrame::Leave { reference, room } => match self.take_room(&room) {
                 Some(handle) => self.part(&room, &handle, reference, true),
-                None => self.reply(ServerFrame::Left { reference, room }),
+                None => {
+                    take(&mut self.restarted, &room);
+                    self.reply(ServerFrame::Left { reference, room });
+                }
             },
             ClientFrame::Chat { reference, room, client_id, text } => match self.joined(&room) {
                 Ok(handle) => handle.chat(&me, reference, client_id, text),
@@ -472,6 +546,13 @@ fn add<T: PartialEq>(set: &mut Vec<T>, item: T) {
     if !set.contains(&item) {
         push_one(set, item);
     }
+}
+
+/// Removes `item` from a short set kept as a vector; whether it was there.
+fn take<T: PartialEq<Q>, Q: ?Sized>(set: &mut Vec<T>, item: &Q) -> bool {
+    let Some(at) = set.iter().position(|x| x == item) else { return false };
+    set.swap_remove(at);
+    true
 }
 
 /// Pushes growing by one slot, not by doubling: these vectors stay short.

@@ -32,7 +32,7 @@ mod store;
 pub use broker::{Broker, BrokerError, Called, ClusterEvent, Envelope, FromCluster, RemotePeer, Topic};
 pub use handle::{RoomHandle, Rooms};
 pub use media::MediaPolicy;
-pub use outbox::{Outbox, OutboxReceiver, Push, outbox};
+pub use outbox::{Lost, Next, Outbox, OutboxReceiver, Push, outbox};
 pub use queue::{Queue, QueueConfig};
 pub use queue_id::QueueId;
 pub use queue_state::{Place, QueueState, View, Waiting};

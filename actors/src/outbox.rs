@@ -10,6 +10,11 @@
 //! it is small: a lock around a `VecDeque` that holds memory only while
 //! frames wait, and two [`Notify`]s. (A tokio channel preallocates a block of 32
 //! slots and cache-padded counters: about 1.5 KiB a session.)
+//!
+//! Besides frames, an outbox carries what a session lost when an actor it
+//! follows stopped under it, which only a fault in the hub makes happen
+//! ([`Outbox::lost`]): the session's task takes it up in the order it came,
+//! after the frames queued before it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytestring::ByteString;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
+
+use crate::{QueueId, RoomHandle};
 
 #[derive(Debug)]
 struct Shared {
@@ -30,6 +37,8 @@ struct Shared {
 #[derive(Debug)]
 struct Queue {
     frames: VecDeque<ByteString>,
+    /// What the session lost, with the number of frames queued before each.
+    lost: Vec<(usize, Lost)>,
     capacity: usize,
     senders: usize,
     receiver_gone: bool,
@@ -65,11 +74,30 @@ pub enum Push {
     Closed,
 }
 
+/// What a session lost when a room or queue stopped under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// It was in this room, through this handle.
+    Room { room: String, handle: RoomHandle },
+    /// It watched this queue.
+    Watch(QueueId),
+    /// It waited in a queue, checked in for this consultation.
+    CheckIn(String),
+}
+
+/// What a session's task takes from its outbox next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Frame(ByteString),
+    Lost(Lost),
+}
+
 /// Makes an outbox that holds at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             frames: VecDeque::new(),
+            lost: Vec::new(),
             capacity: capacity.max(1),
             senders: 1,
             receiver_gone: false,
@@ -101,6 +129,19 @@ impl Outbox {
         Push::Queued
     }
 
+    /// Tells the session what it lost, after the frames queued so far. Not
+    /// bounded by the capacity: a room or queue says it once, as it stops.
+    pub fn lost(&self, lost: Lost) {
+        let mut queue = self.shared.lock();
+        if queue.receiver_gone {
+            return;
+        }
+        let after = queue.frames.len();
+        queue.lost.push((after, lost));
+        drop(queue);
+        self.shared.ready.notify_one();
+    }
+
     /// Whether the session's task still reads this outbox.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().receiver_gone
@@ -128,14 +169,15 @@ impl Drop for Outbox {
 }
 
 impl OutboxReceiver {
-    /// The next frame, or `None` once it is empty and every sender is gone.
-    /// Cancel-safe: a frame is taken only by the call that returns it.
-    pub async fn recv(&self) -> Option<ByteString> {
+    /// The next frame or loss, or `None` once it is empty and every sender
+    /// is gone. Cancel-safe: a frame is taken only by the call that returns
+    /// it.
+    pub async fn recv(&self) -> Option<Next> {
         loop {
             {
                 let mut queue = self.shared.lock();
-                if let Some(frame) = Self::pop(&mut queue) {
-                    return Some(frame);
+                if let Some(next) = Self::take(&mut queue) {
+                    return Some(next);
                 }
                 if queue.senders == 0 {
                     return None;
@@ -145,9 +187,13 @@ impl OutboxReceiver {
         }
     }
 
-    /// The next frame if one is waiting.
+    /// The next frame if one is waiting and no loss comes before it.
     pub fn try_recv(&self) -> Option<ByteString> {
-        Self::pop(&mut self.shared.lock())
+        let mut queue = self.shared.lock();
+        if queue.lost.first().is_some_and(|(after, _)| *after == 0) {
+            return None;
+        }
+        Self::pop(&mut queue)
     }
 
     /// Completes once a push found the outbox full (also if that happened
@@ -156,8 +202,23 @@ impl OutboxReceiver {
         self.shared.overflow.notified()
     }
 
+    /// A loss whose frames before it are gone, else the next frame.
+    fn take(queue: &mut Queue) -> Option<Next> {
+        if queue.lost.first().is_some_and(|(after, _)| *after == 0) {
+            let (_, lost) = queue.lost.remove(0);
+            if queue.lost.is_empty() {
+                queue.lost = Vec::new();
+            }
+            return Some(Next::Lost(lost));
+        }
+        Self::pop(queue).map(Next::Frame)
+    }
+
     fn pop(queue: &mut Queue) -> Option<ByteString> {
         let frame = queue.frames.pop_front()?;
+        for (after, _) in &mut queue.lost {
+            *after -= 1;
+        }
         if queue.frames.is_empty() {
             // An empty outbox holds no memory: most sessions are idle most
             // of the time, and an allocation per burst costs less than
@@ -173,6 +234,7 @@ impl Drop for OutboxReceiver {
         let mut queue = self.shared.lock();
         queue.receiver_gone = true;
         queue.frames.clear();
+        queue.lost.clear();
     }
 }
 
@@ -189,7 +251,7 @@ mod tests {
         assert_eq!(tx.push("b".into()), Push::Queued);
         assert_eq!(tx.push("c".into()), Push::Overflow);
         rx.overflowed().await;
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert_eq!(rx.recv().await, Some(Next::Frame("a".into())));
         assert_eq!(rx.try_recv().as_deref(), Some("b"));
         assert_eq!(rx.try_recv(), None);
         assert!(!tx.is_closed());
@@ -214,8 +276,8 @@ mod tests {
         drop(tx);
         drop(other);
         let (first, second, end) = waiting.await.unwrap();
-        assert_eq!(first.as_deref(), Some("a"));
-        assert_eq!(second.as_deref(), Some("b"));
+        assert_eq!(first, Some(Next::Frame("a".into())));
+        assert_eq!(second, Some(Next::Frame("b".into())));
         assert_eq!(end, None);
     }
 
@@ -230,7 +292,37 @@ mod tests {
             assert_eq!(tx.push("a".into()), Push::Queued);
             // dropped here, after the push woke it but before it ran
         }
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
+        assert_eq!(rx.recv().await, Some(Next::Frame("a".into())));
+    }
+
+    #[tokio::test]
+    async fn a_loss_comes_after_the_frames_queued_before_it_and_wakes_the_receiver() {
+        let (tx, rx) = outbox(4);
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (rx, first)
+        });
+        tokio::task::yield_now().await;
+        tx.lost(Lost::CheckIn("r1".into()));
+        let (rx, first) = waiting.await.unwrap();
+        assert_eq!(first, Some(Next::Lost(Lost::CheckIn("r1".into()))), "a loss alone wakes the session");
+
+        assert_eq!(tx.push("a".into()), Push::Queued);
+        tx.lost(Lost::Watch(QueueId::new(None, "q")));
+        assert_eq!(tx.push("b".into()), Push::Queued);
+        assert_eq!(tx.push("c".into()), Push::Queued);
+        tx.lost(Lost::CheckIn("r2".into()));
+        assert_eq!(rx.try_recv().as_deref(), Some("a"));
+        assert_eq!(rx.try_recv(), None, "a burst of writes stops at a loss");
+        assert_eq!(rx.recv().await, Some(Next::Lost(Lost::Watch(QueueId::new(None, "q")))));
+        assert_eq!(rx.recv().await, Some(Next::Frame("b".into())));
+        assert_eq!(rx.recv().await, Some(Next::Frame("c".into())));
+        assert_eq!(rx.recv().await, Some(Next::Lost(Lost::CheckIn("r2".into()))));
+        assert_eq!(rx.try_recv(), None);
+        assert!(rx.shared.lock().lost.capacity() == 0, "nothing is held once taken");
+        drop(rx);
+        tx.lost(Lost::CheckIn("r3".into()));
+        assert!(tx.shared.lock().lost.is_empty(), "a closed outbox keeps nothing");
     }
 
     #[test]

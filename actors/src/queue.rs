@@ -618,9 +618,25 @@ impl Actor for Queue {
         }));
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    /// A queue stops by itself only once nobody follows it, so a follower
+    /// still here means a fault (a panic unwinding the queue's task, which
+    /// actix still runs this for): each is told what it lost, and follows
+    /// the queue again at once. The registry forgets this queue first, so
+    /// that they find a fresh one rather than this one on its way out.
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         if let (Some(broker), Some(id)) = (&self.cluster.broker, self.cluster.subscription) {
             broker.unsubscribe(Topic::Queue(&self.id), id);
+        }
+        let Some(state) = &self.state else { return };
+        let followers = state.followers(&self.id);
+        if followers.is_empty() {
+            return;
+        }
+        self.registry.do_send(ForgetQueue { queue: self.id.clone(), addr: ctx.address() });
+        for (session, lost) in followers {
+            if let Some(outbox) = self.outboxes.get(session) {
+                outbox.lost(lost);
+            }
         }
     }
 }
@@ -978,5 +994,14 @@ impl Handler<Snapshot> for Queue {
         let frame = self.ready()?.state_frame(&msg.view, None);
         self.maybe_idle(ctx);
         Ok(frame)
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl Handler<crate::room::Crash> for Queue {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::room::Crash, _ctx: &mut Context<Self>) {
+        panic!("a fault injected into queue {}", self.id);
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use telehub_signaling::{QueueEntry, Role, ServerFrame, UserRef};
 
-use crate::{Identity, Person};
+use crate::{Identity, Lost, Person, QueueId};
 
 /// One patient in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +360,19 @@ impl QueueState {
         groups
     }
 
+    /// The sessions that follow the queue here, each with what it would
+    /// lose if the queue went away: a watch, or its check-in for a
+    /// consultation still waiting. (An admitted patient is told to join
+    /// the consultation already and follows the queue no further.)
+    pub fn followers(&self, queue: &QueueId) -> Vec<(&Arc<str>, Lost)> {
+        let watchers = self.watchers.keys().map(|session| (session, Lost::Watch(queue.clone())));
+        let waiting = self
+            .waiting
+            .iter()
+            .flat_map(|entry| entry.sessions.iter().map(|session| (session, Lost::CheckIn(entry.room.clone()))));
+        watchers.chain(waiting).collect()
+    }
+
     /// The displays that should hear a ticket of `clinic` called.
     pub fn callers_of(&self, entry: &Waiting) -> Vec<&Arc<str>> {
         self.watchers.iter().filter(|(_, v)| v.gets_calls() && v.shows(entry)).map(|(s, _)| s).collect()
@@ -408,6 +421,31 @@ mod tests {
         q.add(entry("c-1", "A-001", "2026-11-25T09:00:00.000Z", "x"));
         q.add(entry("c-3", "A-003", "2026-11-25T09:10:00.000Z", "y"));
         q
+    }
+
+    #[test]
+    fn followers_are_the_watchers_and_the_sessions_of_waiting_patients() {
+        let mut q = queue();
+        let id = QueueId::new(Some("x"), "q-ana");
+        assert_eq!(q.followers(&id), vec![], "nobody online, nobody watching");
+        q.attach("c-1", "s-1".into());
+        q.attach("c-1", "s-1b".into());
+        q.attach("c-3", "s-3".into());
+        q.watch("board".into(), View::Tickets("x".into()));
+        q.add_admitted(Waiting {
+            sessions: vec!["s-4".into()],
+            ..entry("c-4", "A-004", "2026-11-25T08:00:00.000Z", "x")
+        });
+        let followers: Vec<(&str, Lost)> = q.followers(&id).into_iter().map(|(s, l)| (&**s, l)).collect();
+        assert_eq!(
+            followers,
+            [
+                ("board", Lost::Watch(id.clone())),
+                ("s-1", Lost::CheckIn("c-1".into())),
+                ("s-1b", Lost::CheckIn("c-1".into())),
+                ("s-3", Lost::CheckIn("c-3".into())),
+            ]
+        );
     }
 
     #[test]

@@ -86,6 +86,23 @@ impl Handler<ForgetQueue> for QueueRegistry {
     }
 }
 
+/// The running queue, if there is one (for tests).
+#[cfg(feature = "test-util")]
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Queue>>")]
+pub(crate) struct PeekQueue {
+    pub queue: QueueId,
+}
+
+#[cfg(feature = "test-util")]
+impl Handler<PeekQueue> for QueueRegistry {
+    type Result = Option<Addr<Queue>>;
+
+    fn handle(&mut self, msg: PeekQueue, _ctx: &mut Context<Self>) -> Self::Result {
+        self.queues.get(&msg.queue).filter(|addr| addr.connected()).cloned()
+    }
+}
+
 /// The queues of this node, for sessions, rooms and the HTTP API.
 #[derive(Clone)]
 pub struct Queues {
@@ -176,6 +193,17 @@ impl Queues {
                 addr.do_send(Showed { room });
             }
         });
+    }
+
+    /// Makes the queue panic, as a bug in it would, and returns once it is
+    /// gone; `false` if the queue was not running. For tests of what its
+    /// followers do when it stops under them.
+    #[cfg(feature = "test-util")]
+    pub async fn crash(&self, queue: &QueueId) -> bool {
+        let Ok(Some(addr)) = self.registry.send(PeekQueue { queue: queue.clone() }).await else { return false };
+        let _ = addr.send(crate::room::Crash).await;
+        crate::room::gone(&addr, &format!("queue {queue}")).await;
+        true
     }
 
     /// A session that checked in to or watched `queue` ended.

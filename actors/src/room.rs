@@ -25,8 +25,8 @@ use crate::broker::{Broker, ClusterEvent, FromCluster, Topic};
 use crate::registry::Forget;
 use crate::state::{HistoryPlan, MissedChanges};
 use crate::{
-    Action, AuditEntry, Identity, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, QueueId, Queues, Refusal,
-    RoomRecord, RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
+    Action, AuditEntry, Identity, Lost, MediaPolicy, NewMessage, Outbox, Person, PresentPeer, Push, QueueId, Queues,
+    Refusal, RoomHandle, RoomRecord, RoomRegistry, RoomState, RoomStore, SessionRef, StoreError,
 };
 
 /// Enter the room. The `joined` frame goes to the session's outbox before
@@ -329,7 +329,7 @@ impl Room {
 
     fn reply_error(outbox: &Outbox, reference: Option<String>, refusal: Refusal) {
         let Refusal { code, message, retry_ms } = refusal;
-        Self::send_to(outbox, &ServerFrame::Error { reference, code, message, retry_ms });
+        Self::send_to(outbox, &ServerFrame::Error { reference, code, message, retry_ms, room: None, queue: None });
     }
 
     /// Sends the same bytes to every session present except `except`, and
@@ -643,9 +643,22 @@ impl Actor for Room {
         }));
     }
 
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+    /// A room stops by itself only once it is empty, so a session still in
+    /// it means a fault (a panic unwinding the room's task, which actix
+    /// still runs this for): each is told, and takes it up at once. The
+    /// registry forgets the room first, so that whoever comes next finds a
+    /// fresh one rather than this one on its way out.
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         if let (Some(broker), Some(id)) = (&self.env.broker, self.subscription) {
             broker.unsubscribe(Topic::Room(&self.id), id);
+        }
+        if self.outboxes.is_empty() {
+            return;
+        }
+        self.forget(ctx);
+        let handle = RoomHandle::new(ctx.address());
+        for (_, outbox) in &self.outboxes {
+            outbox.lost(Lost::Room { room: self.id.clone(), handle: handle.clone() });
         }
     }
 }
@@ -1486,6 +1499,16 @@ impl Handler<NoShow> for Room {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Crash;
+
+/// Waits for an actor that was made to panic to be gone.
+#[cfg(feature = "test-util")]
+pub(crate) async fn gone<A: Actor>(addr: &Addr<A>, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while addr.connected() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not stop after its panic");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
 
 #[cfg(feature = "test-util")]
 impl Handler<Crash> for Room {

@@ -555,7 +555,9 @@ async fn steps(i: usize, setup: &RoomSetup, run: &Run, outcome: &mut Outcome) ->
                     let answer = sender
                         .until("ack", None, |f| match f {
                             ServerFrame::Ack { reference: Some(r), seq, .. } if *r == reference => Some(Ok(*seq)),
-                            ServerFrame::Error { reference: Some(r), code, message, retry_ms } if *r == reference => {
+                            ServerFrame::Error { reference: Some(r), code, message, retry_ms, .. }
+                                if *r == reference =>
+                            {
                                 Some(Err((*code, message.clone(), *retry_ms)))
                             }
                             _ => None,

@@ -152,7 +152,14 @@ pub fn decode(text: &str) -> Incoming {
         let reference = Some(id.to_owned());
         if let Some(code) = ack.error {
             let parsed = serde_json::from_value(json!(code)).unwrap_or(ErrorCode::Internal);
-            return Incoming::Frame(ServerFrame::Error { reference, code: parsed, message: code, retry_ms: None });
+            return Incoming::Frame(ServerFrame::Error {
+                reference,
+                code: parsed,
+                message: code,
+                retry_ms: None,
+                room: None,
+                queue: None,
+            });
         }
         return match (ack.room, ack.seq, ack.id, ack.at) {
             (Some(room), Some(seq), Some(id), Some(at)) => {

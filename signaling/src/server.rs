@@ -117,6 +117,12 @@ pub enum ServerFrame {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_ms: Option<u64>,
+        /// On a notice without `ref`: the room it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// On a notice without `ref`: the queue it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
     },
     /// The node is shutting down: reconnect after `retry_ms`, to any node.
     Goaway { retry_ms: u64 },
@@ -125,7 +131,7 @@ pub enum ServerFrame {
 impl ServerFrame {
     /// An `error` frame.
     pub fn error(reference: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error { reference, code, message: message.into(), retry_ms: None }
+        ServerFrame::Error { reference, code, message: message.into(), retry_ms: None, room: None, queue: None }
     }
 
     /// Serializes the frame. Serializing these types cannot fail: every map
@@ -480,6 +486,30 @@ mod tests {
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
                 retry_ms: Some(250),
+                room: None,
+                queue: None,
+            },
+        );
+        check(
+            r#"{"type":"error","code":"unavailable","message":"c-1 restarted: join again","room":"c-1"}"#,
+            ServerFrame::Error {
+                reference: None,
+                code: ErrorCode::Unavailable,
+                message: "c-1 restarted: join again".into(),
+                retry_ms: None,
+                room: Some("c-1".into()),
+                queue: None,
+            },
+        );
+        check(
+            r#"{"type":"error","code":"unavailable","message":"queue q-ana restarted: watch again","queue":"q-ana"}"#,
+            ServerFrame::Error {
+                reference: None,
+                code: ErrorCode::Unavailable,
+                message: "queue q-ana restarted: watch again".into(),
+                retry_ms: None,
+                room: None,
+                queue: Some("q-ana".into()),
             },
         );
         check(r#"{"type":"goaway","retry_ms":1000}"#, ServerFrame::Goaway { retry_ms: 1000 });

@@ -26,7 +26,7 @@ impl Server {
     }
 
     /// A server of this test's own, which it may stop and start.
-    fn own() -> Server {
+    pub(crate) fn own() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(SCRIPT).arg("start").arg(dir.path()).output().unwrap();
         assert!(out.status.success(), "PostgreSQL did not start: {}", String::from_utf8_lossy(&out.stderr));
@@ -34,7 +34,7 @@ impl Server {
         Server { url, dir: Some(dir) }
     }
 
-    fn run(&self, command: &str) {
+    pub(crate) fn run(&self, command: &str) {
         let dir = self.dir.as_ref().expect("only a server of this test's own is stopped and started");
         let status = std::process::Command::new(SCRIPT).arg(command).arg(dir.path()).status().unwrap();
         assert!(status.success(), "postgres.sh {command} failed");

@@ -217,8 +217,12 @@ export interface ErrorFrame {
   ref?: string;
   code: ErrorCode;
   message: string;
-  /** Only with `rate_limited`. */
+  /** Only with `rate_limited`, or `unavailable` from an overloaded node. */
   retry_ms?: number;
+  /** On a notice without `ref`: the room it is about (joined, or checked in for). */
+  room?: string;
+  /** On a notice without `ref`: the queue it is about (watched). */
+  queue?: string;
 }
 export interface GoawayFrame { type: 'goaway'; retry_ms: number }
 

@@ -999,7 +999,33 @@ export class TelehubClient {
       this.#authMessage = frame.message;
       return;
     }
+    if (frame.ref === undefined && frame.code === 'unavailable' && this.#followAgain(frame)) return;
     this.#events.emit('error', error);
+  }
+
+  /**
+   * A notice that a room or queue this client follows stopped in the hub
+   * (a fault there): the room is joined again with `since`, the checkin or
+   * watch renewed, as after a reconnect. Whether it named one it follows.
+   * @param {ErrorFrame} frame
+   */
+  #followAgain(frame) {
+    let followed = false;
+    const { room, queue } = frame;
+    const joined = room === undefined ? undefined : this.#rooms.get(room);
+    if (joined) {
+      this.#sendJoin(joined);
+      followed = true;
+    }
+    if (room !== undefined && this.#checkins.has(room)) {
+      this.#renew({ type: 'checkin', room }, () => this.#checkins.has(room), () => this.#checkins.delete(room));
+      followed = true;
+    }
+    if (queue !== undefined && this.#watches.has(queue)) {
+      this.#renew({ type: 'watch', queue }, () => this.#watches.has(queue), () => this.#watches.delete(queue));
+      followed = true;
+    }
+    return followed;
   }
 
   /**

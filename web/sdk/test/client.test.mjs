@@ -289,6 +289,24 @@ test('unavailable: the room is joined again and the frame resent after a backoff
   assert.equal((await sending).seq, 6);
 });
 
+test('a notice that a joined room restarted joins it again with since, and is no error event', async () => {
+  const env = setup();
+  const errors = [];
+  env.client.on('error', (e) => errors.push(e));
+  await connected(env);
+  await joinRoom(env, ROOM, { seq: 5, history: [message(ROOM, 5)] });
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'c-1001 restarted: join again', room: ROOM });
+  const rejoin = env.ws.last('join');
+  assert.equal(env.ws.frames('join').length, 2);
+  assert.deepEqual([rejoin.room, rejoin.since], [ROOM, 5]);
+  assert.equal(errors.length, 0);
+
+  // One about a room this client is not in is reported.
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'c-9 restarted: join again', room: 'c-9' });
+  assert.equal(env.ws.frames('join').length, 2);
+  assert.deepEqual(errors.map((e) => e.code), ['unavailable']);
+});
+
 test('other refusals reject the send and are not retried', async () => {
   const env = setup();
   await connected(env);
@@ -692,6 +710,33 @@ test('checkin and watch are renewed after a reconnect; admitted ends the checkin
   await reconnect(env, 's_3');
   assert.equal(env.ws.frames('checkin').length, 0, 'admitted: out of the queue');
   assert.equal(env.ws.frames('watch').length, 1);
+});
+
+test('a notice that a followed queue restarted renews the watch or the checkin it names', async () => {
+  const env = setup();
+  const errors = [];
+  env.client.on('error', (e) => errors.push(e));
+  await connected(env);
+  const checkin = env.client.checkin(ROOM);
+  env.ws.receive({ type: 'queue', ref: env.ws.last('checkin').ref, queue: 'q-ana', room: ROOM, ticket: 'A-001', position: 1, ahead: 0, eta_s: 0 });
+  await checkin;
+  const watch = env.client.watch('q-ana');
+  env.ws.receive({ type: 'queue_state', ref: env.ws.last('watch').ref, queue: 'q-ana', entries: [] });
+  await watch;
+
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'queue q-ana restarted: watch again', queue: 'q-ana' });
+  assert.deepEqual([env.ws.frames('watch').length, env.ws.frames('checkin').length], [2, 1]);
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'the queue of c-1001 restarted: check in again', room: ROOM });
+  assert.deepEqual([env.ws.frames('watch').length, env.ws.frames('checkin').length], [2, 2]);
+  assert.equal(env.ws.last('checkin').room, ROOM);
+  assert.equal(errors.length, 0);
+  // The renewals settle like any other.
+  env.ws.receive({ type: 'queue_state', ref: env.ws.last('watch').ref, queue: 'q-ana', entries: [] });
+  env.ws.receive({ type: 'queue', ref: env.ws.last('checkin').ref, queue: 'q-ana', room: ROOM, ticket: 'A-001', position: 1, ahead: 0, eta_s: 0 });
+  assert.equal(errors.length, 0);
+  // A queue it does not watch is reported.
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'queue q-bo restarted: watch again', queue: 'q-bo' });
+  assert.deepEqual([env.ws.frames('watch').length, errors.length], [2, 1]);
 });
 
 test('payment events reach listeners; staff may admit with an override', async () => {
