@@ -48,6 +48,17 @@ enum End {
     Close(u16, &'static str),
 }
 
+/// A room the session joined.
+struct Joined {
+    room: String,
+    handle: RoomHandle,
+    /// The room stopped under the session (a fault), which has let go of
+    /// it and told the client; kept until the client joins or leaves, so
+    /// that a frame for it, which may have left before the client heard, is
+    /// told the same.
+    let_go: bool,
+}
+
 pub struct Session {
     me: SessionRef,
     /// Shared, not cloned: a clone of the state makes new actor addresses,
@@ -56,11 +67,7 @@ pub struct Session {
     /// The rooms joined. This and the two sets below are vectors searched
     /// in turn: a session is in a room or two, and a hash table's first
     /// allocation (about 200 bytes) would outweigh what it holds.
-    rooms: Vec<(String, RoomHandle)>,
-    /// Rooms that stopped under this session (a fault) and that it let go
-    /// of, until it joins or leaves them: a frame for one is told to join
-    /// again, as it may have been sent before the client heard.
-    restarted: Vec<String>,
+    rooms: Vec<Joined>,
     /// Queues this session checked in to or watches.
     queues: Vec<QueueId>,
     /// The consultations it checked in for.
@@ -81,7 +88,6 @@ impl Session {
             me,
             app,
             rooms: Vec::new(),
-            restarted: Vec::new(),
             queues: Vec::new(),
             checked_in: Vec::new(),
             expires,
@@ -94,9 +100,10 @@ impl Session {
     /// kept small: an `async move` block holds its arguments once (an
     /// `async fn` holds them twice), the loop borrows rather than takes
     /// them, and the close at the end, which an idle session never reaches,
-    /// is boxed. It is 1,048 bytes, and its task a 1,280-byte allocation;
-    /// 80 bytes more would take it to the next class, 1,536
-    /// (`cargo +nightly rustc --release --lib -- -Zprint-type-sizes`).
+    /// is boxed. It is 1,096 bytes, and its task a 1,280-byte allocation
+    /// with 32 bytes of padding left; more would take it to the next
+    /// class, 1,408 (`cargo +nightly rustc --release --lib --
+    /// -Zprint-type-sizes`, the task's `Cell`).
     pub fn run(
         mut self,
         mut ws: actix_ws::Session,
@@ -111,8 +118,8 @@ impl Session {
             let end = self.serve(&mut ws, &mut stream, &outbox).await;
             // Nothing more is read from the socket; only the close is left.
             drop(stream);
-            for (id, room) in std::mem::take(&mut self.rooms) {
-                self.part(&id, &room, None, false);
+            for joined in std::mem::take(&mut self.rooms) {
+                self.part(joined, None, false);
             }
             for queue in std::mem::take(&mut self.queues) {
                 self.app.rooms.queues().session_gone(&queue, self.me.id.clone());
@@ -181,7 +188,7 @@ impl Session {
                                 return end;
                             }
                         }
-                        Some(Next::Lost(lost)) => Box::pin(self.lost(lost)).await,
+                        Some(Next::Lost(lost)) => Box::pin(self.lost(*lost)).await,
                     },
                     message = stream.recv() => {
                         last_seen = Instant::now();
@@ -328,41 +335,43 @@ impl Session {
         Ok(())
     }
 
-    fn room(&self, room: &str) -> Option<&RoomHandle> {
-        self.rooms.iter().find(|(id, _)| id == room).map(|(_, handle)| handle)
+    fn position(&self, room: &str) -> Option<usize> {
+        self.rooms.iter().position(|joined| joined.room == room)
     }
 
-    fn take_room(&mut self, room: &str) -> Option<RoomHandle> {
-        let at = self.rooms.iter().position(|(id, _)| id == room)?;
-        Some(self.rooms.swap_remove(at).1)
+    fn take_room(&mut self, room: &str) -> Option<Joined> {
+        let at = self.position(room)?;
+        Some(self.rooms.swap_remove(at))
     }
 
     /// Leaves a room this session has let go of; with `reply` the session
     /// gets `left`. A room that stopped under it (a fault) can no longer
     /// say so, so the session withdraws its presence itself and answers.
-    fn part(&self, room: &str, handle: &RoomHandle, reference: Option<String>, reply: bool) {
-        if handle.is_running() {
-            return handle.leave(&self.me, reference, reply);
+    fn part(&self, joined: Joined, reference: Option<String>, reply: bool) {
+        if !joined.let_go && joined.handle.is_running() {
+            return joined.handle.leave(&self.me, reference, reply);
         }
-        self.app.rooms.let_go(room, &self.me.id);
+        if !joined.let_go {
+            self.app.rooms.let_go(&joined.room, &self.me.id);
+        }
         if reply {
-            self.reply(ServerFrame::Left { reference, room: room.to_owned() });
+            self.reply(ServerFrame::Left { reference, room: joined.room });
         }
     }
 
-    /// The joined room a frame is about, or the refusal to send.
+    /// The joined room a frame is about, or the refusal to send. A room
+    /// that stopped under the session is let go of, if it was not yet, and
+    /// the frame told to join again (once: the next is `forbidden`).
     fn joined(&mut self, room: &str) -> Result<&RoomHandle, Refusal> {
-        let Some(at) = self.rooms.iter().position(|(id, _)| id == room) else {
-            if take(&mut self.restarted, room) {
-                return Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")));
-            }
+        let Some(at) = self.position(room) else {
             return Err(Refusal::new(ErrorCode::Forbidden, format!("join {room} first")));
         };
-        if self.rooms[at].1.is_running() {
-            return Ok(&self.rooms[at].1);
+        if !self.rooms[at].let_go && self.rooms[at].handle.is_running() {
+            return Ok(&self.rooms[at].handle);
         }
-        self.rooms.swap_remove(at);
-        self.app.rooms.let_go(room, &self.me.id);
+        if !self.rooms.swap_remove(at).let_go {
+            self.app.rooms.let_go(room, &self.me.id);
+        }
         Err(Refusal::new(ErrorCode::Unavailable, format!("{room} restarted: join again")))
     }
 
@@ -377,14 +386,16 @@ impl Session {
             Lost::Room { room, handle } => {
                 // Not if the session let go of that run of the room already
                 // (a frame found it gone) and maybe joined the next.
-                let Some(at) = self.rooms.iter().position(|(id, joined)| *id == room && *joined == handle) else {
+                let Some(joined) = self
+                    .rooms
+                    .iter_mut()
+                    .find(|joined| joined.room == room && joined.handle == handle && !joined.let_go)
+                else {
                     return;
                 };
-                self.rooms.swap_remove(at);
+                joined.let_go = true;
                 self.app.rooms.let_go(&room, &self.me.id);
-                let message = format!("{room} restarted: join again");
-                add(&mut self.restarted, room.clone());
-                self.notice(message, Some(room), None);
+                self.notice(format!("{room} restarted: join again"), Some(room), None);
             }
             Lost::Watch(queue) => {
                 if !self.queues.contains(&queue) {
@@ -429,7 +440,7 @@ impl Session {
         match frame {
             ClientFrame::Ping { reference } => self.reply(ServerFrame::Pong { reference }),
             ClientFrame::Join { reference, room, since } => {
-                if self.room(&room).is_none() && self.rooms.len() >= MAX_ROOMS_PER_SESSION {
+                if self.position(&room).is_none() && self.rooms.len() >= MAX_ROOMS_PER_SESSION {
                     let refusal = Refusal::new(
                         ErrorCode::Conflict,
                         format!("a session may be in at most {MAX_ROOMS_PER_SESSION} rooms"),
@@ -439,21 +450,17 @@ impl Session {
                 let span = info_span!("join", room = %room);
                 // The rare, large awaits are boxed on their own too, so that
                 // the box of every frame's handling stays small for chat.
-                take(&mut self.restarted, &room);
                 match Box::pin(self.app.rooms.join(&room, &me, since, reference.clone()).instrument(span)).await {
-                    Ok(handle) => match self.rooms.iter_mut().find(|(id, _)| *id == room) {
-                        Some((_, joined)) => *joined = handle,
-                        None => push_one(&mut self.rooms, (room, handle)),
+                    Ok(handle) => match self.position(&room) {
+                        Some(at) => (self.rooms[at].handle, self.rooms[at].let_go) = (handle, false),
+                        None => push_one(&mut self.rooms, Joined { room, handle, let_go: false }),
                     },
                     Err(refusal) => self.refuse(reference, refusal),
                 }
             }
             ClientFrame::Leave { reference, room } => match self.take_room(&room) {
-                Some(handle) => self.part(&room, &handle, reference, true),
-                None => {
-                    take(&mut self.restarted, &room);
-                    self.reply(ServerFrame::Left { reference, room });
-                }
+                Some(joined) => self.part(joined, reference, true),
+                None => self.reply(ServerFrame::Left { reference, room }),
             },
             ClientFrame::Chat { reference, room, client_id, text } => match self.joined(&room) {
                 Ok(handle) => handle.chat(&me, reference, client_id, text),

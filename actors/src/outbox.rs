@@ -85,11 +85,12 @@ pub enum Lost {
     CheckIn(String),
 }
 
-/// What a session's task takes from its outbox next.
+/// What a session's task takes from its outbox next. (A loss is boxed so
+/// that this is no larger than a frame: every session's task holds one.)
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Frame(ByteString),
-    Lost(Lost),
+    Lost(Box<Lost>),
 }
 
 /// Makes an outbox that holds at most `capacity` frames.
@@ -209,7 +210,7 @@ impl OutboxReceiver {
             if queue.lost.is_empty() {
                 queue.lost = Vec::new();
             }
-            return Some(Next::Lost(lost));
+            return Some(Next::Lost(Box::new(lost)));
         }
         Self::pop(queue).map(Next::Frame)
     }
@@ -305,7 +306,7 @@ mod tests {
         tokio::task::yield_now().await;
         tx.lost(Lost::CheckIn("r1".into()));
         let (rx, first) = waiting.await.unwrap();
-        assert_eq!(first, Some(Next::Lost(Lost::CheckIn("r1".into()))), "a loss alone wakes the session");
+        assert_eq!(first, Some(Next::Lost(Box::new(Lost::CheckIn("r1".into())))), "a loss alone wakes the session");
 
         assert_eq!(tx.push("a".into()), Push::Queued);
         tx.lost(Lost::Watch(QueueId::new(None, "q")));
@@ -314,10 +315,10 @@ mod tests {
         tx.lost(Lost::CheckIn("r2".into()));
         assert_eq!(rx.try_recv().as_deref(), Some("a"));
         assert_eq!(rx.try_recv(), None, "a burst of writes stops at a loss");
-        assert_eq!(rx.recv().await, Some(Next::Lost(Lost::Watch(QueueId::new(None, "q")))));
+        assert_eq!(rx.recv().await, Some(Next::Lost(Box::new(Lost::Watch(QueueId::new(None, "q"))))));
         assert_eq!(rx.recv().await, Some(Next::Frame("b".into())));
         assert_eq!(rx.recv().await, Some(Next::Frame("c".into())));
-        assert_eq!(rx.recv().await, Some(Next::Lost(Lost::CheckIn("r2".into()))));
+        assert_eq!(rx.recv().await, Some(Next::Lost(Box::new(Lost::CheckIn("r2".into())))));
         assert_eq!(rx.try_recv(), None);
         assert!(rx.shared.lock().lost.capacity() == 0, "nothing is held once taken");
         drop(rx);
