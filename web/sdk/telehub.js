@@ -1014,6 +1014,18 @@ export class TelehubClient {
     const { room, queue } = frame;
     const joined = room === undefined ? undefined : this.#rooms.get(room);
     if (joined) {
+      // A message in flight to the room that stopped may never be
+      // answered: it goes again, with its client_id, once the room is
+      // joined again (stored once whatever became of the first); should
+      // the first be answered after all, the answer is let pass.
+      joined.inRoom = false;
+      const ignore = { reply: () => {}, fail: () => {}, drop: () => {} };
+      for (const job of this.#sends.values()) {
+        if (job.room === room && job.ref !== null) {
+          this.#pending.set(job.ref, ignore);
+          job.ref = null;
+        }
+      }
       this.#sendJoin(joined);
       followed = true;
     }

@@ -301,9 +301,28 @@ test('a notice that a joined room restarted joins it again with since, and is no
   assert.deepEqual([rejoin.room, rejoin.since], [ROOM, 5]);
   assert.equal(errors.length, 0);
 
+  // A message in flight when the notice came goes again after the rejoin,
+  // with its client_id; a late answer to the first try changes nothing.
+  const sending = env.client.send(ROOM, 'hi');
+  assert.equal(env.ws.frames('chat').length, 0, 'not joined again yet: the send waits');
+  env.ws.receive(joined(rejoin, { seq: 5 }));
+  const first = env.ws.last('chat');
+  env.ws.receive({ type: 'error', code: 'unavailable', message: 'c-1001 restarted: join again', room: ROOM });
+  const again = env.ws.last('join');
+  assert.equal(env.ws.frames('join').length, 3);
+  env.ws.receive({ type: 'error', ref: first.ref, code: 'unavailable', message: 'c-1001 restarted: join again' });
+  env.ws.receive(joined(again, { seq: 5 }));
+  const second = env.ws.last('chat');
+  assert.equal(env.ws.frames('chat').length, 2);
+  assert.notEqual(second.ref, first.ref);
+  assert.equal(second.client_id, first.client_id);
+  env.ws.receive({ type: 'ack', ref: second.ref, room: ROOM, seq: 6, id: 'm_6', at: 'x' });
+  assert.equal((await sending).seq, 6);
+  assert.equal(errors.length, 0);
+
   // One about a room this client is not in is reported.
   env.ws.receive({ type: 'error', code: 'unavailable', message: 'c-9 restarted: join again', room: 'c-9' });
-  assert.equal(env.ws.frames('join').length, 2);
+  assert.equal(env.ws.frames('join').length, 3);
   assert.deepEqual(errors.map((e) => e.code), ['unavailable']);
 });
 
