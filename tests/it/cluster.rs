@@ -744,3 +744,45 @@ async fn the_waiting_room_spans_the_nodes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(p3.recv_type("ended").await["room"], "c-q3");
 }
+
+/// A queue that panics on one node is started again there from storage by
+/// its followers on that node, subscribes again, and takes the cluster's
+/// changes as before.
+#[tokio::test]
+async fn a_queue_that_stops_on_one_node_is_followed_again_and_hears_the_others() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.node("node-a").await, cluster.node("node-b").await);
+    for room in ["c-f1", "c-f2"] {
+        wr::queued(&a, room, "k1").await;
+    }
+    let mut p1 = wr::patient(&a, "c-f1").await;
+    assert_eq!(wr::check_in(&mut p1, "c-f1").await["ticket"], "A-001");
+    let mut p2 = wr::patient(&b, "c-f2").await;
+    assert_eq!(wr::check_in(&mut p2, "c-f2").await["ticket"], "A-002");
+    let mut display = wr::clinic_client(&a, "display", "k1").await;
+    assert_eq!(wr::tickets(&wr::watch(&mut display, "q-ana").await), ["A-001", "A-002"]);
+    let mut doctor = wr::doctor(&b).await;
+    assert_eq!(wr::tickets(&wr::watch(&mut doctor, "q-ana").await), ["A-001", "A-002"]);
+    let queue = telehub_actors::QueueId::new(Some("k1"), "q-ana");
+    let channel = telehub::broker::channel(telehub_actors::Topic::Queue(&queue));
+    assert_eq!(subscriptions(&cluster.redis, &channel).await, 2, "both nodes' queues subscribe");
+
+    assert!(a.rooms.queues().crash(&queue).await);
+    // The display and the patient on node a follow the new queue there by
+    // themselves; the patient keeps their ticket and place.
+    assert_eq!(wr::tickets(&display.recv_type("queue_state").await), ["A-001", "A-002"]);
+    let again = p1.recv_type("queue").await;
+    assert_eq!((&again["ticket"], &again["position"]), (&json!("A-001"), &json!(1)), "{again}");
+    eventually("the new queue on node a subscribes", || async { subscriptions(&cluster.redis, &channel).await == 2 })
+        .await;
+
+    // The doctor on node b admits the first patient: the new queue on node
+    // a hears it, calls the ticket on its display, and the patient is told.
+    doctor.join("c-f1", None).await;
+    assert_eq!(doctor.request(json!({"type": "admit", "room": "c-f1"})).await["type"], "ok");
+    assert_eq!(p1.recv_type("admitted").await["room"], "c-f1");
+    let called = display.recv_type("called").await;
+    assert_eq!((&called["queue"], &called["ticket"]), (&json!("q-ana"), &json!("A-001")));
+    assert_eq!(wr::tickets(&wr::state_with(&mut display, 1).await), ["A-002"]);
+    assert_eq!(wr::place(&mut p2, 1).await["ticket"], "A-002");
+}
