@@ -114,10 +114,7 @@ impl Rooms {
     #[cfg(feature = "test-util")]
     pub async fn crash(&self, room: &str) -> bool {
         let Ok(Some(addr)) = self.registry.send(Peek { room: room.to_owned() }).await else { return false };
-        // The reply is lost with the panic, which unwinds the room's task;
-        // the mailbox goes with the task a moment later.
-        let _ = addr.send(crate::room::Crash).await;
-        crate::room::gone(&addr, &format!("room {room}")).await;
+        crate::fault::crash(addr, &format!("room {room}")).await;
         true
     }
 

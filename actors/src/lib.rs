@@ -13,6 +13,8 @@
 //! implements with sqlx.
 
 mod broker;
+#[cfg(feature = "test-util")]
+mod fault;
 #[cfg(test)]
 mod fixtures;
 mod handle;

@@ -997,11 +997,12 @@ impl Handler<Snapshot> for Queue {
     }
 }
 
+/// The fault that [`crate::Queues::crash`] injects for tests.
 #[cfg(feature = "test-util")]
-impl Handler<crate::room::Crash> for Queue {
+impl Handler<crate::fault::Crash> for Queue {
     type Result = ();
 
-    fn handle(&mut self, _msg: crate::room::Crash, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: crate::fault::Crash, _ctx: &mut Context<Self>) {
         panic!("a fault injected into queue {}", self.id);
     }
 }

@@ -201,8 +201,7 @@ impl Queues {
     #[cfg(feature = "test-util")]
     pub async fn crash(&self, queue: &QueueId) -> bool {
         let Ok(Some(addr)) = self.registry.send(PeekQueue { queue: queue.clone() }).await else { return false };
-        let _ = addr.send(crate::room::Crash).await;
-        crate::room::gone(&addr, &format!("queue {queue}")).await;
+        crate::fault::crash(addr, &format!("queue {queue}")).await;
         true
     }
 

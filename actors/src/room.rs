@@ -1493,28 +1493,12 @@ impl Handler<NoShow> for Room {
     }
 }
 
-/// Makes the room panic, as a bug in it would: the fault that
-/// [`crate::Rooms::crash`] injects for tests.
+/// The fault that [`crate::Rooms::crash`] injects for tests.
 #[cfg(feature = "test-util")]
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Crash;
-
-/// Waits for an actor that was made to panic to be gone.
-#[cfg(feature = "test-util")]
-pub(crate) async fn gone<A: Actor>(addr: &Addr<A>, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while addr.connected() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not stop after its panic");
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
-}
-
-#[cfg(feature = "test-util")]
-impl Handler<Crash> for Room {
+impl Handler<crate::fault::Crash> for Room {
     type Result = ();
 
-    fn handle(&mut self, _msg: Crash, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: crate::fault::Crash, _ctx: &mut Context<Self>) {
         panic!("a fault injected into room {}", self.id);
     }
 }
