@@ -610,10 +610,12 @@ async fn a_room_that_stops_under_its_members_lets_the_other_nodes_see_them_leave
     let is_the_patient =
         |frame: &Value, event: &str| (&frame["event"], &frame["peer"]["session"]) == (&json!(event), &session);
 
-    // Refused with `unavailable`, the patient's session lets go of the
-    // room, and the doctor on node b sees it leave; it joins again, and the
-    // new room on node a takes the cluster's traffic.
+    // Told the room restarted, the patient's session lets go of it, and
+    // the doctor on node b sees it leave; its next chat there is refused,
+    // it joins again, and the new room on node a takes the cluster's
+    // traffic.
     assert!(a.rooms.crash("c-fault").await);
+    assert_eq!(patient.recv_type("error").await["room"], "c-fault");
     let refused = patient.request(json!({"type": "chat", "room": "c-fault", "client_id": "2", "text": "two"})).await;
     assert_eq!(refused["code"], "unavailable", "{refused}");
     assert!(is_the_patient(&doctor.recv_type("presence").await, "leave"));
@@ -626,8 +628,9 @@ async fn a_room_that_stops_under_its_members_lets_the_other_nodes_see_them_leave
     assert_eq!(next_message(&mut patient).await, (2, "two".into()));
     assert_eq!(next_message(&mut patient).await, (3, "three".into()));
 
-    // A session that closes in a stopped room lets go of it too: node a
-    // lives on, and still the doctor sees the patient leave.
+    // Again, and the patient closes at once: whether its session lets go
+    // on the notice or on the close, node a lives on and the doctor sees
+    // the patient leave.
     let channel = "telehub:{c-fault}:events";
     assert_eq!(subscriptions(&cluster.redis, channel).await, 2, "both nodes' rooms subscribe");
     assert!(a.rooms.crash("c-fault").await);

@@ -141,7 +141,7 @@ async fn queue_fault(app: TestApp) {
     assert_eq!(tickets(&state_with(&mut display, 1).await), ["A-002"]);
     assert_eq!(place(&mut p2, 1).await["ahead"], 0);
     assert_eq!(tickets(&state_with(&mut doctor, 1).await), ["A-002"]);
-    // Nobody was told to do anything: no notice came before this.
+    // Nothing more is on its way to the second patient.
     p2.assert_quiet().await;
 }
 
